@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import UserManager as DjangoUserManager
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class UserManager(DjangoUserManager):
+    """Users log in with their email; the username is kept (Django's admin wants one) and filled from it."""
+
+    def _create_user(self, username, email, password, **extra_fields):
+        email = self.normalize_email(email)
+        username = username or email
+        return super()._create_user(username, email, password, **extra_fields)
+
+    def create_user(self, username=None, email=None, password=None, **extra_fields):
+        return super().create_user(username, email, password, **extra_fields)
+
+    def create_superuser(self, username=None, email=None, password=None, **extra_fields):
+        return super().create_superuser(username, email, password, **extra_fields)
+
+
+class User(AbstractUser):
+    email = models.EmailField(_("email address"), unique=True)
+    phone_number = models.CharField(_("phone number"), max_length=32, blank=True)
+    preferred_language = models.CharField(
+        _("preferred language"), max_length=8, choices=settings.LANGUAGES, blank=True
+    )
+
+    objects = UserManager()
+
+    # People log in with their email everywhere: the site, the API, `createsuperuser`, the admin.
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    def __str__(self) -> str:
+        return self.email or self.username
+
+    @property
+    def display_name(self) -> str:
+        return self.get_full_name() or self.email
+
+
+JOIN_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+JOIN_CODE_LENGTH = 8
+
+
+def new_join_code() -> str:
+    """Eight characters from an alphabet without look-alikes (no 0/O, 1/I/L): read out in class, typed by hand."""
+    import secrets
+
+    return "".join(secrets.choice(JOIN_CODE_ALPHABET) for _ in range(JOIN_CODE_LENGTH))
+
+
+class Course(models.Model):
+    """A class that students join with its code; its instructors follow them in the admin."""
+
+    name = models.CharField(_("name"), max_length=120)
+    term = models.CharField(_("term"), max_length=60, blank=True, help_text=_("For example: Spring 2027."))
+    join_code = models.CharField(_("join code"), max_length=16, unique=True, default=new_join_code)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="courses", verbose_name=_("members")
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "term"]
+        verbose_name = _("course")
+        verbose_name_plural = _("courses")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.term})" if self.term else self.name
+
+    @property
+    def instructors(self) -> models.QuerySet[User]:
+        return User.objects.filter(memberships__course=self, memberships__role=Membership.Role.INSTRUCTOR)
+
+    @property
+    def students(self) -> models.QuerySet[User]:
+        return User.objects.filter(memberships__course=self, memberships__role=Membership.Role.STUDENT)
+
+
+class Membership(models.Model):
+    """One person in one course, as an instructor or a student (never both in the same course)."""
+
+    class Role(models.TextChoices):
+        INSTRUCTOR = "instructor", _("Instructor")
+        STUDENT = "student", _("Student")
+
+    course = models.ForeignKey(
+        Course, on_delete=models.CASCADE, related_name="memberships", verbose_name=_("course")
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships", verbose_name=_("user")
+    )
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices, default=Role.STUDENT)
+    joined_at = models.DateTimeField(_("joined"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["course", "role", "user__email"]
+        verbose_name = _("membership")
+        verbose_name_plural = _("memberships")
+        constraints = [models.UniqueConstraint(fields=["course", "user"], name="one_membership_per_course")]
+        indexes = [models.Index(fields=["user", "role"], name="membership_user_role")]
+
+    def __str__(self) -> str:
+        return f"{self.user} · {self.course} ({self.get_role_display()})"

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.conf import settings
+
+
+def platform(request) -> dict:
+    return {
+        "GOOGLE_LOGIN_ENABLED": settings.GOOGLE_LOGIN_ENABLED,
+        "LLM_ENABLED": settings.LLM_ENABLED,
+    }

@@ -1,0 +1,80 @@
+"""Run the whole platform in one command: Daphne (HTTP + WebSockets) and the Dramatiq worker.
+
+Embedded mode (no REDIS_URL): the worker runs as threads of this process, because the in-memory
+channel layer and the stub broker exist only inside one process. With REDIS_URL set, the worker is a
+separate `manage.py rundramatiq` process, as in production.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+from django.apps import apps
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+
+def import_actor_modules() -> None:
+    for app_config in apps.get_app_configs():
+        module = f"{app_config.name}.actors"
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+
+
+def start_embedded_worker():
+    import dramatiq
+
+    import_actor_modules()
+    worker = dramatiq.Worker(dramatiq.get_broker(), worker_threads=settings.EMBEDDED_WORKER_THREADS)
+    worker.start()
+    return worker
+
+
+class Command(BaseCommand):
+    help = "Run BuildX: Daphne for HTTP and WebSockets plus the Dramatiq worker."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-worker", action="store_true", help="Serve pages only.")
+
+    def handle(self, *args, host: str, port: int, no_worker: bool, **options) -> None:
+        from channels.routing import get_default_application
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server
+        from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+        worker = child = None
+        if not no_worker:
+            if settings.EMBEDDED:
+                worker = start_embedded_worker()
+                self.stdout.write("Embedded mode: in-process worker, in-memory channel layer.")
+            else:
+                child = subprocess.Popen(
+                    [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "2"],
+                    cwd=settings.BASE_DIR,
+                )
+                self.stdout.write(f"Worker process started (pid {child.pid}).")
+
+        application = get_default_application()
+        if settings.DEBUG:
+            application = ASGIStaticFilesHandler(application)
+        self.stdout.write(f"BuildX is running at http://{host}:{port}/  (Ctrl+C stops it)")
+        try:
+            Server(
+                application=application,
+                endpoints=build_endpoint_description_strings(host=host, port=port),
+                websocket_timeout=24 * 3600,
+                application_close_timeout=10,
+            ).run()
+        finally:
+            if worker is not None:
+                worker.stop(timeout=5000)
+            if child is not None:
+                child.terminate()
+                try:
+                    child.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    child.kill()

@@ -1,0 +1,474 @@
+"""BuildX settings: every value comes from the environment, with safe defaults for local use.
+
+The README documents each variable. Unset DATABASE_URL means SQLite; unset REDIS_URL means the
+embedded mode (in-memory channel layer, in-process Dramatiq worker, local-memory cache).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+def database_from_url(url: str) -> dict:
+    """Turn postgres://user:pass@host:port/name?opt=v into a Django DATABASES entry (psycopg 3, pooled)."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql", "pgsql"}:
+        raise ImproperlyConfigured(f"DATABASE_URL must be a postgres:// URL, not {parts.scheme}://")
+    options: dict = dict(parse_qsl(parts.query))
+    # Django's own psycopg pool; CONN_MAX_AGE must stay 0 with it.
+    options["pool"] = {"min_size": 1, "max_size": env_int("DATABASE_POOL_MAX", 10), "timeout": 10}
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.lstrip("/")) or "buildx",
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        "OPTIONS": options,
+        "TEST": {"NAME": env("DATABASE_TEST_NAME") or None},
+    }
+
+
+# --- Core -----------------------------------------------------------------------------------
+
+DEFAULT_SECRET_KEY = "buildx-local-development-key-do-not-use-in-production"
+SECRET_KEY = env("SECRET_KEY", DEFAULT_SECRET_KEY)
+DEBUG = env_bool("DEBUG", True)
+if not DEBUG and SECRET_KEY == DEFAULT_SECRET_KEY:
+    raise ImproperlyConfigured(
+        "DEBUG is off but SECRET_KEY is the built-in development key. "
+        "Set SECRET_KEY to a long random value (python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+    )
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+DATA_DIR = Path(env("BUILDX_DATA_DIR", str(BASE_DIR / "var" / "data")))
+MEDIA_ROOT = Path(env("MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
+MEDIA_URL = "/media/"
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env("STATIC_ROOT", str(BASE_DIR / "var" / "static")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+DATABASE_URL = env("DATABASE_URL")
+REDIS_URL = env("REDIS_URL")
+EMBEDDED = not REDIS_URL
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.sites",
+    "channels",
+    "rest_framework",
+    "drf_spectacular",
+    "django_dramatiq",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.google",
+    "allauth.headless",
+    "csp",
+    "buildx",
+    "accounts",
+    "designs",
+    "training",
+    "feedback",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "buildx.urls"
+ASGI_APPLICATION = "buildx.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "buildx.context_processors.platform",
+            ],
+        },
+    },
+]
+
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url(DATABASE_URL)}
+else:
+    (BASE_DIR / "var").mkdir(exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env("SQLITE_PATH", str(BASE_DIR / "var" / "db.sqlite3")),
+            # The embedded worker writes from other threads; wait for the lock instead of failing.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+SITE_ID = 1
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+
+# --- Cache, channels, background work --------------------------------------------------------
+
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": env_int("CHANNEL_CAPACITY", 1000), "expiry": 60},
+        }
+    }
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.redis.RedisBroker",
+        "OPTIONS": {"url": REDIS_URL},
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    DRAMATIQ_BROKER = {"BROKER": "dramatiq.brokers.stub.StubBroker", "OPTIONS": {}}
+
+DRAMATIQ_BROKER["MIDDLEWARE"] = [
+    "dramatiq.middleware.AgeLimit",
+    "dramatiq.middleware.TimeLimit",
+    "dramatiq.middleware.Callbacks",
+    "dramatiq.middleware.Retries",
+    "django_dramatiq.middleware.DbConnectionsMiddleware",
+]
+DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
+DRAMATIQ_TASKS_DATABASE = "default"
+# Embedded mode runs this many worker threads inside the web process.
+EMBEDDED_WORKER_THREADS = env_int("EMBEDDED_WORKER_THREADS", 2)
+
+# --- Accounts (allauth) ------------------------------------------------------------------------
+
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_EMAIL_VERIFICATION = env("ACCOUNT_EMAIL_VERIFICATION", "optional")
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
+ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "/dashboard/"
+ACCOUNT_LOGOUT_REDIRECT_URL = "/"
+
+GOOGLE_CLIENT_ID = env("GOOGLE_CLIENT_ID")
+GOOGLE_CLIENT_SECRET = env("GOOGLE_CLIENT_SECRET")
+GOOGLE_LOGIN_ENABLED = bool(GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET)
+SOCIALACCOUNT_PROVIDERS = {
+    "google": {
+        "APPS": (
+            [{"client_id": GOOGLE_CLIENT_ID, "secret": GOOGLE_CLIENT_SECRET, "key": ""}]
+            if GOOGLE_LOGIN_ENABLED
+            else []
+        ),
+        "SCOPE": ["profile", "email"],
+        "AUTH_PARAMS": {"access_type": "online"},
+        "OAUTH_PKCE_ENABLED": True,
+    }
+}
+# A Google login whose verified email matches an existing account logs into (and connects to) it.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+SOCIALACCOUNT_LOGIN_ON_GET = False
+
+# allauth headless for API clients: JWTs (access 30 minutes, refresh 7 days, rotated on refresh).
+HEADLESS_TOKEN_STRATEGY = "allauth.headless.tokens.strategies.jwt.JWTTokenStrategy"
+HEADLESS_JWT_PRIVATE_KEY = env("JWT_PRIVATE_KEY")
+# Without an RSA key, tokens are signed with HS256 and SECRET_KEY.
+HEADLESS_JWT_ALGORITHM = "RS256" if HEADLESS_JWT_PRIVATE_KEY else "HS256"
+HEADLESS_JWT_ACCESS_TOKEN_EXPIRES_IN = 30 * 60
+HEADLESS_JWT_REFRESH_TOKEN_EXPIRES_IN = 7 * 24 * 3600
+HEADLESS_JWT_ROTATE_REFRESH_TOKEN = True
+# Check the session behind each access token, so logging out (or an admin ending the session)
+# revokes the tokens at once instead of up to 30 minutes later. One session read per request.
+HEADLESS_JWT_STATEFUL_VALIDATION_ENABLED = True
+HEADLESS_CLIENTS = ("app",)
+HEADLESS_SERVE_SPECIFICATION = True
+# allauth's own page loads Swagger UI from a CDN, which our CSP forbids; ours uses the vendored copy.
+HEADLESS_SPECIFICATION_TEMPLATE_NAME = "api/headless_docs.html"
+
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "BuildX <noreply@localhost>")
+
+# --- API ---------------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    # JWT first: DRF takes the 401-or-403 decision and the WWW-Authenticate header from the first
+    # class, and a client with a missing or expired token must get 401 ("log in again"), not 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "allauth.headless.contrib.rest_framework.authentication.JWTTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "buildx.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "BuildX API",
+    "DESCRIPTION": "Build, train and understand CNNs.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from our own static files (the default is a CDN, which the CSP forbids).
+    "SWAGGER_UI_DIST": STATIC_URL + "vendor/swagger-ui-5.35.0",
+    "SWAGGER_UI_FAVICON_HREF": STATIC_URL + "vendor/swagger-ui-5.35.0/favicon-32x32.png",
+}
+
+# --- LLM (optional) -----------------------------------------------------------------------------
+
+OPENAI_API_KEY = env("OPENAI_API_KEY")
+OPENAI_BASE_URL = env("OPENAI_BASE_URL")
+OPENAI_MODEL = env("OPENAI_MODEL", "gpt-4o-mini")
+LLM_ENABLED = bool(OPENAI_API_KEY or OPENAI_BASE_URL)
+
+# --- Internationalisation -----------------------------------------------------------------------
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", _("English")), ("ko", _("Korean"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+USE_I18N = True
+TIME_ZONE = env("TIME_ZONE", "UTC")
+USE_TZ = True
+
+# --- Security ----------------------------------------------------------------------------------
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if not DEBUG:
+    # TLS ends at nginx, which sets X-Forwarded-Proto.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    LANGUAGE_COOKIE_SECURE = True
+
+# Pages load scripts and styles only from our own static files: no inline script, no CDN.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "connect-src": ["'self'", "ws:", "wss:"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'", "https://accounts.google.com"],
+    }
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+
+# --- Designs -------------------------------------------------------------------------------------
+
+# A design with more parameters than this gets a warning in its validation report ("over your limit").
+BUILDX_MAX_PARAMS = env_int("BUILDX_MAX_PARAMS", 20_000_000)
+# Largest request body the design API parses (bytes): a spec of 500 layers is far below it.
+BUILDX_MAX_SPEC_BYTES = env_int("BUILDX_MAX_SPEC_BYTES", 1_000_000)
+# Load PyTorch's meta kernels in a background thread at start-up, so the editor's first validation is fast.
+BUILDX_VALIDATION_WARMUP = env_bool("BUILDX_VALIDATION_WARMUP", not DEBUG)
+
+# --- Sandbox (the training child process) -------------------------------------------------------
+
+# "bwrap": bubblewrap namespaces (no network, read-only root, only the run directory writable);
+# "none": a plain child with a scrubbed environment and limits (laptops without bubblewrap).
+BUILDX_SANDBOX = env("BUILDX_SANDBOX") or ("bwrap" if shutil.which("bwrap") else "none")
+# Without bubblewrap, code written by the LLM is refused unless the operator accepts the risk.
+BUILDX_ALLOW_UNSANDBOXED_LLM_CODE = env_bool("BUILDX_ALLOW_UNSANDBOXED_LLM_CODE", False)
+# The child runs as this uid/gid when the worker runs as root (65534 = nobody).
+BUILDX_SANDBOX_UID = env_int("BUILDX_SANDBOX_UID", 65534)
+BUILDX_SANDBOX_GID = env_int("BUILDX_SANDBOX_GID", 65534)
+BUILDX_SANDBOX_CPU_SECONDS = env_int("BUILDX_SANDBOX_CPU_SECONDS", 6 * 3600)  # all threads together
+BUILDX_SANDBOX_MEMORY_BYTES = env_int("BUILDX_SANDBOX_MEMORY_BYTES", 8 * 2**30)  # RLIMIT_AS, CPU runs only
+BUILDX_SANDBOX_OPEN_FILES = env_int("BUILDX_SANDBOX_OPEN_FILES", 1024)
+BUILDX_SANDBOX_FILE_BYTES = env_int("BUILDX_SANDBOX_FILE_BYTES", 2**30)  # largest single file
+BUILDX_SANDBOX_DISK_BYTES = env_int("BUILDX_SANDBOX_DISK_BYTES", 4 * 2**30)  # the whole run directory
+BUILDX_SANDBOX_TMP_BYTES = env_int("BUILDX_SANDBOX_TMP_BYTES", 64 * 2**20)  # the child's tmpfs /tmp
+BUILDX_SANDBOX_PROCESSES = env_int("BUILDX_SANDBOX_PROCESSES", 256)  # threads count too
+BUILDX_SANDBOX_OUTPUT_BYTES = env_int("BUILDX_SANDBOX_OUTPUT_BYTES", 2 * 2**20)  # stdout + stderr + logs
+BUILDX_SANDBOX_LINE_CHARS = env_int("BUILDX_SANDBOX_LINE_CHARS", 2000)
+BUILDX_SANDBOX_GRACE_SECONDS = float(env("BUILDX_SANDBOX_GRACE_SECONDS", "4"))  # stop: SIGUSR1, then SIGKILL
+BUILDX_SANDBOX_THREADS = env_int("BUILDX_SANDBOX_THREADS", os.cpu_count() or 1)  # OMP/MKL threads
+
+# --- LLM client: timeouts, retries, budget, cost, cache (buildx/llm.py) -------------------------
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+# Seconds one HTTP attempt may take before it counts as failed (and is retried).
+LLM_TIMEOUT_S = env_float("LLM_TIMEOUT_S", 60.0)
+# Retries after the first attempt, on 408/409/429/5xx, timeouts and connection errors.
+LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 3)
+# Exponential backoff: base * 2**retry seconds, capped; a server's Retry-After wins when it is given
+# and not longer than LLM_RETRY_AFTER_MAX_S (a longer one ends the call with "try again later").
+LLM_BACKOFF_BASE_S = env_float("LLM_BACKOFF_BASE_S", 1.0)
+LLM_BACKOFF_MAX_S = env_float("LLM_BACKOFF_MAX_S", 20.0)
+LLM_RETRY_AFTER_MAX_S = env_float("LLM_RETRY_AFTER_MAX_S", 60.0)
+# Tokens (prompt + completion, cache hits excluded) one user may spend in any rolling hour; 0 = no limit.
+LLM_USER_HOURLY_BUDGET = env_int("LLM_USER_HOURLY_BUDGET", 200_000)
+# US dollars per 1,000 tokens, for the cost recorded on each call (defaults: gpt-4o-mini's list price).
+LLM_PRICE_PER_1K_INPUT = env_float("LLM_PRICE_PER_1K_INPUT", 0.00015)
+LLM_PRICE_PER_1K_OUTPUT = env_float("LLM_PRICE_PER_1K_OUTPUT", 0.0006)
+# The same (model, messages, params) is answered from the cache for this long instead of paid again.
+LLM_CACHE_TTL_S = env_int("LLM_CACHE_TTL_S", 7 * 24 * 3600)
+# Namespace of the cache keys in the shared cache (tests give each test its own).
+LLM_CACHE_PREFIX = env("LLM_CACHE_PREFIX", "llm")
+
+# --- Training runs (issue 5) ---------------------------------------------------------------------
+
+# Quotas: a request over one is refused with the reason.
+RUNS_MAX_CONCURRENT_PER_USER = env_int("RUNS_MAX_CONCURRENT_PER_USER", 2)  # queued + running
+RUNS_MAX_EPOCHS = env_int("RUNS_MAX_EPOCHS", 100)
+RUNS_MAX_PARAMS = env_int("RUNS_MAX_PARAMS", 5_000_000)
+RUNS_MAX_WALL_SECONDS = env_int("RUNS_MAX_WALL_SECONDS", 3600)  # one execution, enforced by the sandbox
+RUNS_USER_DAILY_SECONDS = env_int("RUNS_USER_DAILY_SECONDS", 8 * 3600)  # training time per user per 24 h
+# Backstop above the sandbox's own limit: Dramatiq's TimeLimit cannot interrupt C code.
+RUNS_ACTOR_TIME_LIMIT_MS = (RUNS_MAX_WALL_SECONDS + 600) * 1000
+# Liveness: a running run whose heartbeat is older than the timeout is marked interrupted and resumed.
+RUNS_HEARTBEAT_INTERVAL = float(env("RUNS_HEARTBEAT_INTERVAL", "5"))  # seconds
+RUNS_HEARTBEAT_TIMEOUT = float(env("RUNS_HEARTBEAT_TIMEOUT", "30"))  # seconds
+RUNS_STALE_CHECK_INTERVAL = float(env("RUNS_STALE_CHECK_INTERVAL", "10"))  # seconds
+RUNS_MAX_AUTO_RESUMES = env_int("RUNS_MAX_AUTO_RESUMES", 3)
+# Event stream: a batch is stored and published every interval; chatty logs are cut.
+RUNS_FLUSH_INTERVAL = float(env("RUNS_FLUSH_INTERVAL", "0.05"))  # seconds
+RUNS_LOG_MAX_LINES = env_int("RUNS_LOG_MAX_LINES", 5000)  # stored log lines per run
+RUNS_LOG_LINES_PER_SECOND = env_int("RUNS_LOG_LINES_PER_SECOND", 100)
+RUNS_PUBLISH_TIMEOUT = float(env("RUNS_PUBLISH_TIMEOUT", "2"))  # seconds per channel-layer send
+RUNS_WORK_DIR = Path(env("RUNS_WORK_DIR", str(BASE_DIR / "var" / "runs")))
+RUNS_DEVICE = env("RUNS_DEVICE", "auto")
+RUNS_GPU = env_bool("RUNS_GPU", False)
+DRAMATIQ_BROKER["MIDDLEWARE"].append("training.middleware.StaleRunCheck")
+if REDIS_URL:
+    # redis-py 8 reads with a 5 s socket timeout by default, the same as channels-redis's 5 s BZPOPMIN:
+    # on a loaded machine the blocking read times out and kills every consumer. Give it room.
+    # redis-py 8 also caps a pool at 100 connections and *raises* past it: a burst of browsers
+    # connecting at once (each group_add borrows one) was refused. Raise the cap.
+    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
+        {
+            "address": REDIS_URL,
+            "socket_timeout": float(env("CHANNEL_SOCKET_TIMEOUT", "30")),
+            "max_connections": env_int("CHANNEL_MAX_CONNECTIONS", 1000),
+        }
+    ]
+    if env("CHANNEL_LAYER") == "pubsub":
+        # Opt-in: Redis pub/sub layer. A group_send is one PUBLISH and each Daphne process fans it out
+        # to its own sockets in memory, instead of one Redis list push and pop per socket. At-most-once,
+        # like the default layer over its capacity: the database is the record and pages fill gaps.
+        CHANNEL_LAYERS["default"] = {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]},
+        }
+# --- Predictions and exports (issue 9) -----------------------------------------------------------
+
+# Models kept loaded per web process: at most this many, and at most this many bytes of weights.
+PREDICT_CACHE_MODELS = env_int("PREDICT_CACHE_MODELS", 8)
+PREDICT_CACHE_BYTES = env_int("PREDICT_CACHE_BYTES", 256 * 2**20)
+PREDICT_MAX_IMAGES = env_int("PREDICT_MAX_IMAGES", 64)  # images per request
+PREDICT_MAX_IMAGE_BYTES = env_int("PREDICT_MAX_IMAGE_BYTES", 4 * 2**20)  # one image file
+PREDICT_MAX_IMAGE_PIXELS = env_int("PREDICT_MAX_IMAGE_PIXELS", 4096 * 4096)  # width × height
+# Torch's intra-op threads in a web process (0 = torch's default). A single-image forward of a small CNN
+# is ~5x slower with two threads than with one on a busy machine, and requests already run in parallel.
+PREDICT_TORCH_THREADS = env_int("PREDICT_TORCH_THREADS", 1)
+# A run of code written by the assistant predicts in the training sandbox: one child per request, this long at most.
+PREDICT_SANDBOX_SECONDS = env_int("PREDICT_SANDBOX_SECONDS", 60)
+PREDICT_MISTAKES = env_int("PREDICT_MISTAKES", 24)  # wrongly classified test images on the predict page
+
+# --- LLM code generation (designs/codegen.py) ---------------------------------------------------
+
+# Wall-clock limit of the sandboxed check of one LLM script (model check + one-batch smoke run).
+BUILDX_CODEGEN_SMOKE_WALL_S = env_float("BUILDX_CODEGEN_SMOKE_WALL_S", 60.0)
+# Largest EPOCHS an LLM script may declare (the spec's own limit applies first).
+BUILDX_CODEGEN_MAX_EPOCHS = env_int("BUILDX_CODEGEN_MAX_EPOCHS", 1000)
+# The generate_code actor's time limit: three LLM calls with retries and three sandbox checks.
+BUILDX_CODEGEN_TIME_LIMIT_S = env_int("BUILDX_CODEGEN_TIME_LIMIT_S", 15 * 60)
+# The artifacts list and the code view share CodeArtifact's status choices; runs have a "status" of their own.
+SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["CodeArtifactStatusEnum"] = (
+    "designs.models.CodeArtifact.Status"
+)

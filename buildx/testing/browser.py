@@ -1,0 +1,112 @@
+"""What the browser tests share: Debian's chromium for Playwright, and a server started on a free port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+CHROMIUM = "/usr/bin/chromium"
+# Playwright's own browser download does not work here; these flags keep Debian's chromium quiet offline.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    """Wait for ``url`` to answer 200; fail with the end of the server's log if it exits or hangs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"the server did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def serve_on_test_database(*, tmp: Path, django_db_blocker, env: dict | None = None) -> Iterator[str]:
+    """Run `manage.py serve` (web + worker) on pytest-django's test database; yields its base URL.
+
+    PostgreSQL: the server connects to the test database by name. SQLite: the test database lives in
+    memory, so the server gets a file copy of the migrated (empty) database, faster than migrating.
+    """
+    from django.conf import settings
+    from django.db import connection
+
+    env = {**os.environ, "DEBUG": "true", "PYTHONUNBUFFERED": "1", **(env or {})}
+    if settings.DATABASE_URL:
+        with django_db_blocker.unblock():
+            db_name = connection.settings_dict["NAME"]
+        env["DATABASE_URL"] = urlunparse(urlparse(settings.DATABASE_URL)._replace(path=f"/{db_name}"))
+    else:
+        path = tmp / "browser.sqlite3"
+        with django_db_blocker.unblock():
+            connection.ensure_connection()
+            target = sqlite3.connect(path)
+            connection.connection.backup(target)
+            target.close()
+        env["SQLITE_PATH"] = str(path)
+    port = free_port()
+    log = tmp / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", str(port)],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{base}/healthz", proc, log)
+        yield base
+    finally:
+        proc.terminate()  # serve stops its worker on the way out
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+@contextlib.contextmanager
+def chromium_browser() -> Iterator:
+    """Debian's chromium through Playwright's sync API.
+
+    That API keeps an event loop running in this thread; Django would then refuse the test's own
+    database work (flushing tables) as "async". Nothing here is async, so allow it meanwhile.
+    """
+    from playwright.sync_api import sync_playwright
+
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as p:
+            chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                yield chromium
+            finally:
+                chromium.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous

@@ -1,0 +1,73 @@
+"""`manage.py serve` (what `make run` starts): Daphne plus the worker, up and down in one command."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from django.conf import settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0]
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.read()
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.mark.slow
+def test_serve_runs_web_and_worker_and_stops_them_together(tmp_path):
+    """Embedded (no REDIS_URL): a worker inside the process. With REDIS_URL: a separate worker process."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["SQLITE_PATH"] = str(tmp_path / "serve.sqlite3")  # the page and checks below need no tables
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert json.loads(wait_for(f"http://127.0.0.1:{port}/healthz", process)) == {"status": "ok"}
+        ready = json.loads(wait_for(f"http://127.0.0.1:{port}/readyz", process))
+        assert ready["status"] == "ready"
+        home = wait_for(f"http://127.0.0.1:{port}/", process).decode()
+        assert "/accounts/signup/" in home
+        css = wait_for(f"http://127.0.0.1:{port}/static/css/site.css", process).decode()
+        assert ":root" in css
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    if env.get("REDIS_URL"):
+        assert ready["checks"]["broker"]["kind"] == "RedisBroker"
+        match = re.search(r"Worker process started \(pid (\d+)\)", output)
+        assert match, output
+        with pytest.raises(ProcessLookupError):  # stopped and reaped with the server
+            os.kill(int(match.group(1)), 0)
+    else:
+        assert "Embedded mode: in-process worker" in output
+        assert "worker (in-process)" in ready["embedded"]
+        assert "Worker has been shut down." in output

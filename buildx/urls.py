@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from allauth.account.decorators import secure_admin_login
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+from accounts import views as account_views
+from buildx import views
+
+# The admin has no login form of its own: it sends people to the site login, which carries
+# allauth's rate limits (and, later, any second factor), so the admin is no softer target.
+admin.site.login = secure_admin_login(admin.site.login)
+
+# The API lives under /api/v1/; each app adds its routes in its own api_urls.py.
+api_v1 = [
+    path("", include("accounts.api_urls")),
+    path("", include("designs.api_urls")),
+    path("", include("training.api_urls")),
+    path("", include("feedback.api_urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # The split view serves its start-up script from a URL of its own: no inline script.
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+urlpatterns = [
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("api/v1/", include(api_v1)),
+    path("api/auth/", include("allauth.headless.urls")),
+    # Before Django's own: also remembers the choice on the logged-in user's account.
+    path("i18n/setlang/", account_views.set_language, name="set_language"),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("", views.home, name="home"),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+    path("", include("accounts.urls")),
+    path("", include("designs.urls")),
+    path("", include("training.urls")),
+    path("", include("feedback.urls")),
+]
+
+if settings.DEBUG:
+    from django.conf.urls.static import static
+
+    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -1,0 +1,125 @@
+"""Designs in the admin, scoped: an instructor sees the designs of their own students only."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from accounts.admin_scoping import CourseListFilter, StudentScopedAdmin, StudentScopedInline
+from designs.models import CodeArtifact, Design, DesignVersion
+
+
+class ReadOnlyInline(StudentScopedInline, admin.TabularInline):
+    template = "admin/edit_inline/readonly_tabular.html"
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class DesignVersionInline(ReadOnlyInline):
+    model = DesignVersion
+    owner_field = "design__owner"
+    fields = ["number", "spec_hash", "created_at"]
+    readonly_fields = fields
+
+
+class CodeArtifactInline(ReadOnlyInline):
+    model = CodeArtifact
+    owner_field = "version__design__owner"
+    fields = ["source", "status", "error", "created_at"]
+    readonly_fields = fields
+
+
+@admin.register(Design)
+class DesignAdmin(StudentScopedAdmin):
+    owner_field = "owner"
+    list_display = ["name", "owner", "starter", "version_count", "updated_at"]
+    list_filter = [CourseListFilter, ("owner", admin.RelatedOnlyFieldListFilter), "starter"]
+    search_fields = ["name", "owner__email", "owner__first_name", "owner__last_name"]
+    list_select_related = ["owner"]
+    autocomplete_fields = ["owner"]
+    ordering = ["-updated_at"]  # Meta.ordering is dropped from the annotated (GROUP BY) query
+    inlines = [DesignVersionInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Design]:
+        return super().get_queryset(request).annotate(version_count=Count("versions"))
+
+    @admin.display(description=_("versions"), ordering="version_count")
+    def version_count(self, design: Design) -> int:
+        return design.version_count
+
+
+@admin.register(DesignVersion)
+class DesignVersionAdmin(StudentScopedAdmin):
+    """Versions are immutable: the admin shows them and never edits them."""
+
+    owner_field = "design__owner"
+    list_display = ["design", "number", "owner", "spec_hash", "created_at"]
+    list_filter = [CourseListFilter]
+    search_fields = ["design__name", "design__owner__email", "spec_hash"]
+    list_select_related = ["design__owner"]
+    readonly_fields = ["design", "number", "spec", "spec_hash", "report", "created_at"]
+    inlines = [CodeArtifactInline]
+
+    @admin.display(description=_("student"), ordering="design__owner__email")
+    def owner(self, version: DesignVersion):
+        return version.design.owner
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(CodeArtifact)
+class CodeArtifactAdmin(StudentScopedAdmin):
+    owner_field = "version__design__owner"
+    list_display = ["version", "owner", "source", "status", "created_at"]
+    list_filter = [CourseListFilter, "source", "status"]
+    search_fields = ["version__design__name", "version__design__owner__email", "code_hash"]
+    list_select_related = ["version__design__owner"]
+    readonly_fields = [
+        "version",
+        "source",
+        "status",
+        "code_block",
+        "code_hash",
+        "checks",
+        "attempts",
+        "error",
+        "latency_ms",
+        "prompt_tokens",
+        "completion_tokens",
+        "created_at",
+    ]
+
+    fields = readonly_fields
+
+    @admin.display(description=_("student"), ordering="version__design__owner__email")
+    def owner(self, artifact: CodeArtifact):
+        return artifact.version.design.owner
+
+    @admin.display(description=_("code"))
+    def code_block(self, artifact: CodeArtifact) -> str:
+        # Python needs its indentation: a <pre>, not the admin's default line breaks.
+        return format_html('<pre class="code-artifact">{}</pre>', artifact.code)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

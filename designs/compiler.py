@@ -1,0 +1,417 @@
+"""The compiler: a validated design spec → the readable PyTorch script of docs/contracts.md section 1.
+
+Deterministic: the output depends only on the spec, the design's name and the version number (no dates,
+no dict-order accidents, no floating-point formatting that varies), so the same version gives the same bytes.
+Layer constructors are written from the catalog: positional arguments where PyTorch's own examples use them
+(channels, features), keyword arguments only where a value differs from PyTorch's default.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import re
+from typing import Any
+
+from designs.catalog import LAYERS, NO_TORCH_DEFAULT, TRANSFORMS, dataset_lookup
+from designs.validation import MODEL_INPUT, analyse, hyperparameter
+
+COMMENT_COLUMN_MAX = 80
+# Module-level names of the script a model class must not shadow.
+SCRIPT_GLOBALS = {"Residual", "torch", "nn", "rt", "annotations", "build_model", "train"}
+
+RESIDUAL_CLASS = '''\
+class Residual(nn.Module):
+    """A residual block: its layers, plus a skip connection that adds the block's input to their output.
+
+    When the layers change the shape, the skip goes through `shortcut` (a 1x1 convolution with batch norm)
+    so that the two can be added; otherwise `shortcut` is nn.Identity().
+    """
+
+    def __init__(self, shortcut: nn.Module, **layers: nn.Module) -> None:
+        super().__init__()
+        self.layers = nn.Sequential()
+        for name, layer in layers.items():
+            self.layers.add_module(name, layer)
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x) + self.shortcut(x)
+'''
+
+
+class CompileError(Exception):
+    """The spec has validation errors; compile only valid versions."""
+
+
+def class_name(model_name: str) -> str:
+    """ "my cnn" → "MyCnn", "LeNet-5" → "LeNet5": a Python class name that cannot clash with the script's names."""
+    parts = [p for p in re.split(r"[^0-9A-Za-z]+", model_name) if p]
+    name = "".join(p[0].upper() + p[1:] for p in parts) or "Model"
+    if name[0].isdigit():
+        name = f"Model{name}"
+    if keyword.iskeyword(name) or name in SCRIPT_GLOBALS or name.isupper():
+        name = f"{name}Model"
+    return name
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        items = ", ".join(_literal(v) for v in value)
+        return f"({items},)" if len(value) == 1 else f"({items})"
+    raise TypeError(f"cannot write {value!r} as a literal")
+
+
+def _shape(shape: list[int] | None) -> str:
+    return "(B, " + ", ".join(str(d) for d in shape) + ")" if shape else "(B, ?)"
+
+
+def _align(lines: list[tuple[str, str | None]]) -> list[str]:
+    """Put the trailing shape comments of consecutive lines in one column, as hand-written code would."""
+    width = max(
+        (len(code) for code, comment in lines if comment and len(code) <= COMMENT_COLUMN_MAX), default=0
+    )
+    out = []
+    for code, comment in lines:
+        if comment is None:
+            out.append(code)
+        else:
+            out.append(f"{code.ljust(width)}  # {comment}" if len(code) <= width else f"{code}  # {comment}")
+    return out
+
+
+def layer_call(layer: dict, inferred: dict[str, Any]) -> str:
+    """`nn.Conv2d(1, 16, kernel_size=3, padding=1)` for one layer (Residual excluded)."""
+    layer_type = LAYERS[layer["type"]]
+    args = []
+    for param in layer_type.params:
+        value = inferred[param.name] if param.inferred else layer.get(param.name)
+        if param.positional:
+            args.append(_literal(value))
+        elif param.torch_default is NO_TORCH_DEFAULT or value != param.torch_default:
+            args.append(f"{param.name}={_literal(value)}")
+    return f"nn.{layer_type.torch}({', '.join(args)})"
+
+
+class _Writer:
+    def __init__(self, spec: dict, report: dict) -> None:
+        self.spec = spec
+        self.report = report
+        self.rows = {row["name"]: row for row in report["layers"]}
+        self.uses_residual = False
+
+    # --- __init__
+
+    def attribute_lines(self, layer: dict, indent: str) -> list[tuple[str, str | None]]:
+        row = self.rows[layer["name"]]
+        shape = _shape(row["output_shape"])
+        if layer["type"] == "Residual":
+            self.uses_residual = True
+            lines: list[tuple[str, str | None]] = [(f"{indent}self.{layer['name']} = Residual(", None)]
+            lines += self.residual_args(layer, indent + "    ")
+            lines.append((f"{indent})", shape))
+            return lines
+        return [(f"{indent}self.{layer['name']} = {layer_call(layer, row['inferred'])}", shape)]
+
+    def residual_args(self, layer: dict, indent: str) -> list[tuple[str, str | None]]:
+        lines: list[tuple[str, str | None]] = []
+        for child in layer["layers"]:
+            row = self.rows[child["name"]]
+            if child["type"] == "Residual":
+                lines.append((f"{indent}{child['name']}=Residual(", None))
+                lines += self.residual_args(child, indent + "    ")
+                lines.append((f"{indent}),", _shape(row["output_shape"])))
+            else:
+                lines.append(
+                    (
+                        f"{indent}{child['name']}={layer_call(child, row['inferred'])},",
+                        _shape(row["output_shape"]),
+                    )
+                )
+        shortcut = self.rows[layer["name"]]["shortcut"]
+        if shortcut["kind"] == "projection":
+            conv = (
+                f"nn.Conv2d({shortcut['in_channels']}, {shortcut['out_channels']}, kernel_size=1"
+                + (f", stride={shortcut['stride']}" if shortcut["stride"] != 1 else "")
+                + ", bias=False)"
+            )
+            lines.append(
+                (f"{indent}# The layers change the shape: a 1x1 projection makes the skip match.", None)
+            )
+            lines.append(
+                (f"{indent}shortcut=nn.Sequential({conv}, nn.BatchNorm2d({shortcut['out_channels']})),", None)
+            )
+        else:
+            lines.append((f"{indent}shortcut=nn.Identity(),", None))
+        return lines
+
+    # --- forward
+
+    def forward_lines(self) -> list[tuple[str, str | None]]:
+        layers = [layer for layer in self.spec["layers"]]
+        input_names = {layer["name"] for layer in layers if layer["type"] == "Input"}
+        nodes = [layer for layer in layers if layer["type"] != "Input"]
+
+        def refs(layer: dict) -> list[str]:
+            return [MODEL_INPUT if r in input_names else r for r in self.rows[layer["name"]]["inputs"]]
+
+        consumers: dict[str, list[int]] = {}
+        for position, layer in enumerate(nodes):
+            for ref in refs(layer):
+                consumers.setdefault(ref, []).append(position)
+        lines: list[tuple[str, str | None]] = []
+        var = {MODEL_INPUT: "x"}
+        if consumers.get(MODEL_INPUT, [0]) != [0]:
+            # The model input feeds more than the first layer: keep it under its own name.
+            var[MODEL_INPUT] = "inputs"
+            lines.append(("        inputs = x", None))
+        for position, layer in enumerate(nodes):
+            name = layer["name"]
+            last = position == len(nodes) - 1
+            # The running "x" where the output only feeds the next layer; a named local where it is reused
+            # later or merged (so that `mix + stem` reads as what it is).
+            feeds_next_only = consumers.get(name) == [position + 1] and nodes[position + 1]["type"] not in (
+                "Add",
+                "Concat",
+            )
+            out = "x" if last or feeds_next_only else name
+            args = [var[r] for r in refs(layer)]
+            if layer["type"] == "Add":
+                expression = " + ".join(args)
+            elif layer["type"] == "Concat":
+                expression = f"torch.cat([{', '.join(args)}], dim={layer['dim']})"
+            else:
+                expression = f"self.{name}({args[0]})"
+            lines.append((f"        {out} = {expression}", _shape(self.rows[name]["output_shape"])))
+            var[name] = out
+        lines.append((f"        return {var[nodes[-1]['name']]}" if nodes else "        return x", None))
+        return lines
+
+
+def _transform_call(t: dict, *, channels: int, dataset_mean: tuple, dataset_std: tuple) -> str | None:
+    kind = t["type"]
+    if kind == "ToTensor":
+        return None
+
+    def size(value: list[int]) -> str:
+        return str(value[0]) if value[0] == value[1] else _literal(value)
+
+    if kind in ("Resize", "CenterCrop"):
+        return f"rt.{kind}({size(t['size'])})"
+    if kind == "RandomCrop":
+        return f"rt.RandomCrop({size(t['size'])}, padding={t['padding']})"
+    if kind in ("RandomHorizontalFlip", "RandomVerticalFlip"):
+        return f"rt.{kind}(p={t['p']!r})"
+    if kind == "RandomRotation":
+        return f"rt.RandomRotation({t['degrees']!r})"
+    if kind == "ColorJitter":
+        keys = ("brightness", "contrast", "saturation", "hue")
+        return "rt.ColorJitter(" + ", ".join(f"{k}={t[k]!r}" for k in keys) + ")"
+    if kind == "Grayscale":
+        return f"rt.Grayscale(num_output_channels={t['num_output_channels']})"
+    if kind == "Normalize":
+        mean = t["mean"] if t["mean"] is not None else _per_channel(dataset_mean, channels)
+        std = t["std"] if t["std"] is not None else _per_channel(dataset_std, channels)
+        return f"rt.Normalize({_literal(mean)}, {_literal(std)})"
+    raise AssertionError(f"no runtime call for {kind}")  # every catalog transform is handled above
+
+
+def _per_channel(values: tuple, channels: int) -> list[float]:
+    """The dataset's per-channel statistic for `channels` channels (after a Grayscale, say)."""
+    if len(values) == channels:
+        return list(values)
+    if channels == 1:
+        return [round(sum(values) / len(values), 4)]
+    return [values[0]] * channels
+
+
+def transforms(spec: dict) -> tuple[list[str], list[str]]:
+    """(TRAIN_TRANSFORM calls, EVAL_TRANSFORM calls).
+
+    Random transforms are training-only. A RandomCrop that changes the image size becomes a CenterCrop of
+    that size at evaluation, so that the model sees the same size in both.
+    """
+    info = dataset_lookup(spec["dataset"])
+    channels, height, width = info.input_shape
+    train, evaluate = [], []
+    for t in spec["preprocessing"]:
+        call = _transform_call(t, channels=channels, dataset_mean=info.mean, dataset_std=info.std)
+        if t["type"] == "Grayscale":
+            channels = t["num_output_channels"]
+        if call is None:
+            continue
+        train.append(call)
+        if t["type"] == "RandomCrop" and t["size"] != [height, width]:
+            evaluate.append(f"rt.CenterCrop({_literal(t['size'])})")
+        elif not TRANSFORMS[t["type"]].random:
+            evaluate.append(call)
+        if t["type"] in ("Resize", "CenterCrop", "RandomCrop"):
+            height, width = t["size"]
+    return train, evaluate
+
+
+def _compose(calls: list[str]) -> str:
+    one_line = f"rt.Compose([{', '.join(calls)}])"
+    if len(one_line) <= 80:
+        return one_line
+    return "rt.Compose([\n" + "".join(f"    {call},\n" for call in calls) + "])"
+
+
+def _docstring_text(text: str) -> str:
+    """A design name made safe inside a docstring: no quotes to close it, no backslash escapes, one line."""
+    text = re.sub(r"[\x00-\x1f\x7f]", " ", text).replace("\\", "/").replace('"', "'")
+    return text.strip()[:120]
+
+
+def compile_spec(spec: dict, *, design_name: str, version_number: int, report: dict | None = None) -> str:
+    """The script for a normalised, valid spec. Raises CompileError when the spec has validation errors."""
+    report = report if report is not None else analyse(spec, max_params=2**62)
+    if not report["valid"]:
+        raise CompileError(report["errors"][0]["message"] if report["errors"] else "The design is not valid.")
+    model = class_name(spec["model_name"])
+    filename = f"{model.lower()}.py"
+    info = dataset_lookup(spec["dataset"])
+    hp = spec["hyperparameters"]
+    train_calls, eval_calls = transforms(spec)
+
+    out: list[str] = [
+        f'"""{model}: generated by BuildX from the design "{_docstring_text(design_name)}", version {version_number}.',
+        "",
+        f"Train it here with `python {filename} --data ./{info.name}` (needs torch and buildx_runtime.py beside it).",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "import torch",
+        "from torch import nn",
+        "",
+        "import buildx_runtime as rt",
+        "",
+        "# Data",
+    ]
+    out += _align(
+        [
+            (f"DATASET = {json.dumps(info.name)}", None),
+            (f"INPUT_SHAPE = {_literal(report['input_shape'])}", "(C, H, W) after preprocessing"),
+            (f"NUM_CLASSES = {info.num_classes}", None),
+            (f"TRAIN_TRANSFORM = {_compose(train_calls)}", None),
+            (f"EVAL_TRANSFORM = {_compose(eval_calls)}", None),
+        ]
+    )
+    out += ["", "# Hyperparameters"]
+    constants: list[tuple[str, str | None]] = [
+        (f"EPOCHS = {hp['epochs']}", None),
+        (f"BATCH_SIZE = {hp['batch_size']}", None),
+        (f"LEARNING_RATE = {hp['learning_rate']!r}", None),
+        (f"OPTIMIZER = {json.dumps(hp['optimizer'])}", "sgd | adam | adamw"),
+        (f"MOMENTUM = {hp['momentum']!r}", "SGD only"),
+        (f"WEIGHT_DECAY = {hp['weight_decay']!r}", None),
+        (f"LR_SCHEDULE = {json.dumps(hp['lr_schedule'])}", "none | step | cosine"),
+    ]
+    if hp["lr_schedule"] == "step":
+        constants += [
+            (f"LR_STEP_SIZE = {hyperparameter(spec, 'lr_step_size')}", "epochs between learning-rate decays"),
+            (f"LR_GAMMA = {hp['lr_gamma']!r}", "factor applied at each decay"),
+        ]
+    constants += [
+        (f"LABEL_SMOOTHING = {hp['label_smoothing']!r}", None),
+        (f"SEED = {hp['seed']}", None),
+        (f"VAL_SPLIT = {hp['val_split']!r}", "share of the training data held out for validation"),
+    ]
+    out += _align_constants(constants)
+
+    writer = _Writer(spec, report)
+    init: list[tuple[str, str | None]] = []
+    for layer in spec["layers"]:
+        if layer["type"] in ("Input", "Add", "Concat"):
+            continue  # no module: the input is forward()'s x, merges are expressions in forward()
+        init += writer.attribute_lines(layer, "        ")
+    forward = writer.forward_lines()
+
+    out += ["", ""]
+    if writer.uses_residual:
+        out += [*RESIDUAL_CLASS.rstrip("\n").split("\n"), "", ""]
+    out += [
+        f"class {model}(nn.Module):",
+        "    def __init__(self) -> None:",
+        "        super().__init__()",
+        *_align(init),
+        "",
+        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
+        *_align(forward),
+        "",
+        "",
+        "def build_model() -> nn.Module:",
+        f"    return {model}()",
+        "",
+        "",
+        *_train_function(hp),
+        "",
+        "",
+        'if __name__ == "__main__":',
+        "    rt.main(build_model, train, dataset=DATASET, eval_transform=EVAL_TRANSFORM, val_split=VAL_SPLIT, seed=SEED)",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _align_constants(lines: list[tuple[str, str | None]]) -> list[str]:
+    # The contract's layout: comments on constants start in one column (29), like a hand-written config block.
+    width = max(28, *(len(code) for code, comment in lines if comment))
+    return [f"{code.ljust(width)} # {comment}" if comment else code for code, comment in lines]
+
+
+def _train_function(hp: dict) -> list[str]:
+    optimizer = {
+        "sgd": "torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)",
+        "adam": "torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)",
+        "adamw": "torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)",
+    }[hp["optimizer"]]
+    scheduler = {
+        "none": "None",
+        "step": "torch.optim.lr_scheduler.StepLR(optimizer, step_size=LR_STEP_SIZE, gamma=LR_GAMMA)",
+        "cosine": "torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=EPOCHS)",
+    }[hp["lr_schedule"]]
+    return [
+        "def train(model: nn.Module, data: rt.Data) -> None:",
+        "    rt.seed_everything(SEED)",
+        f"    optimizer = {optimizer}",
+        f"    scheduler = {scheduler}",
+        "    loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)",
+        "    start_epoch = rt.resume(model=model, optimizer=optimizer, scheduler=scheduler)  # 0 on a fresh run",
+        "",
+        "    for epoch in range(start_epoch + 1, EPOCHS + 1):",
+        "        model.train()",
+        "        total_loss = torch.zeros((), device=data.device)",
+        "        correct = torch.zeros((), device=data.device)",
+        "        for x, y in data.train.batches(BATCH_SIZE, shuffle=True, transform=TRAIN_TRANSFORM):",
+        "            with rt.autocast():",
+        "                logits = model(x)  # (B, NUM_CLASSES)",
+        "                loss = loss_fn(logits, y)",
+        "            optimizer.zero_grad(set_to_none=True)",
+        "            loss.backward()",
+        "            optimizer.step()",
+        "            total_loss += loss.detach() * len(y)  # stays on the device: no sync per batch",
+        "            correct += (logits.argmax(1) == y).sum()",
+        "        if scheduler is not None:",
+        "            scheduler.step()",
+        "        val_loss, val_acc = rt.evaluate(model, data.val, loss_fn=loss_fn, batch_size=BATCH_SIZE,",
+        "                                        transform=EVAL_TRANSFORM)",
+        "        rt.report_epoch(epoch=epoch, epochs=EPOCHS,",
+        "                        train_loss=total_loss.item() / len(data.train),",
+        "                        train_acc=correct.item() / len(data.train),",
+        "                        val_loss=val_loss, val_acc=val_acc,",
+        '                        lr=optimizer.param_groups[0]["lr"])',
+        "        rt.save_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, metric=val_acc)",
+    ]
+
+
+def compile_version(version) -> str:
+    """The script of a DesignVersion (its stored spec; the report is recomputed, identical for a valid spec)."""
+    return compile_spec(version.spec, design_name=version.design.name, version_number=version.number)

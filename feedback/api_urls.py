@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from feedback import api
+
+urlpatterns = [
+    path("runs/<int:pk>/feedback/", api.RunFeedback.as_view(), name="api-run-feedback"),
+    path("runs/<int:pk>/feedback/apply/", api.RunFeedbackApply.as_view(), name="api-run-feedback-apply"),
+    path("runs/<int:pk>/feedback/rate/", api.RunFeedbackRate.as_view(), name="api-run-feedback-rate"),
+]

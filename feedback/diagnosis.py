@@ -1,0 +1,1006 @@
+"""Rule-based diagnosis of a training run, and suggestions a machine can apply to the design.
+
+Pure Python: no database, no torch, no LLM. Input is what a run stores (docs/contracts.md 1-3):
+
+- ``epochs``: the ``epoch`` events, ``[{"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"}]``
+  (accuracies as fractions 0..1; a value may be None or NaN when it could not be computed);
+- ``test``: the ``result`` event's ``test`` dict (``accuracy``, ``per_class_accuracy``,
+  ``confusion_matrix`` with rows = true class and columns = predicted, ``class_names``), or None;
+- ``hyperparameters``: the spec's (``learning_rate``, ``optimizer``, ``epochs``, ``weight_decay``,
+  ``lr_schedule``...);
+- ``spec``: the normalised design spec (``layers`` with ``type``, ``name`` and PyTorch's parameter
+  names beside them, ``input`` wiring, ``Residual`` blocks with inner ``layers``; ``dataset``,
+  ``preprocessing``);
+- ``report``: the validation report, read for per-layer ``params`` and ``output_shape``.
+
+``diagnose()`` returns findings, most serious first. Each finding is data: a ``code``, a
+``severity``, the ``evidence`` (the numbers it rests on) and ``suggestions`` (operations on the spec
+that ``apply_suggestion()`` carries out). Its title and explanation are rendered from the code and
+the evidence in the active language when shown, so a stored finding reads in the viewer's language.
+
+Suggestion operations::
+
+    {"op": "set_hyperparameter", "name": "learning_rate", "value": 0.0003}
+    {"op": "insert_layer", "after": "fc1", "layer": {"type": "Dropout", "p": 0.3}}   # or "before"
+    {"op": "remove_layer", "layer": "dropout1"}
+    {"op": "set_layer_param", "layer": "conv2", "param": "out_channels", "value": 64}
+    {"op": "add_preprocessing", "transform": {"type": "RandomHorizontalFlip"}}
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+# --- thresholds (each chosen so that a healthy run, see tests, trips none of them) ---------------------
+
+# A train-loss rise of more than this fraction from one epoch to the next is a jump.
+LOSS_JUMP = 0.2
+# Rises above this fraction count towards oscillation; this many of the epoch steps (at least 2) is too many.
+LOSS_WOBBLE = 0.05
+WOBBLE_SHARE = 1 / 3
+# ...and only rises bigger than this share of the first epoch's loss count at all.
+LOSS_RISE_FLOOR = 0.03
+# A learning rate at or above this is "large" for the optimizer (only then is a stuck run blamed on it)...
+HIGH_LR = {"adam": 0.01, "adamw": 0.01, "sgd": 0.5}
+# ...and at or below this "small" (only then is a flat run blamed on it).
+LOW_LR = {"adam": 1e-4, "adamw": 1e-4, "sgd": 1e-3}
+# Train loss falling less than this fraction from the first to the last epoch is flat.
+FLAT_DROP = 0.1
+# Train accuracy below this after 3+ epochs, with a small train/val gap, is underfitting.
+UNDERFIT_ACC = 0.6
+UNDERFIT_MAX_GAP = 0.05
+# Overfitting: the final train/val accuracy gap at least this, and this much larger than early on;
+# or validation loss this fraction above its best while the training loss kept falling.
+OVERFIT_GAP = 0.08
+OVERFIT_GAP_GROWTH = 0.03
+MEMORISED_ACC = 0.99
+OVERFIT_VAL_RISE = 0.1
+# A rise of validation loss smaller than this is the noise of a small validation split, not a trend.
+OVERFIT_VAL_RISE_MIN = 0.05
+# Still improving: validation accuracy up this much over the last two epochs, or its loss down this share.
+IMPROVING_ACC = 0.01
+IMPROVING_LOSS = 0.05
+# Plateau: nothing better for the last third of the epochs (at least 3) and train loss moving less than this.
+PLATEAU_LOSS_CHANGE = 0.03
+PLATEAU_MAX_TRAIN_ACC = 0.97
+# Confused classes: one class predicted as another this often (share of its test samples), and at least
+# this many times, so that a tiny test set's one mistake is not a pattern.
+CONFUSION_RATE = 0.1
+CONFUSION_MIN_COUNT = 3
+# Below this test accuracy (or twice chance) the confusion is the model's failure, not a pair of look-alikes.
+CONFUSION_MIN_ACCURACY = 0.5
+# A Linear layer with this many parameters and this share of the model's is oversized.
+BIG_LINEAR_PARAMS = 500_000
+BIG_LINEAR_SHARE = 0.5
+
+MAX_EPOCHS = 200  # the catalog's bound on hyperparameters.epochs
+DEFAULT_EPOCHS = 10
+
+SEVERITIES = ("critical", "warning", "info")
+
+# (C, H, W) and class count per dataset, from docs/contracts.md section 4 (the catalog holds the same).
+DATASETS = {
+    "digits": ((1, 8, 8), 10),
+    "shapes": ((3, 32, 32), 4),
+    "mnist": ((1, 28, 28), 10),
+    "fashionmnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+}
+# Mirror images of these are not the same class (a mirrored 2 is no 2): augment by shifting instead.
+NO_FLIP_DATASETS = {"digits", "mnist"}
+
+RANDOM_TRANSFORMS = {
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "RandomVerticalFlip",
+    "RandomRotation",
+    "ColorJitter",
+}
+INFERRED_PARAMS = ("in_channels", "in_features", "num_features")
+# Layers that leave the shape as it is: inserting or removing one needs no re-inference downstream.
+SHAPE_KEEPING = {
+    "Dropout", "Dropout2d", "ReLU", "LeakyReLU", "GELU", "SiLU", "ELU", "Sigmoid", "Tanh", "Softmax",
+    "Identity", "BatchNorm1d", "BatchNorm2d",
+}  # fmt: skip
+SHAPE_PARAMS = {"out_channels", "out_features", "kernel_size", "stride", "padding", "dilation", "output_size"}
+NAME_PREFIX = {
+    "Conv2d": "conv", "Linear": "fc", "Dropout": "dropout", "Dropout2d": "dropout", "MaxPool2d": "pool",
+    "AvgPool2d": "pool", "AdaptiveAvgPool2d": "gap", "AdaptiveMaxPool2d": "gmp", "BatchNorm1d": "bn",
+    "BatchNorm2d": "bn", "Flatten": "flatten",
+}  # fmt: skip
+
+
+@dataclass
+class Finding:
+    code: str
+    severity: str
+    evidence: dict[str, Any]
+    suggestions: list[dict] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return render(self.code, self.evidence)[0]
+
+    @property
+    def explanation(self) -> str:
+        return render(self.code, self.evidence)[1]
+
+    def as_dict(self, *, with_text: bool = True) -> dict:
+        """JSON-safe; without text for storage (texts are rendered when shown)."""
+        out: dict[str, Any] = {
+            "code": self.code,
+            "severity": self.severity,
+            "evidence": self.evidence,
+            "suggestions": self.suggestions,
+        }
+        if with_text:
+            out["title"] = self.title
+            out["explanation"] = self.explanation
+            out["suggestion_labels"] = [describe_suggestion(s) for s in self.suggestions]
+        return out
+
+
+# --- the diagnosis -----------------------------------------------------------------------------------
+
+
+def diagnose(
+    *,
+    epochs: list[dict],
+    test: dict | None = None,
+    hyperparameters: dict | None = None,
+    spec: dict | None = None,
+    report: dict | None = None,
+) -> list[Finding]:
+    hp = dict(hyperparameters or (spec or {}).get("hyperparameters") or {})
+    spec = spec or {}
+    curves = _Curves(sorted(epochs, key=lambda e: e.get("epoch", 0)))
+    context = _Context(hp=hp, spec=spec, report=report or {}, test=test or {}, curves=curves)
+
+    findings: list[Finding] = []
+    diverged = _diverged(context)
+    if diverged:
+        # Every later number is noise once the loss is NaN or exploding.
+        return [diverged]
+    for rule in (_learning_rate_high, _learning_rate_low, _overfitting, _underfitting, _too_few_epochs):
+        finding = rule(context, findings)
+        if finding:
+            findings.append(finding)
+    for rule in (_still_improving, _plateau, _confused_classes, _oversized_linear):
+        finding = rule(context, findings)
+        if finding:
+            findings.append(finding)
+    findings.sort(key=lambda f: SEVERITIES.index(f.severity))
+    return findings
+
+
+class _Curves:
+    def __init__(self, epochs: list[dict]) -> None:
+        self.epochs = epochs
+        self.n = len(epochs)
+        self.numbers = [e.get("epoch", i + 1) for i, e in enumerate(epochs)]
+        self.train_loss = [_num(e.get("train_loss")) for e in epochs]
+        self.train_acc = [_num(e.get("train_acc")) for e in epochs]
+        self.val_loss = [_num(e.get("val_loss")) for e in epochs]
+        self.val_acc = [_num(e.get("val_acc")) for e in epochs]
+
+    @property
+    def has_val(self) -> bool:
+        return self.n > 0 and all(v is not None and math.isfinite(v) for v in self.val_acc + self.val_loss)
+
+    @property
+    def finite(self) -> bool:
+        return all(v is not None and math.isfinite(v) for v in self.train_loss)
+
+
+@dataclass
+class _Context:
+    hp: dict
+    spec: dict
+    report: dict
+    test: dict
+    curves: _Curves
+
+    @property
+    def lr(self) -> float | None:
+        value = self.hp.get("learning_rate")
+        if value is None and self.curves.n:
+            value = self.curves.epochs[0].get("lr")
+        return _num(value)
+
+    @property
+    def optimizer(self) -> str:
+        return str(self.hp.get("optimizer") or "adam").lower()
+
+    @property
+    def dataset(self) -> str:
+        return str(self.spec.get("dataset") or "").lower().replace("-", "").replace("_", "")
+
+    @property
+    def num_classes(self) -> int:
+        names = self.test.get("class_names")
+        if names:
+            return len(names)
+        return DATASETS.get(self.dataset, (None, 10))[1]
+
+    @property
+    def chance(self) -> float:
+        return 1 / max(2, self.num_classes)
+
+
+def _diverged(c: _Context) -> Finding | None:
+    cv = c.curves
+    if cv.n == 0:
+        return None
+    bad_epoch = None
+    for number, values in zip(cv.numbers, zip(cv.train_loss, cv.val_loss, strict=True), strict=True):
+        if any(v is not None and not math.isfinite(v) for v in values) or values[0] is None:
+            bad_epoch = number
+            break
+    exploded = False
+    if bad_epoch is None and cv.n >= 2:
+        lowest = min(cv.train_loss)
+        # The loss ends far above where it started and above its best: the updates threw the model away.
+        exploded = cv.train_loss[-1] > 2 * lowest and cv.train_loss[-1] > 1.5 * cv.train_loss[0]
+        if not exploded:
+            return None
+        bad_epoch = cv.numbers[-1]
+    if bad_epoch is None:
+        return None
+    evidence: dict[str, Any] = {"epoch": bad_epoch, "learning_rate": c.lr, "not_a_number": not exploded}
+    if exploded:
+        evidence.update(first_loss=_r(cv.train_loss[0]), last_loss=_r(cv.train_loss[-1]))
+    return Finding("diverged", "critical", evidence, _lower_lr_suggestions(c))
+
+
+def _learning_rate_high(c: _Context, found: list[Finding]) -> Finding | None:
+    cv, lr = c.curves, c.lr
+    if cv.n == 0 or lr is None:
+        return None
+    steps = list(zip(cv.train_loss, cv.train_loss[1:], strict=False))
+    # A rise must also be large against the starting loss: near zero, 0.01 -> 0.02 doubles but means nothing.
+    floor = cv.train_loss[0] * LOSS_RISE_FLOOR
+    rises = [(b / a - 1) if a > 0 and b - a > floor else 0.0 for a, b in steps]
+    jumps = [r for r in rises if r > LOSS_JUMP]
+    wobbles = [r for r in rises if r > LOSS_WOBBLE]
+    oscillating = len(steps) >= 3 and len(wobbles) >= max(2, math.ceil(len(steps) * WOBBLE_SHARE))
+    final_acc = cv.train_acc[-1]
+    stuck = (
+        final_acc is not None
+        and final_acc <= c.chance + 0.1 * (1 - c.chance)
+        and lr >= HIGH_LR.get(c.optimizer, HIGH_LR["adam"])
+    )
+    if not (jumps or oscillating or stuck):
+        return None
+    evidence = {
+        "learning_rate": lr,
+        "optimizer": c.optimizer,
+        "jumps": len(jumps),
+        "rises": len(wobbles),
+        "largest_rise": _r(max(rises)) if rises else 0.0,
+        "train_acc": _r(final_acc),
+        "chance": _r(c.chance),
+        "stuck": bool(stuck),
+    }
+    return Finding(
+        "learning_rate_high", "critical" if stuck else "warning", evidence, _lower_lr_suggestions(c)
+    )
+
+
+def _learning_rate_low(c: _Context, found: list[Finding]) -> Finding | None:
+    cv, lr = c.curves, c.lr
+    if cv.n < 3 or lr is None or _has(found, "learning_rate_high"):
+        return None
+    drop = _drop(cv.train_loss[0], cv.train_loss[-1])
+    final_acc = cv.train_acc[-1] or 0.0
+    if drop >= FLAT_DROP or final_acc >= UNDERFIT_ACC or lr > LOW_LR.get(c.optimizer, LOW_LR["adam"]):
+        return None
+    ceiling = 0.001 if c.optimizer in ("adam", "adamw") else 0.1
+    value = min(_nice(lr * 10), ceiling)
+    evidence = {
+        "learning_rate": lr,
+        "optimizer": c.optimizer,
+        "loss_drop": _r(drop),
+        "train_acc": _r(final_acc),
+    }
+    return Finding(
+        "learning_rate_low", "warning", evidence, [_set_hp("learning_rate", value)] if value > lr else []
+    )
+
+
+def _overfitting(c: _Context, found: list[Finding]) -> Finding | None:
+    cv = c.curves
+    if cv.n < 3 or not cv.has_val:
+        return None
+    gaps = [t - v for t, v in zip(cv.train_acc, cv.val_acc, strict=True) if t is not None]
+    if len(gaps) != cv.n:
+        return None
+    early_gap = max(gaps[: max(1, cv.n // 3)])
+    gap_growing = gaps[-1] >= OVERFIT_GAP and gaps[-1] - early_gap >= OVERFIT_GAP_GROWTH
+    # Training images all right, validation ones not: memorised, even when the gap opened early.
+    memorised = (cv.train_acc[-1] or 0.0) >= MEMORISED_ACC and gaps[-1] >= OVERFIT_GAP
+    best = min(range(cv.n), key=lambda i: cv.val_loss[i])
+    val_rising = (
+        best < cv.n - 1
+        and cv.val_loss[-1] - cv.val_loss[best]
+        > max(cv.val_loss[best] * OVERFIT_VAL_RISE, OVERFIT_VAL_RISE_MIN)
+        and cv.train_loss[-1] < cv.train_loss[best]
+        and gaps[-1] >= OVERFIT_GAP / 2
+    )
+    if not (gap_growing or memorised or val_rising):
+        return None
+    evidence = {
+        "train_acc": _r(cv.train_acc[-1]),
+        "val_acc": _r(cv.val_acc[-1]),
+        "gap": _r(gaps[-1]),
+        "early_gap": _r(early_gap),
+        "best_epoch": cv.numbers[best],
+        "best_val_loss": _r(cv.val_loss[best]),
+        "last_val_loss": _r(cv.val_loss[-1]),
+        "epochs": cv.n,
+    }
+    augmentation = _augmentation(c)
+    dropout = _dropout_suggestion(c.spec)
+    augment = [{"op": "add_preprocessing", "transform": augmentation}] if augmentation else []
+    drop = [dropout] if dropout else []
+    # On tiny images (8x8 digits) a one-pixel shift is an eighth of the picture: measured on digits, it
+    # slowed learning more than it regularised within the same epochs, so dropout comes first there.
+    small_images = DATASETS.get(c.dataset, ((0, 32, 32), 0))[0][1] < 16
+    suggestions: list[dict] = drop + augment if small_images else augment + drop
+    if not _num(c.hp.get("weight_decay")):
+        suggestions.append(_set_hp("weight_decay", 5e-4))
+    if cv.numbers[best] < cv.numbers[-1] - 1:
+        suggestions.append(_set_hp("epochs", max(1, cv.numbers[best])))
+    return Finding("overfitting", "warning", evidence, suggestions)
+
+
+def _underfitting(c: _Context, found: list[Finding]) -> Finding | None:
+    cv = c.curves
+    if cv.n < 3 or _has(found, "learning_rate_high", "learning_rate_low", "overfitting"):
+        return None
+    train_acc = cv.train_acc[-1]
+    if train_acc is None or train_acc >= UNDERFIT_ACC:
+        return None
+    gap = (train_acc - cv.val_acc[-1]) if cv.has_val else 0.0
+    if gap >= UNDERFIT_MAX_GAP:
+        return None
+    suggestions: list[dict] = []
+    for layer in _walk(c.spec.get("layers") or []):
+        if layer.get("type") in ("Dropout", "Dropout2d") and (_num(layer.get("p", 0.5)) or 0) >= 0.3:
+            suggestions.append({"op": "remove_layer", "layer": _name(layer)})
+            break
+    if (_num(c.hp.get("weight_decay")) or 0) >= 1e-3:
+        suggestions.append(_set_hp("weight_decay", 1e-4))
+    convs = [layer for layer in _walk(c.spec.get("layers") or []) if layer.get("type") == "Conv2d"]
+    if convs:
+        last = convs[-1]
+        width = int(_num(last.get("out_channels")) or 0)
+        if 0 < width < 256:
+            suggestions.append(
+                {"op": "set_layer_param", "layer": _name(last), "param": "out_channels", "value": width * 2}
+            )
+    evidence = {
+        "train_acc": _r(train_acc),
+        "val_acc": _r(cv.val_acc[-1]) if cv.has_val else None,
+        "chance": _r(c.chance),
+        "epochs": cv.n,
+    }
+    return Finding("underfitting", "warning", evidence, suggestions)
+
+
+def _too_few_epochs(c: _Context, found: list[Finding]) -> Finding | None:
+    cv = c.curves
+    planned = int(_num(c.hp.get("epochs")) or cv.n)
+    if cv.n == 0 or cv.n > 2 or planned > 2:
+        return None
+    evidence = {"epochs": cv.n, "val_acc": _r(cv.val_acc[-1]), "train_acc": _r(cv.train_acc[-1])}
+    return Finding("too_few_epochs", "warning", evidence, [_set_hp("epochs", DEFAULT_EPOCHS)])
+
+
+def _still_improving(c: _Context, found: list[Finding]) -> Finding | None:
+    cv = c.curves
+    if cv.n < 3 or _has(found, "learning_rate_high", "learning_rate_low", "too_few_epochs"):
+        return None
+    acc = cv.val_acc if cv.has_val else cv.train_acc
+    loss = cv.val_loss if cv.has_val else cv.train_loss
+    if any(v is None for v in acc + loss):
+        return None
+    # An overfitting model can still be improving on validation; only then is "more epochs" honest.
+    if _has(found, "overfitting") and loss[-1] > min(loss):
+        return None
+    acc_gain = acc[-1] - acc[-3]
+    loss_drop = _drop(loss[-3], loss[-1])
+    rising = acc_gain >= IMPROVING_ACC and acc[-1] >= max(acc) - 0.002
+    falling = loss_drop >= IMPROVING_LOSS and loss[-1] <= min(loss) and acc_gain >= 0
+    if not (rising or falling):
+        return None
+    planned = int(_num(c.hp.get("epochs")) or cv.n)
+    value = min(MAX_EPOCHS, max(planned * 2, planned + 5))
+    evidence = {
+        "epochs": cv.n,
+        "acc_gain": _r(acc_gain),
+        "loss_drop": _r(loss_drop),
+        "last_acc": _r(acc[-1]),
+        "validation": cv.has_val,
+    }
+    return Finding("still_improving", "info", evidence, [_set_hp("epochs", value)] if value > planned else [])
+
+
+def _plateau(c: _Context, found: list[Finding]) -> Finding | None:
+    cv = c.curves
+    if cv.n < 6 or _has(found, "overfitting", "learning_rate_high", "still_improving"):
+        return None
+    loss = cv.val_loss if cv.has_val else cv.train_loss
+    window = max(3, cv.n // 3)
+    best = min(range(cv.n), key=lambda i: loss[i])
+    train_change = abs(_drop(cv.train_loss[-window - 1], cv.train_loss[-1]))
+    train_acc = cv.train_acc[-1] or 0.0
+    if best > cv.n - 1 - window or train_change >= PLATEAU_LOSS_CHANGE or train_acc >= PLATEAU_MAX_TRAIN_ACC:
+        return None
+    suggestions = []
+    if str(c.hp.get("lr_schedule") or "none") == "none":
+        suggestions.append(_set_hp("lr_schedule", "cosine"))
+    if c.lr:
+        suggestions.append(_set_hp("learning_rate", _nice(c.lr / 3)))
+    evidence = {
+        "best_epoch": cv.numbers[best],
+        "epochs": cv.n,
+        "stalled_epochs": cv.n - 1 - best,
+        "train_loss_change": _r(train_change),
+        "train_acc": _r(train_acc),
+    }
+    return Finding("plateau", "info", evidence, suggestions)
+
+
+def _confused_classes(c: _Context, found: list[Finding]) -> Finding | None:
+    matrix = c.test.get("confusion_matrix")
+    if not matrix or _has(found, "learning_rate_high", "learning_rate_low", "too_few_epochs"):
+        return None
+    accuracy = _num(c.test.get("accuracy"))
+    if accuracy is not None and accuracy < max(CONFUSION_MIN_ACCURACY, 2 * c.chance):
+        return None  # a model that barely learned confuses everything; the pairs would say nothing
+    names = list(c.test.get("class_names") or [str(i) for i in range(len(matrix))])
+    totals = [sum(row) for row in matrix]
+    pairs: dict[tuple[int, int], dict] = {}
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            if i == j or not totals[i]:
+                continue
+            if count >= CONFUSION_MIN_COUNT and count / totals[i] >= CONFUSION_RATE:
+                a, b = sorted((i, j))
+                pairs[(a, b)] = {
+                    "a": names[a],
+                    "b": names[b],
+                    "a_as_b": matrix[a][b],
+                    "b_as_a": matrix[b][a],
+                    "a_as_b_rate": _r(matrix[a][b] / totals[a]) if totals[a] else 0.0,
+                    "b_as_a_rate": _r(matrix[b][a] / totals[b]) if totals[b] else 0.0,
+                }
+    if not pairs:
+        return None
+    top = sorted(pairs.values(), key=lambda p: -(p["a_as_b"] + p["b_as_a"]))[:3]
+    first = top[0]
+    evidence = {
+        "pairs": top,
+        "a": first["a"],
+        "b": first["b"],
+        "count": first["a_as_b"] + first["b_as_a"],
+        "accuracy": _r(_num(c.test.get("accuracy"))),
+    }
+    suggestions = []
+    augmentation = _augmentation(c)
+    if augmentation:
+        suggestions.append({"op": "add_preprocessing", "transform": augmentation})
+    return Finding("confused_classes", "info", evidence, suggestions)
+
+
+def _oversized_linear(c: _Context, found: list[Finding]) -> Finding | None:
+    rows = _report_layers(c.report)
+    total = _report_total(c.report, rows)
+    if not total:
+        return None
+    layers = c.spec.get("layers") or []
+    for row in rows:
+        if row.get("type") != "Linear" or not row.get("params"):
+            continue
+        params, share = row["params"], row["params"] / total
+        if params < BIG_LINEAR_PARAMS or share < BIG_LINEAR_SHARE:
+            continue
+        evidence = {"layer": row["name"], "params": params, "total_params": total, "share": _r(share)}
+        suggestions: list[dict] = []
+        before = _previous_layer(layers, row["name"])
+        if before is not None and before.get("type") == "Flatten":
+            shape = _shape_before(rows, _name(before))
+            evidence["feature_map"] = shape
+            if shape and len(shape) == 3 and min(shape[1], shape[2]) >= 4:
+                suggestions.append(
+                    {
+                        "op": "insert_layer",
+                        "before": _name(before),
+                        "layer": {"type": "MaxPool2d", "kernel_size": 2},
+                    }
+                )
+            if shape and len(shape) == 3 and shape[1] * shape[2] > 1:
+                suggestions.append(
+                    {
+                        "op": "insert_layer",
+                        "before": _name(before),
+                        "layer": {"type": "AdaptiveAvgPool2d", "output_size": 1},
+                    }
+                )
+        else:
+            layer = _find(layers, row["name"])
+            width = int(_num((layer or {}).get("out_features")) or 0)
+            if width > 256:
+                suggestions.append(
+                    {"op": "set_layer_param", "layer": row["name"], "param": "out_features", "value": 256}
+                )
+        return Finding("oversized_linear", "warning", evidence, suggestions)
+    return None
+
+
+# --- suggestions ---------------------------------------------------------------------------------------
+
+
+def _lower_lr_suggestions(c: _Context) -> list[dict]:
+    lr = c.lr
+    if not lr:
+        return []
+    if c.optimizer in ("adam", "adamw"):
+        value = 1e-3 if lr > 3e-3 else _nice(lr / 3)
+    else:
+        value = 0.01 if lr > 0.1 else _nice(lr / 3)
+    return [_set_hp("learning_rate", value)] if value < lr else []
+
+
+def _set_hp(name: str, value: Any) -> dict:
+    return {"op": "set_hyperparameter", "name": name, "value": value}
+
+
+def _augmentation(c: _Context) -> dict | None:
+    present = {t.get("type") for t in c.spec.get("preprocessing") or []}
+    if present & RANDOM_TRANSFORMS:
+        return None
+    if c.dataset in NO_FLIP_DATASETS:
+        shape = DATASETS[c.dataset][0]
+        return {"type": "RandomCrop", "size": shape[1], "padding": max(1, shape[1] // 8)}
+    return {"type": "RandomHorizontalFlip"}
+
+
+def _dropout_suggestion(spec: dict) -> dict | None:
+    layers = spec.get("layers") or []
+    existing = [layer for layer in _walk(layers) if layer.get("type") == "Dropout"]
+    if existing:
+        low = [layer for layer in existing if (_num(layer.get("p", 0.5)) or 0) < 0.5]
+        if low:
+            return {"op": "set_layer_param", "layer": _name(low[0]), "param": "p", "value": 0.5}
+        return None
+    linears = [i for i, layer in enumerate(layers) if layer.get("type") == "Linear"]
+    if not linears:
+        return None
+    if len(linears) >= 2:
+        # A hidden Linear: drop out its activations (after its activation function when one follows).
+        anchor = linears[0]
+        if anchor + 1 < len(layers) and layers[anchor + 1].get("type") in SHAPE_KEEPING - {
+            "Dropout",
+            "Dropout2d",
+        }:
+            anchor += 1
+        return {"op": "insert_layer", "after": _name(layers[anchor]), "layer": {"type": "Dropout", "p": 0.3}}
+    head = linears[0]
+    if head == 0:
+        return None
+    return {"op": "insert_layer", "after": _name(layers[head - 1]), "layer": {"type": "Dropout", "p": 0.3}}
+
+
+def describe_suggestion(suggestion: dict) -> str:
+    """One line for the Apply button, in the active language."""
+    op = suggestion.get("op")
+    if op == "set_hyperparameter":
+        return gettext("Set %(name)s to %(value)s") % {
+            "name": suggestion.get("name"),
+            "value": _show(suggestion.get("value")),
+        }
+    if op == "insert_layer":
+        layer = _layer_label(suggestion.get("layer") or {})
+        if "before" in suggestion:
+            return gettext("Add %(layer)s before %(anchor)s") % {
+                "layer": layer,
+                "anchor": suggestion["before"],
+            }
+        return gettext("Add %(layer)s after %(anchor)s") % {"layer": layer, "anchor": suggestion.get("after")}
+    if op == "remove_layer":
+        return gettext("Remove %(layer)s") % {"layer": suggestion.get("layer")}
+    if op == "set_layer_param":
+        return gettext("Set %(param)s of %(layer)s to %(value)s") % {
+            "param": suggestion.get("param"),
+            "layer": suggestion.get("layer"),
+            "value": _show(suggestion.get("value")),
+        }
+    if op == "add_preprocessing":
+        return gettext("Add %(transform)s to the training preprocessing") % {
+            "transform": _layer_label(suggestion.get("transform") or {})
+        }
+    return str(op)
+
+
+# --- apply_suggestion -------------------------------------------------------------------------------------
+
+
+class SuggestionError(ValueError):
+    """The suggestion does not fit this spec (the layer is gone, the operation is unknown)."""
+
+
+def apply_suggestion(spec: dict, suggestion: dict) -> dict:
+    """Return a new spec with the suggestion carried out; ``spec`` is left untouched.
+
+    Layers added or changed in a way that can change shapes clear the inferred sizes (in_channels,
+    in_features, num_features) of every layer after them, so that validation infers them again
+    instead of reporting a mismatch.
+    """
+    new = copy.deepcopy(spec)
+    op = suggestion.get("op")
+    if op == "set_hyperparameter":
+        name = suggestion.get("name")
+        if not name:
+            raise SuggestionError(gettext("The suggestion names no hyperparameter."))
+        new.setdefault("hyperparameters", {})[name] = suggestion.get("value")
+    elif op == "add_preprocessing":
+        transform = dict(suggestion.get("transform") or {})
+        if not transform.get("type"):
+            raise SuggestionError(gettext("The suggestion names no transform."))
+        steps = [t for t in new.get("preprocessing") or [] if t.get("type") != transform["type"]]
+        # Augment before Normalize, as torchvision pipelines do (ColorJitter expects [0, 1] pixels).
+        at = next((i for i, t in enumerate(steps) if t.get("type") == "Normalize"), len(steps))
+        steps.insert(at, transform)
+        new["preprocessing"] = steps
+    elif op == "insert_layer":
+        _insert_layer(new, suggestion)
+    elif op == "remove_layer":
+        _remove_layer(new, suggestion)
+    elif op == "set_layer_param":
+        name, param = suggestion.get("layer"), suggestion.get("param")
+        layer = _find(new.get("layers") or [], name)
+        if layer is None or not param:
+            raise SuggestionError(
+                gettext("The design has no layer named %(name)s any more.") % {"name": name}
+            )
+        layer[param] = suggestion.get("value")
+        if param in SHAPE_PARAMS:
+            _clear_inferred_after(new, name)
+    else:
+        raise SuggestionError(gettext("Unknown suggestion: %(op)s") % {"op": op})
+    return new
+
+
+def _insert_layer(spec: dict, suggestion: dict) -> None:
+    anchor = suggestion.get("after") or suggestion.get("before")
+    located = _locate(spec.get("layers") or [], anchor)
+    if located is None:
+        raise SuggestionError(gettext("The design has no layer named %(name)s any more.") % {"name": anchor})
+    container, index = located
+    key = "id" if "id" in container[index] and "name" not in container[index] else "name"
+    layer = dict(suggestion.get("layer") or {})
+    if not layer.get("type"):
+        raise SuggestionError(gettext("The suggestion names no layer type."))
+    layer.pop("name", None)
+    layer.pop("id", None)
+    layer = {
+        "type": layer.pop("type"),
+        key: _unique_name(spec, layer_type=suggestion["layer"]["type"]),
+        **layer,
+    }
+    new_name = layer[key]
+    if "after" in suggestion:
+        container.insert(index + 1, layer)
+        following = container[index + 2] if index + 2 < len(container) else None
+        # The next layer read the anchor explicitly: it now reads the new layer, which reads the anchor.
+        if following is not None and following.get("input") == anchor:
+            following["input"] = new_name
+    else:
+        target = container[index]
+        if "input" in target:
+            layer["input"] = target.pop("input")
+        container.insert(index, layer)
+    if layer["type"] not in SHAPE_KEEPING:
+        _clear_inferred_after(spec, new_name)
+
+
+def _remove_layer(spec: dict, suggestion: dict) -> None:
+    name = suggestion.get("layer")
+    located = _locate(spec.get("layers") or [], name)
+    if located is None:
+        raise SuggestionError(gettext("The design has no layer named %(name)s any more.") % {"name": name})
+    container, index = located
+    removed = container[index]
+    source = removed.get("input")
+    if source is None:
+        source = _name(container[index - 1]) if index > 0 else "x"
+    # Whoever read the removed layer reads what it read.
+    for layer in _walk(spec.get("layers") or []):
+        wired = layer.get("input")
+        if wired == name:
+            layer["input"] = source
+        elif isinstance(wired, list) and name in wired:
+            layer["input"] = [source if w == name else w for w in wired]
+    previous = _name(container[index - 1]) if index > 0 else None
+    del container[index]
+    if index < len(container) and container[index].get("input") == previous and "input" not in removed:
+        container[index].pop("input")  # it was rewired to the layer right before it: implicit again
+    if removed.get("type") not in SHAPE_KEEPING:
+        if previous is not None:
+            _clear_inferred_after(spec, previous)
+        else:
+            for layer in _walk(container):
+                for param in INFERRED_PARAMS:
+                    layer.pop(param, None)
+
+
+def _clear_inferred_after(spec: dict, name: str) -> None:
+    seen = False
+    for layer in _walk(spec.get("layers") or []):
+        if seen:
+            for param in INFERRED_PARAMS:
+                layer.pop(param, None)
+        if _name(layer) == name:
+            seen = True
+
+
+def _unique_name(spec: dict, *, layer_type: str) -> str:
+    taken = {_name(layer) for layer in _walk(spec.get("layers") or [])}
+    prefix = NAME_PREFIX.get(layer_type, layer_type.lower())
+    n = 1
+    while f"{prefix}{n}" in taken:
+        n += 1
+    return f"{prefix}{n}"
+
+
+# --- spec and report helpers -------------------------------------------------------------------------
+
+
+def _name(layer: dict) -> str | None:
+    return layer.get("name") or layer.get("id")
+
+
+def _walk(layers: list[dict]):
+    """Every layer in document order, the inner layers of a Residual block right after the block."""
+    for layer in layers:
+        yield layer
+        inner = layer.get("layers")
+        if isinstance(inner, list):
+            yield from _walk(inner)
+
+
+def _locate(layers: list[dict], name: str | None) -> tuple[list[dict], int] | None:
+    for index, layer in enumerate(layers):
+        if _name(layer) == name:
+            return layers, index
+        inner = layer.get("layers")
+        if isinstance(inner, list):
+            found = _locate(inner, name)
+            if found:
+                return found
+    return None
+
+
+def _find(layers: list[dict], name: str | None) -> dict | None:
+    located = _locate(layers, name)
+    return located[0][located[1]] if located else None
+
+
+def _previous_layer(layers: list[dict], name: str) -> dict | None:
+    located = _locate(layers, name)
+    if located is None:
+        return None
+    container, index = located
+    wired = container[index].get("input")
+    if isinstance(wired, str) and wired != "x":
+        return _find(layers, wired)
+    return container[index - 1] if index > 0 else None
+
+
+def _report_layers(report: dict) -> list[dict]:
+    rows = []
+    for row in report.get("layers") or []:
+        params = next(
+            (row[k] for k in ("params", "param_count", "parameters") if isinstance(row.get(k), int)), None
+        )
+        rows.append(
+            {
+                "name": row.get("name") or row.get("id"),
+                "type": row.get("type"),
+                "params": params,
+                "output_shape": row.get("output_shape"),
+            }
+        )
+    return rows
+
+
+def _report_total(report: dict, rows: list[dict]) -> int:
+    for key in ("total_params", "params", "param_count"):
+        if isinstance(report.get(key), int):
+            return report[key]
+    totals = report.get("totals")
+    if isinstance(totals, dict) and isinstance(totals.get("params"), int):
+        return totals["params"]
+    return sum(row["params"] or 0 for row in rows)
+
+
+def _shape_before(rows: list[dict], flatten_name: str | None) -> list[int] | None:
+    for index, row in enumerate(rows):
+        if row["name"] == flatten_name and index > 0:
+            shape = rows[index - 1]["output_shape"]
+            return list(shape) if shape else None
+    return None
+
+
+# --- numbers ------------------------------------------------------------------------------------------
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan") if str(value).lower() in {"nan", "inf", "-inf", "infinity"} else None
+
+
+def _r(value: float | None, digits: int = 4) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, digits)
+
+
+def _drop(first: float | None, last: float | None) -> float:
+    """Relative fall from first to last (negative when it rose)."""
+    if first is None or last is None or not first:
+        return 0.0
+    return (first - last) / abs(first)
+
+
+def _nice(value: float) -> float:
+    """Round to 1, 2, 3 or 5 times a power of ten: 3.3e-4 -> 3e-4, 0.0333 -> 0.03."""
+    if value <= 0:
+        return value
+    exponent = math.floor(math.log10(value))
+    mantissa = value / 10**exponent
+    step = min((1, 2, 3, 5, 10), key=lambda m: abs(m - mantissa))
+    return float(f"{step * 10**exponent:.1g}")
+
+
+def _has(found: list[Finding], *codes: str) -> bool:
+    return any(f.code in codes for f in found)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _layer_label(layer: dict) -> str:
+    params = ", ".join(
+        f"{k}={_show(v)}" for k, v in layer.items() if k not in ("type", "name", "id", "input")
+    )
+    return f"{layer.get('type')}({params})"
+
+
+def _pct(value: Any) -> str:
+    number = _num(value)
+    return "?" if number is None or not math.isfinite(number) else f"{number * 100:.1f}%"
+
+
+# --- texts ------------------------------------------------------------------------------------------------
+
+TEXTS = {
+    "diverged": (
+        _("Training diverged"),
+        _(
+            "The loss became %(loss_state)s at epoch %(epoch)s: the updates were so large that they threw "
+            "the model's weights away. This is almost always a learning rate that is too high for the "
+            "model (it was %(learning_rate)s)."
+        ),
+    ),
+    "learning_rate_high": (
+        _("The learning rate is too high"),
+        _(
+            "With a learning rate of %(learning_rate)s the training loss went up instead of down %(rises)s "
+            "times, and training accuracy ended at %(train_acc_pct)s (guessing gives %(chance_pct)s). "
+            "Smaller steps let the optimizer settle into a good solution."
+        ),
+    ),
+    "learning_rate_low": (
+        _("The learning rate is too low"),
+        _(
+            "The training loss fell only %(loss_drop_pct)s over the whole run and training accuracy is "
+            "%(train_acc_pct)s: with a learning rate of %(learning_rate)s each step changes the model too "
+            "little to learn in the epochs given."
+        ),
+    ),
+    "overfitting": (
+        _("The model is overfitting"),
+        _(
+            "Training accuracy reached %(train_acc_pct)s but validation accuracy is %(val_acc_pct)s: a gap of "
+            "%(gap_pct)s, up from %(early_gap_pct)s early on. The model is memorising the training images "
+            "rather than learning what generalises. Validation loss was lowest at epoch %(best_epoch)s "
+            "(%(best_val_loss)s) and ended at %(last_val_loss)s. Augmentation, dropout and weight decay "
+            "all make memorising harder."
+        ),
+    ),
+    "underfitting": (
+        _("The model is underfitting"),
+        _(
+            "After %(epochs)s epochs the model gets only %(train_acc_pct)s of the training images right "
+            "(guessing gives %(chance_pct)s), and validation is no better. It is not yet able to fit the "
+            "data: give it more capacity (more filters), less regularisation, or more time."
+        ),
+    ),
+    "too_few_epochs": (
+        _("Too few epochs"),
+        _(
+            "The model trained for only %(epochs)s epoch(s) and reached %(val_acc_pct)s on validation. One "
+            "pass over the data is rarely enough: train for more epochs and watch the curves."
+        ),
+    ),
+    "still_improving": (
+        _("Still improving at the last epoch"),
+        _(
+            "Over the last two epochs accuracy rose by %(acc_gain_pct)s and the loss fell by "
+            "%(loss_drop_pct)s, and the last epoch was the best: training stopped before the model was "
+            "done learning. More epochs should help."
+        ),
+    ),
+    "plateau": (
+        _("Training has plateaued"),
+        _(
+            "The best epoch was %(best_epoch)s of %(epochs)s: nothing improved for the last "
+            "%(stalled_epochs)s epochs, while training accuracy stays at %(train_acc_pct)s. A learning rate "
+            "that decreases over time (a cosine schedule) or a smaller one often gets past a plateau."
+        ),
+    ),
+    "confused_classes": (
+        _("Classes %(a)s and %(b)s are often confused"),
+        _(
+            "On the test set, %(a)s and %(b)s were mistaken for each other %(count)s times. These classes "
+            "look alike to the model; more varied training images (augmentation) and more capacity help it "
+            "tell them apart."
+        ),
+    ),
+    "oversized_linear": (
+        _("Layer %(layer)s is very large"),
+        _(
+            "%(layer)s holds %(params)s of the model's %(total_params)s parameters (%(share_pct)s). A large "
+            "Linear layer after Flatten memorises easily and slows training; pooling the feature map "
+            "further before Flatten makes it much smaller."
+        ),
+    ),
+}
+
+
+class _Values(dict):
+    """A missing or unknown number reads as "?" rather than breaking the sentence."""
+
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def render(code: str, evidence: dict) -> tuple[str, str]:
+    """(title, explanation) in the active language."""
+    title, explanation = TEXTS.get(code, (code, ""))
+    values = _Values()
+    for key, value in evidence.items():
+        values[key] = _show(value) if value is not None else "?"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values[f"{key}_pct"] = _pct(value)
+    if isinstance(evidence.get("params"), int):
+        values["params"] = f"{evidence['params']:,}"
+    if isinstance(evidence.get("total_params"), int):
+        values["total_params"] = f"{evidence['total_params']:,}"
+    values["loss_state"] = gettext("not a number (NaN)") if evidence.get("not_a_number") else gettext("huge")
+    return str(title) % values, str(explanation) % values

@@ -1,0 +1,1114 @@
+// The block editor: a column of blocks kept in one spec object, checked by the server on every change.
+//
+// The page is server-rendered; this script builds the palette from GET /api/v1/catalog/, keeps the
+// spec (docs/contracts.md section 5), re-renders the column after structural edits, and asks
+// POST /api/v1/designs/validate/ (debounced) for shapes, parameter counts and issues, which it shows
+// on the block they belong to. Strings come translated from the page (json_script, not executed).
+(function () {
+  "use strict";
+
+  var F = window.BuildXForms;
+  var el = F.el;
+  var root = document.getElementById("editor");
+  if (!root) { return; }
+
+  var boot = JSON.parse(document.getElementById("editor-state").textContent);
+  var T = JSON.parse(document.getElementById("editor-strings").textContent);
+  var lang = boot.lang;
+  var urls = boot.urls;
+
+  // Settings a block shows without opening "more settings".
+  var MAIN_PARAMS = ["out_channels", "kernel_size", "stride", "padding", "out_features", "p", "output_size",
+                     "scale_factor", "negative_slope", "dim", "shape"];
+  var VALIDATE_DELAY_MS = 250;
+
+  var S = {
+    catalog: null,
+    types: {},            // type -> catalog entry
+    transforms: {},
+    spec: normaliseLocal(boot.spec),
+    history: [],
+    index: -1,
+    savedJson: null,
+    version: boot.version,  // {number, id} of the latest saved version
+    report: null,
+    fieldErrors: {},
+    selected: null,       // uid of the selected block (keyboard inserts go after it)
+    validateSeq: 0,
+    validateTimer: null,
+    uidCounter: 0,
+    artifact: null
+  };
+
+  function csrfToken() {
+    var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  function api(method, url, body) {
+    var options = { method: method, credentials: "same-origin",
+                    headers: { "Accept": "application/json", "X-CSRFToken": csrfToken() } };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    return fetch(url, options).then(function (response) {
+      return response.text().then(function (text) {
+        var data = null;
+        try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
+        return { status: response.status, ok: response.ok, data: data };
+      });
+    });
+  }
+
+  // --- The spec -----------------------------------------------------------------------------------
+
+  function normaliseLocal(spec) {
+    spec = spec && typeof spec === "object" ? spec : {};
+    return {
+      model_name: spec.model_name || "MyCNN",
+      dataset: spec.dataset || "digits",
+      preprocessing: Array.isArray(spec.preprocessing) ? spec.preprocessing : [],
+      layers: Array.isArray(spec.layers) ? spec.layers : [],
+      hyperparameters: spec.hyperparameters && typeof spec.hyperparameters === "object" ? spec.hyperparameters : {}
+    };
+  }
+
+  // The spec without the editor's own bookkeeping (uids), as the server should see it.
+  function specJson(spec) {
+    return JSON.stringify(spec || S.spec, function (key, value) { return key === "_uid" ? undefined : value; });
+  }
+
+  function eachLayer(layers, fn, parentPath) {
+    layers.forEach(function (layer, i) {
+      var path = (parentPath ? parentPath + "." : "") + "layers[" + i + "]";
+      fn(layer, path, layers, i);
+      if (Array.isArray(layer.layers)) { eachLayer(layer.layers, fn, path); }
+    });
+  }
+
+  function ensureUids() {
+    eachLayer(S.spec.layers, function (layer) {
+      if (!layer._uid) { layer._uid = "b" + (++S.uidCounter); }
+    });
+  }
+
+  function findByUid(uid) {
+    var found = null;
+    eachLayer(S.spec.layers, function (layer, path, list, index) {
+      if (layer._uid === uid) { found = { layer: layer, path: path, list: list, index: index }; }
+    });
+    return found;
+  }
+
+  function usedNames() {
+    var names = {};
+    eachLayer(S.spec.layers, function (layer) { if (layer.name) { names[layer.name] = true; } });
+    return names;
+  }
+
+  function freshName(type) {
+    var entry = S.types[type];
+    var prefix = entry ? entry.prefix : type.toLowerCase();
+    var names = usedNames();
+    var n = 1;
+    while (names[prefix + n]) { n++; }
+    return prefix + n;
+  }
+
+  function datasetInfo() {
+    var wanted = String(S.spec.dataset || "").toLowerCase().replace(/[\s_-]/g, "");
+    return (S.catalog ? S.catalog.datasets : []).find(function (d) {
+      return d.name.toLowerCase().replace(/[\s_-]/g, "") === wanted;
+    }) || null;
+  }
+
+  function newLayer(type) {
+    var entry = S.types[type];
+    var layer = { type: type, name: freshName(type) };
+    (entry ? entry.params : []).forEach(function (p) {
+      if (p.inferred || p.kind === "layers") { return; }
+      if (p["default"] !== undefined) { layer[p.name] = p["default"]; }
+    });
+    // Sensible starting values for the settings PyTorch has no default for.
+    if (type === "Conv2d" || type === "ConvTranspose2d") { layer.out_channels = 16; }
+    if (type === "Linear") {
+      var info = datasetInfo();
+      layer.out_features = info ? info.num_classes : 10;
+    }
+    if (type === "Residual") { layer.layers = []; }
+    if (type === "Input") { delete layer.shape; }
+    layer._uid = "b" + (++S.uidCounter);
+    return layer;
+  }
+
+  function cloneLayer(layer) {
+    var copy = JSON.parse(specJson(layer));
+    var names = usedNames();
+    (function rename(l) {
+      var entry = S.types[l.type];
+      var prefix = entry ? entry.prefix : l.type.toLowerCase();
+      var n = 1;
+      while (names[prefix + n]) { n++; }
+      l.name = prefix + n;
+      names[l.name] = true;
+      l._uid = "b" + (++S.uidCounter);
+      if (Array.isArray(l.layers)) { l.layers.forEach(rename); }
+    })(copy);
+    return copy;
+  }
+
+  // --- History (undo / redo before saving) ----------------------------------------------------------
+
+  function pushHistory() {
+    var json = specJson();
+    if (S.history[S.index] === json) { return; }
+    S.history = S.history.slice(0, S.index + 1);
+    S.history.push(json);
+    if (S.history.length > 200) { S.history.shift(); }
+    S.index = S.history.length - 1;
+    updateUndoButtons();
+  }
+
+  function restore(json) {
+    S.spec = normaliseLocal(JSON.parse(json));
+    ensureUids();
+    renderAll();
+    scheduleValidate(0);
+  }
+
+  function undo() {
+    if (specJson() !== S.history[S.index]) { pushHistory(); }
+    if (S.index <= 0) { return; }
+    S.index -= 1;
+    restore(S.history[S.index]);
+    updateUndoButtons();
+  }
+
+  function redo() {
+    if (S.index >= S.history.length - 1) { return; }
+    S.index += 1;
+    restore(S.history[S.index]);
+    updateUndoButtons();
+  }
+
+  function updateUndoButtons() {
+    document.getElementById("undo").disabled = S.index <= 0;
+    document.getElementById("redo").disabled = S.index >= S.history.length - 1;
+    updateSaveState();
+  }
+
+  function updateSaveState(message) {
+    var node = document.getElementById("save-state");
+    if (message) { node.textContent = message; return; }
+    var dirty = specJson() !== S.savedJson;
+    node.textContent = dirty ? T.not_saved : "";
+    root.setAttribute("data-dirty", dirty ? "true" : "false");
+  }
+
+  // A structural change: re-render, remember it for undo, check it.
+  function changed() {
+    ensureUids();
+    renderColumn();
+    pushHistory();
+    scheduleValidate();
+  }
+
+  // A value typed into a field: no re-render (keeps the focus), check it; remember it once committed.
+  function edited(committed) {
+    if (committed) { pushHistory(); } else { updateSaveState(); }
+    scheduleValidate();
+  }
+
+  // --- Palette ------------------------------------------------------------------------------------
+
+  function renderPalette() {
+    var box = document.getElementById("palette");
+    box.textContent = "";
+    S.catalog.groups.forEach(function (group) {
+      var layers = S.catalog.layers.filter(function (l) { return l.group === group.id; });
+      if (!layers.length) { return; }
+      var list = el("ul", { className: "palette-list", "data-group": group.id });
+      layers.forEach(function (entry) {
+        var help = entry.help[lang] || entry.help.en;
+        var add = el("button", { type: "button", className: "palette-add",
+                                 "aria-label": F.format(T.add_to_column, { type: entry.type }), text: "+" });
+        add.addEventListener("click", function () { insertNew(entry.type); });
+        list.appendChild(el("li", { className: "palette-item", "data-new-type": entry.type, title: help }, [
+          el("span", { className: "palette-name", text: entry.type }),
+          add,
+          el("span", { className: "palette-help", text: help })
+        ]));
+      });
+      var details = el("details", { className: "palette-group", open: true }, [
+        el("summary", { text: group.label[lang] || group.label.en }), list
+      ]);
+      box.appendChild(details);
+      if (window.Sortable) {
+        window.Sortable.create(list, {
+          group: { name: "blocks", pull: "clone", put: false }, sort: false, forceFallback: true,
+          fallbackOnBody: true, filter: ".palette-add", preventOnFilter: false
+        });
+      }
+    });
+  }
+
+  // Keyboard and click insert: inside the selected Residual block, else after the selected block,
+  // else at the end of the column.
+  function insertNew(type) {
+    var layer = newLayer(type);
+    var sel = S.selected ? findByUid(S.selected) : null;
+    if (sel && sel.layer.type === "Residual") {
+      sel.layer.layers = sel.layer.layers || [];
+      sel.layer.layers.push(layer);
+    } else if (sel) {
+      sel.list.splice(sel.index + 1, 0, layer);
+    } else {
+      S.spec.layers.push(layer);
+    }
+    S.selected = layer._uid;
+    changed();
+    focusBlock(layer._uid);
+  }
+
+  // --- Column -------------------------------------------------------------------------------------
+
+  function focusBlock(uid) {
+    var node = root.querySelector('.block[data-uid="' + uid + '"]');
+    if (node) { node.focus(); }
+  }
+
+  function removeReferences(name) {
+    eachLayer(S.spec.layers, function (layer) {
+      if (layer.input === name) { delete layer.input; }
+      else if (Array.isArray(layer.input)) {
+        layer.input = layer.input.filter(function (n) { return n !== name; });
+      }
+    });
+  }
+
+  function blockAction(uid, action) {
+    var found = findByUid(uid);
+    if (!found) { return; }
+    var list = found.list;
+    var i = found.index;
+    var focusUid = uid;
+    if (action === "up" && i > 0) {
+      list.splice(i - 1, 0, list.splice(i, 1)[0]);
+    } else if (action === "down" && i < list.length - 1) {
+      list.splice(i + 1, 0, list.splice(i, 1)[0]);
+    } else if (action === "duplicate") {
+      var copy = cloneLayer(found.layer);
+      list.splice(i + 1, 0, copy);
+      focusUid = copy._uid;
+    } else if (action === "delete") {
+      list.splice(i, 1);
+      removeReferences(found.layer.name);
+      var next = list[i] || list[i - 1];
+      focusUid = next ? next._uid : null;
+      if (S.selected === uid) { S.selected = null; }
+    } else {
+      return;
+    }
+    changed();
+    if (focusUid) {
+      var button = root.querySelector('.block[data-uid="' + focusUid + '"] [data-action="' + action + '"]');
+      if (button && !button.disabled) { button.focus(); } else { focusBlock(focusUid); }
+    }
+  }
+
+  function inputControl(layer, index, list) {
+    var entry = S.types[layer.type];
+    var earlier = list.slice(0, index).map(function (l) { return l.name; });
+    if (entry && entry.inputs === "many") {
+      var chosen = Array.isArray(layer.input) ? layer.input : [];
+      var box = el("fieldset", { className: "inputs-many" }, [el("legend", { text: T.inputs_from })]);
+      ["x"].concat(earlier).forEach(function (name) {
+        var id = "in-" + layer._uid + "-" + name;
+        var check = el("input", { type: "checkbox", id: id, value: name, checked: chosen.indexOf(name) >= 0 });
+        check.addEventListener("change", function () {
+          var current = Array.isArray(layer.input) ? layer.input.slice() : [];
+          if (check.checked) { current.push(name); } else { current = current.filter(function (n) { return n !== name; }); }
+          layer.input = current;
+          changed();
+        });
+        box.appendChild(el("span", { className: "check" }, [check, el("label", { "for": id, text: name === "x" ? T.input_model : name })]));
+      });
+      return box;
+    }
+    var id = "in-" + layer._uid;
+    var select = el("select", { id: id, className: "input-select" });
+    select.appendChild(el("option", { value: "", text: T.input_previous }));
+    select.appendChild(el("option", { value: "x", text: T.input_model, selected: layer.input === "x" }));
+    earlier.forEach(function (name) {
+      select.appendChild(el("option", { value: name, text: name, selected: layer.input === name }));
+    });
+    select.addEventListener("change", function () {
+      if (select.value) { layer.input = select.value; } else { delete layer.input; }
+      changed();
+    });
+    return el("div", { className: "field field-input" }, [el("label", { "for": id, text: T.input_from }), select]);
+  }
+
+  function renderBlock(layer, path, index, list, depth) {
+    var entry = S.types[layer.type] || { params: [], help: { en: "" }, inputs: "one" };
+    var li = el("li", { className: "block block-" + layer.type.toLowerCase(), tabindex: "-1",
+                        "data-uid": layer._uid, "data-type": layer.type, "data-path": path,
+                        "aria-label": layer.name + " (" + layer.type + ")" });
+    if (S.selected === layer._uid) { li.classList.add("selected"); }
+    var tools = el("div", { className: "block-tools" });
+    [["up", "↑", T.move_up, index === 0], ["down", "↓", T.move_down, index === list.length - 1],
+     ["duplicate", "⊞", T.duplicate, false], ["delete", "✕", T.delete, false]].forEach(function (b) {
+      var button = el("button", { type: "button", className: "tool tool-" + b[0], "data-action": b[0],
+                                  "aria-label": b[2] + ": " + layer.name, title: b[2], disabled: b[3], text: b[1] });
+      button.addEventListener("click", function (event) { event.stopPropagation(); blockAction(layer._uid, b[0]); });
+      tools.appendChild(button);
+    });
+    var head = el("div", { className: "block-head" }, [
+      el("span", { className: "handle", "aria-hidden": "true", text: "⠿" }),
+      el("span", { className: "block-type", text: layer.type }),
+      el("span", { className: "block-name", text: layer.name }),
+      el("span", { className: "block-out" }, [
+        el("span", { className: "block-shape", "data-shape": "" }),
+        el("span", { className: "block-params" })
+      ]),
+      tools
+    ]);
+    li.appendChild(head);
+    var body = el("div", { className: "block-body" });
+    // The input choice sits in view when it says something (a merge, an explicit input), else with
+    // the other settings: most blocks simply take the block before them.
+    var inputBox = null;
+    if (depth === 0 && (index > 0 || entry.inputs === "many") && layer.type !== "Input") {
+      inputBox = inputControl(layer, index, list);
+      if (entry.inputs === "many" || layer.input !== undefined) { body.appendChild(inputBox); inputBox = null; }
+    }
+    var main = el("div", { className: "param-form" });
+    var more = el("div", { className: "param-form" });
+    entry.params.forEach(function (param) {
+      if (param.kind === "layers") { return; }
+      var node = F.field(param, layer, { lang: lang, strings: T, onChange: edited });
+      (MAIN_PARAMS.indexOf(param.name) >= 0 || param.required ? main : more).appendChild(node);
+    });
+    if (main.childNodes.length) { body.appendChild(main); }
+    body.appendChild(el("details", { className: "more-settings" }, [
+      el("summary", { text: T.block_help }), el("p", { className: "field-help", text: entry.help[lang] || entry.help.en }),
+      inputBox, more.childNodes.length ? more : null
+    ]));
+    li.appendChild(body);
+    li.appendChild(el("ul", { className: "block-issues" }));
+    if (layer.type === "Residual") {
+      layer.layers = layer.layers || [];
+      var inner = el("ol", { className: "block-column inner-column", "data-parent": layer._uid,
+                             "aria-label": T.residual_inner + ": " + layer.name });
+      layer.layers.forEach(function (child, j) {
+        inner.appendChild(renderBlock(child, path + ".layers[" + j + "]", j, layer.layers, depth + 1));
+      });
+      li.appendChild(el("div", { className: "inner-wrap" }, [
+        el("p", { className: "muted small", text: T.drop_inside }), inner
+      ]));
+      makeSortable(inner);
+    }
+    li.addEventListener("focusin", function (event) {
+      event.stopPropagation();
+      select(layer._uid);
+    });
+    li.addEventListener("click", function (event) {
+      event.stopPropagation();
+      select(layer._uid);
+    });
+    return li;
+  }
+
+  function select(uid) {
+    if (S.selected === uid) { return; }
+    S.selected = uid;
+    root.querySelectorAll(".block.selected").forEach(function (node) { node.classList.remove("selected"); });
+    var node = root.querySelector('.block[data-uid="' + uid + '"]');
+    if (node) { node.classList.add("selected"); }
+  }
+
+  function makeSortable(list) {
+    if (!window.Sortable) { return; }
+    window.Sortable.create(list, {
+      group: { name: "blocks", pull: true, put: true }, animation: 120, forceFallback: true, fallbackOnBody: true,
+      swapThreshold: 0.6, invertSwap: true, handle: ".block-head", draggable: ".block, .palette-item",
+      filter: "button, input, select, label, summary", preventOnFilter: false, emptyInsertThreshold: 24,
+      onAdd: commitFromDomSoon, onEnd: commitFromDomSoon
+    });
+  }
+
+  // Sortable moved DOM nodes: read the new order back into the spec, then re-render from the spec.
+  var commitPending = false;
+  function commitFromDomSoon() {
+    if (commitPending) { return; }
+    commitPending = true;
+    window.setTimeout(function () {
+      commitPending = false;
+      var byUid = {};
+      eachLayer(S.spec.layers, function (layer) { byUid[layer._uid] = layer; });
+      var added = null;
+      var read = function (list) {
+        var layers = [];
+        Array.prototype.forEach.call(list.children, function (item) {
+          if (item.getAttribute("data-new-type")) {
+            var layer = newLayer(item.getAttribute("data-new-type"));
+            added = layer;
+            layers.push(layer);
+          } else if (item.getAttribute("data-uid") && byUid[item.getAttribute("data-uid")]) {
+            var existing = byUid[item.getAttribute("data-uid")];
+            if (existing.type === "Residual") {
+              var inner = item.querySelector(":scope > .inner-wrap > .inner-column");
+              existing.layers = inner ? read(inner) : (existing.layers || []);
+            }
+            layers.push(existing);
+          }
+        });
+        return layers;
+      };
+      S.spec.layers = read(document.getElementById("column"));
+      if (added) { S.selected = added._uid; }
+      changed();
+      if (added) { focusBlock(added._uid); }
+    }, 0);
+  }
+
+  function renderColumn() {
+    var column = document.getElementById("column");
+    column.textContent = "";
+    S.spec.layers.forEach(function (layer, i) {
+      column.appendChild(renderBlock(layer, "layers[" + i + "]", i, S.spec.layers, 0));
+    });
+    column.setAttribute("data-empty", S.spec.layers.length ? "false" : "true");
+    column.setAttribute("data-hint", T.drop_here);
+    if (S.report) { renderReport(); }
+  }
+
+  // --- Validation ---------------------------------------------------------------------------------
+
+  function scheduleValidate(delay) {
+    window.clearTimeout(S.validateTimer);
+    root.setAttribute("data-validating", "true");
+    S.validateTimer = window.setTimeout(validate, delay === undefined ? VALIDATE_DELAY_MS : delay);
+  }
+
+  function validate() {
+    var seq = ++S.validateSeq;
+    var body = JSON.parse(specJson());
+    api("POST", urls.validate, body).then(function (res) {
+      if (seq !== S.validateSeq) { return; } // a newer check is on its way
+      if (res.status === 200) {
+        S.report = res.data.report;
+        S.fieldErrors = {};
+      } else if (res.status === 400 && res.data && res.data.error) {
+        S.fieldErrors = res.data.error.fields || {};
+        S.fieldErrorMessage = res.data.error.message;
+      } else {
+        S.fieldErrors = { "": [T.network_error] };
+      }
+      renderReport();
+      root.setAttribute("data-validating", "false");
+    }).catch(function () {
+      if (seq !== S.validateSeq) { return; }
+      S.fieldErrors = { "": [T.network_error] };
+      renderReport();
+      root.setAttribute("data-validating", "false");
+    });
+  }
+
+  function issueItem(issue, severity) {
+    var li = el("li", { className: "issue issue-" + severity, "data-code": issue.code || "" }, [
+      el("strong", { text: (severity === "error" ? T.error : T.warning) + ": " }),
+      el("span", { className: "issue-message", text: issue.message })
+    ]);
+    if (issue.hint) { li.appendChild(el("span", { className: "issue-hint", text: " " + issue.hint })); }
+    if (issue.fix) {
+      var button = el("button", { type: "button", className: "button small fix", text: issue.fix.label || T.fix });
+      button.addEventListener("click", function () { applyFix(issue.fix); });
+      li.appendChild(button);
+    }
+    return li;
+  }
+
+  function findByName(name) {
+    var found = null;
+    eachLayer(S.spec.layers, function (layer, path, list, index) {
+      if (layer.name === name) { found = { layer: layer, list: list, index: index }; }
+    });
+    return found;
+  }
+
+  function withUids(layers) {
+    return layers.map(function (layer) {
+      var copy = JSON.parse(JSON.stringify(layer));
+      if (!copy.name || findByName(copy.name)) { copy.name = freshName(copy.type); }
+      return copy;
+    });
+  }
+
+  function applyFix(fix) {
+    var target;
+    if (fix.kind === "append_layers") {
+      S.spec.layers = S.spec.layers.concat(withUids(fix.layers || []));
+    } else if (fix.kind === "insert_layers") {
+      target = findByName(fix.before);
+      if (!target) { return; }
+      Array.prototype.splice.apply(target.list, [target.index, 0].concat(withUids(fix.layers || [])));
+    } else if (fix.kind === "remove_layer") {
+      target = findByName(fix.layer);
+      if (!target) { return; }
+      target.list.splice(target.index, 1);
+      removeReferences(fix.layer);
+    } else if (fix.kind === "set_param") {
+      target = findByName(fix.layer);
+      if (!target) { return; }
+      target.layer[fix.field] = fix.value;
+    } else {
+      return;
+    }
+    changed();
+  }
+
+  function blockNode(path) {
+    return root.querySelector('.block[data-path="' + path + '"]');
+  }
+
+  function renderReport() {
+    var report = S.report;
+    var rows = {};
+    if (report) { report.layers.forEach(function (row) { rows[row.path] = row; }); }
+    var designIssues = document.getElementById("design-issues");
+    designIssues.textContent = "";
+    root.querySelectorAll(".block-issues").forEach(function (node) { node.textContent = ""; });
+    root.querySelectorAll(".field-error").forEach(function (node) { node.textContent = ""; });
+    root.querySelectorAll(".field.invalid").forEach(function (node) { node.classList.remove("invalid"); });
+    var hasFieldErrors = Object.keys(S.fieldErrors).length > 0;
+
+    root.querySelectorAll("#column .block").forEach(function (node) {
+      var row = rows[node.getAttribute("data-path")];
+      var shape = node.querySelector(".block-shape");
+      var params = node.querySelector(".block-params");
+      node.classList.remove("status-ok", "status-error", "status-blocked", "status-stale");
+      if (!row || hasFieldErrors) {
+        node.classList.add("status-stale");
+        if (!row) { shape.textContent = ""; params.textContent = ""; }
+        return;
+      }
+      node.classList.add("status-" + row.status);
+      shape.textContent = row.status === "ok" ? F.humanShape(row.output_shape)
+        : (row.status === "blocked" ? T.blocked : "✕");
+      params.textContent = row.params ? F.humanNumber(row.params) + " " + T.params : "";
+      node.querySelectorAll(":scope > .block-body [data-inferred]").forEach(function (input) {
+        var name = input.getAttribute("data-inferred");
+        var value = row.inferred ? row.inferred[name] : undefined;
+        input.placeholder = value !== undefined ? String(value) : "";
+        var note = input.parentNode.querySelector(".field-note");
+        if (note) { note.textContent = value !== undefined ? F.format(T.inferred_value, { value: value }) : T.inferred; }
+      });
+    });
+
+    if (report && !hasFieldErrors) {
+      [["error", report.errors], ["warning", report.warnings]].forEach(function (pair) {
+        pair[1].forEach(function (issue) {
+          var node = issue.path && issue.path.indexOf("layers[") === 0 ? blockNode(issue.path) : null;
+          var list = node ? node.querySelector(":scope > .block-issues") : designIssues;
+          list.appendChild(issueItem(issue, pair[0]));
+          if (node && issue.field) {
+            var f = node.querySelector(':scope > .block-body [data-param="' + issue.field + '"]');
+            if (f && pair[0] === "error") { f.classList.add("invalid"); }
+          }
+        });
+      });
+    }
+    // A 400: settings the server could not read, tied to their field where there is one.
+    Object.keys(S.fieldErrors).forEach(function (path) {
+      var messages = S.fieldErrors[path];
+      var m = /^(layers\[\d+\](?:\.layers\[\d+\])*)(?:\.(\w+))?$/.exec(path);
+      var hp = /^hyperparameters\.(\w+)$/.exec(path);
+      var field = null;
+      if (m && blockNode(m[1])) {
+        field = m[2] ? blockNode(m[1]).querySelector(':scope > .block-body [data-param="' + m[2] + '"]') : null;
+        if (!field) {
+          messages.forEach(function (msg) {
+            blockNode(m[1]).querySelector(":scope > .block-issues").appendChild(issueItem({ message: msg }, "error"));
+          });
+          return;
+        }
+      } else if (hp) {
+        field = document.querySelector('#hyperparameters [data-param="' + hp[1] + '"]');
+      }
+      if (field) {
+        field.classList.add("invalid");
+        field.querySelector(".field-error").textContent = messages.join(" ");
+      } else {
+        messages.forEach(function (msg) { designIssues.appendChild(issueItem({ message: msg }, "error")); });
+      }
+    });
+
+    renderSummary();
+    renderTotals();
+    renderDiagram();
+    renderLinks();
+  }
+
+  function renderSummary() {
+    var node = document.getElementById("summary");
+    var report = S.report;
+    node.className = "summary";
+    if (Object.keys(S.fieldErrors).length) {
+      node.textContent = S.fieldErrorMessage || T.save_failed;
+      node.classList.add("summary-error");
+      return;
+    }
+    if (!report) { node.textContent = T.checking; return; }
+    document.getElementById("input-shape").textContent = F.humanShape(report.input_shape);
+    if (report.errors.length) {
+      node.textContent = F.format(T.has_errors, { n: report.errors.length });
+      node.classList.add("summary-error");
+    } else if (report.ready_to_train) {
+      node.textContent = T.ready;
+      node.classList.add("summary-ok");
+    } else {
+      node.textContent = T.not_ready;
+      node.classList.add("summary-warn");
+    }
+  }
+
+  function renderTotals() {
+    var box = document.getElementById("totals");
+    box.textContent = "";
+    var report = S.report;
+    if (!report) { return; }
+    var items = [
+      [T.params, F.humanNumber(report.totals.params)],
+      ["MACs", F.humanNumber(report.totals.macs)],
+      [T.memory + " (batch " + report.memory.batch_size + ")", F.humanBytes(report.memory.total_bytes)],
+      [T.output, F.humanShape(report.output_shape)]
+    ];
+    items.forEach(function (item) {
+      box.appendChild(el("dt", { text: item[0] }));
+      box.appendChild(el("dd", { text: item[1], "data-total": item[0] }));
+    });
+  }
+
+  var SVG = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs, text) {
+    var node = document.createElementNS(SVG, tag);
+    Object.keys(attrs).forEach(function (key) { node.setAttribute(key, attrs[key]); });
+    if (text !== undefined) { node.textContent = text; }
+    return node;
+  }
+
+  // Boxes side by side, one per top-level block; height follows the feature map's height (or a thin
+  // bar for flat features), width a little with the channels.
+  function renderDiagram() {
+    var box = document.getElementById("diagram");
+    while (box.firstChild) { box.removeChild(box.firstChild); }
+    var report = S.report;
+    if (!report || !report.input_shape) { return; }
+    var stages = [{ name: "x", shape: report.input_shape }];
+    report.layers.forEach(function (row) {
+      if (row.parent === null && row.status === "ok" && row.output_shape) {
+        stages.push({ name: row.name, shape: row.output_shape });
+      }
+    });
+    var maxH = 1;
+    stages.forEach(function (s) { if (s.shape.length === 3) { maxH = Math.max(maxH, s.shape[1]); } });
+    var x = 4;
+    var height = 140;
+    var mid = 70;
+    stages.forEach(function (s) {
+      var h = s.shape.length === 3 ? Math.max(6, 110 * s.shape[1] / maxH) : 6 + Math.min(40, Math.log2(s.shape[0] + 1) * 3);
+      var w = s.shape.length === 3 ? Math.min(26, 6 + Math.log2(s.shape[0] + 1) * 2.5) : 8;
+      var rect = svg("rect", { x: x, y: mid - h / 2, width: w, height: h, rx: 2,
+                               "class": s.shape.length === 3 ? "map" : "flat" });
+      rect.appendChild(svg("title", {}, s.name + ": " + F.humanShape(s.shape)));
+      box.appendChild(rect);
+      box.appendChild(svg("text", { x: x + w / 2, y: height - 2, "text-anchor": "middle", "class": "diagram-label" },
+                          s.shape.length === 3 ? String(s.shape[1]) : String(s.shape[0])));
+      x += w + 6;
+    });
+    box.setAttribute("viewBox", "0 0 " + Math.max(x, 100) + " " + height);
+    box.setAttribute("width", Math.max(x, 100));
+    box.setAttribute("height", height);
+  }
+
+  // Links beside the column: a curve from each source to each block that does not simply take the
+  // block before it (an explicit input, Add/Concat branches).
+  function renderLinks() {
+    var box = document.getElementById("links");
+    while (box.firstChild) { box.removeChild(box.firstChild); }
+    var report = S.report;
+    var column = document.getElementById("column");
+    if (!report) { return; }
+    var wrap = box.parentNode.getBoundingClientRect();
+    box.setAttribute("height", Math.max(1, wrap.height));
+    var top = function (node) { return node.getBoundingClientRect().top - wrap.top; };
+    var topLevel = report.layers.filter(function (row) { return row.parent === null; });
+    var yOf = {};
+    var inputNode = box.parentNode.querySelector(".input-node");
+    yOf.x = top(inputNode) + inputNode.offsetHeight / 2;
+    var lane = 0;
+    topLevel.forEach(function (row, i) {
+      var node = column.querySelector(':scope > .block[data-path="' + row.path + '"]');
+      if (!node) { return; }
+      var y = top(node) + 16;
+      var previous = i === 0 ? "x" : topLevel[i - 1].name;
+      (row.inputs || []).forEach(function (source) {
+        if (source === previous && row.inputs.length === 1) { return; }
+        if (yOf[source] === undefined) { return; }
+        var depth = 10 + (lane++ % 3) * 8;
+        box.appendChild(svg("path", {
+          d: "M 40 " + yOf[source] + " C " + (40 - depth * 2) + " " + yOf[source] + ", " + (40 - depth * 2) + " " + y + ", 40 " + y,
+          "class": "link", "data-from": source, "data-to": row.name
+        }));
+        box.appendChild(svg("circle", { cx: 40, cy: y, r: 3, "class": "link-end" }));
+      });
+      yOf[row.name] = top(node) + node.offsetHeight - 12;
+    });
+  }
+
+  // --- Dataset, preprocessing, hyperparameters ------------------------------------------------------
+
+  function renderDataset() {
+    var select = document.getElementById("dataset");
+    select.textContent = "";
+    var current = datasetInfo();
+    S.catalog.datasets.forEach(function (d) {
+      select.appendChild(el("option", { value: d.name, text: d.name + " (" + d.input_shape.join("×") + ", " + d.num_classes + ")",
+                                        selected: current && current.name === d.name }));
+    });
+    var info = datasetInfo();
+    document.getElementById("dataset-help").textContent = info ? (info.help[lang] || info.help.en) : "";
+    var img = document.getElementById("dataset-samples");
+    if (info) {
+      var src = urls.samples.replace("{name}", encodeURIComponent(info.name));
+      if (img.getAttribute("src") !== src) { img.hidden = true; img.setAttribute("src", src); }
+    }
+  }
+
+  function renderPreprocessing() {
+    var list = document.getElementById("preprocessing");
+    list.textContent = "";
+    S.spec.preprocessing.forEach(function (step, i) {
+      var entry = S.transforms[step.type] || { params: [], help: { en: "" } };
+      var remove = el("button", { type: "button", className: "tool", "aria-label": T.remove + ": " + step.type, text: "✕" });
+      remove.addEventListener("click", function () {
+        S.spec.preprocessing.splice(i, 1);
+        renderPreprocessing();
+        pushHistory();
+        scheduleValidate();
+      });
+      var form = el("div", { className: "param-form" });
+      entry.params.forEach(function (param) {
+        form.appendChild(F.field(param, step, { lang: lang, strings: T, onChange: edited }));
+      });
+      list.appendChild(el("li", { className: "transform", "data-path": "preprocessing[" + i + "]" }, [
+        el("div", { className: "block-head" }, [el("span", { className: "block-type", text: step.type }),
+          el("span", { className: "muted small", text: entry.random ? " (train only)" : "" }), remove]),
+        el("p", { className: "field-help", text: entry.help[lang] || entry.help.en }),
+        form
+      ]));
+    });
+  }
+
+  function renderHyperparameters() {
+    var box = document.getElementById("hyperparameters");
+    box.textContent = "";
+    S.catalog.hyperparameters.forEach(function (param) {
+      box.appendChild(F.field(param, S.spec.hyperparameters, { lang: lang, strings: T, onChange: edited }));
+    });
+  }
+
+  function renderAll() {
+    document.getElementById("model-name").value = S.spec.model_name;
+    renderColumn();
+    renderDataset();
+    renderPreprocessing();
+    renderHyperparameters();
+  }
+
+  // --- Save, versions, import / export ---------------------------------------------------------------
+
+  function save() {
+    var button = document.getElementById("save");
+    button.disabled = true;
+    updateSaveState(T.saving);
+    var json = specJson();
+    api("POST", urls.versions, { spec: JSON.parse(json) }).then(function (res) {
+      button.disabled = false;
+      if (res.status === 201 || res.status === 200) {
+        S.version = { number: res.data.number, id: null };
+        S.savedJson = json;
+        S.artifact = null;
+        document.getElementById("version-badge").textContent = F.format(T.version, { n: res.data.number });
+        if (res.status === 201) { addHistoryRow(res.data.number); }
+        updateSaveState(F.format(res.status === 201 ? T.saved : T.unchanged, { n: res.data.number }));
+        root.setAttribute("data-saved-version", res.data.number);
+      } else if (res.data && res.data.error) {
+        var fields = {};
+        Object.keys(res.data.error.fields || {}).forEach(function (key) {
+          fields[key.replace(/^spec\./, "")] = res.data.error.fields[key];
+        });
+        S.fieldErrors = fields;
+        renderReport();
+        updateSaveState(T.save_failed);
+      } else {
+        updateSaveState(T.network_error);
+      }
+    }).catch(function () { button.disabled = false; updateSaveState(T.network_error); });
+  }
+
+  function addHistoryRow(number) {
+    var list = document.getElementById("history");
+    var empty = list.querySelector("li.muted");
+    if (empty) { empty.remove(); }
+    var open = el("button", { type: "button", className: "link-button", "data-load-version": number, text: T.open });
+    list.insertBefore(el("li", { "data-number": number }, [
+      el("span", { text: F.format(T.version, { n: number }) }), " ", open
+    ]), list.firstChild);
+  }
+
+  function loadVersion(number) {
+    api("GET", urls.version.replace("{n}", number)).then(function (res) {
+      if (!res.ok) { updateSaveState(T.network_error); return; }
+      S.spec = normaliseLocal(res.data.spec);
+      ensureUids();
+      renderAll();
+      pushHistory();
+      scheduleValidate(0);
+      updateSaveState(F.format(T.loaded_version, { n: number }));
+    });
+  }
+
+  function exportJson() {
+    var body = { format: "buildx-design", format_version: 1, name: boot.design.name, spec: JSON.parse(specJson()) };
+    var blob = new Blob([JSON.stringify(body, null, 2)], { type: "application/json" });
+    var link = el("a", { href: URL.createObjectURL(blob), download: (S.spec.model_name || "design") + ".json" });
+    document.body.appendChild(link);
+    link.click();
+    window.setTimeout(function () { URL.revokeObjectURL(link.href); link.remove(); }, 1000);
+  }
+
+  function importJson(file) {
+    file.text().then(function (text) {
+      var data;
+      try { data = JSON.parse(text); } catch (e) { updateSaveState(T.import_failed); return; }
+      var spec = data && typeof data === "object" && data.spec ? data.spec : data;
+      api("POST", urls.validate, spec).then(function (res) {
+        if (res.status !== 200) {
+          S.fieldErrors = (res.data && res.data.error && res.data.error.fields) || {};
+          updateSaveState(T.import_failed);
+          renderReport();
+          return;
+        }
+        S.spec = normaliseLocal(res.data.spec);
+        ensureUids();
+        renderAll();
+        pushHistory();
+        S.report = res.data.report;
+        S.fieldErrors = {};
+        renderReport();
+        updateSaveState(T.imported);
+      });
+    });
+  }
+
+  // --- Code tab and Train -------------------------------------------------------------------------
+
+  function showTab(name) {
+    ["design", "code"].forEach(function (tab) {
+      var button = document.getElementById("tab-" + tab);
+      var active = tab === name;
+      button.setAttribute("aria-selected", active ? "true" : "false");
+      button.tabIndex = active ? 0 : -1;
+      document.getElementById("panel-" + tab).hidden = !active;
+    });
+    if (name === "code") { loadCode(); } else { renderLinks(); }
+  }
+
+  function loadCode() {
+    var status = document.getElementById("code-status");
+    var code = document.getElementById("code");
+    var train = document.getElementById("train");
+    if (!S.version) {
+      status.textContent = T.code_needs_save;
+      code.textContent = "";
+      train.disabled = true;
+      return;
+    }
+    var number = S.version.number;
+    status.textContent = T.code_loading;
+    train.disabled = true;
+    api("GET", urls.code.replace("{n}", number)).then(function (res) {
+      if (!res.ok) {
+        var fields = (res.data && res.data.error && res.data.error.fields) || {};
+        var lines = [];
+        Object.keys(fields).forEach(function (key) { lines = lines.concat(fields[key]); });
+        status.textContent = ((res.data && res.data.error && res.data.error.message) || T.network_error) + " " + lines.join(" ");
+        code.textContent = "";
+        return;
+      }
+      var artifact = res.data;
+      S.artifact = artifact;
+      var select = document.getElementById("artifact");
+      select.textContent = "";
+      select.appendChild(el("option", { value: artifact.id,
+        text: F.format(T.version, { n: number }) + " · " + (artifact.source === "llm" ? T.llm : T.compiled) }));
+      code.textContent = artifact.code;
+      code.removeAttribute("data-highlighted");
+      code.className = "language-python";
+      if (window.hljs) { window.hljs.highlightElement(code); }
+      var dirty = specJson() !== S.savedJson;
+      status.textContent = dirty ? F.format(T.code_unsaved, { n: number }) : "";
+      var blob = new Blob([artifact.code], { type: "text/x-python" });
+      var script = document.getElementById("download-script");
+      if (script.href && script.href.indexOf("blob:") === 0) { URL.revokeObjectURL(script.href); }
+      script.href = URL.createObjectURL(blob);
+      script.setAttribute("download", artifact.filename || (S.spec.model_name.toLowerCase() + ".py"));
+      document.getElementById("download-zip").href = urls.download.replace("{n}", number);
+      train.disabled = !urls.runs;
+    });
+  }
+
+  function copyCode() {
+    var text = document.getElementById("code").textContent;
+    var done = function () { document.getElementById("code-status").textContent = T.copied; };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, fallback);
+    } else { fallback(); }
+    function fallback() {
+      var area = el("textarea", { className: "visually-hidden" });
+      area.value = text;
+      document.body.appendChild(area);
+      area.select();
+      document.execCommand("copy");
+      area.remove();
+      done();
+    }
+  }
+
+  function train() {
+    var status = document.getElementById("train-status");
+    var select = document.getElementById("artifact");
+    if (!S.artifact || !urls.runs) { return; }
+    var button = document.getElementById("train");
+    button.disabled = true;
+    status.textContent = T.starting;
+    // The runs API names the version by its id; the page knows the ids of versions saved before it loaded.
+    var number = S.version.number;
+    var versionId = S.version.id ? Promise.resolve(S.version.id) : api("GET", urls.version_ids).then(function (res) {
+      return res.ok ? res.data.versions[String(number)] : null;
+    });
+    versionId.then(function (id) {
+      S.version.id = id;
+      return api("POST", urls.runs, { design_version: id, code_artifact: Number(select.value) });
+    }).then(function (res) {
+      if (res.status === 201 && res.data && res.data.url) {
+        window.location.assign(res.data.url);
+        return;
+      }
+      button.disabled = false;
+      var message = (res.data && res.data.error && res.data.error.message) || T.network_error;
+      status.textContent = F.format(T.train_failed, { message: message });
+    }).catch(function () { button.disabled = false; status.textContent = T.network_error; });
+  }
+
+  function generateWithAi() {
+    if (!S.version || !urls.generate) { return; }
+    document.getElementById("code-status").textContent = T.generating;
+    api("POST", urls.generate.replace("{n}", S.version.number), {}).then(function (res) {
+      document.getElementById("code-status").textContent =
+        res.ok ? T.generating : ((res.data && res.data.error && res.data.error.message) || T.network_error);
+    });
+  }
+
+  // --- Wiring ---------------------------------------------------------------------------------------
+
+  function wire() {
+    document.getElementById("undo").addEventListener("click", undo);
+    document.getElementById("redo").addEventListener("click", redo);
+    document.getElementById("save").addEventListener("click", save);
+    document.getElementById("export").addEventListener("click", exportJson);
+    document.getElementById("import-json").addEventListener("change", function (event) {
+      if (event.target.files[0]) { importJson(event.target.files[0]); }
+      event.target.value = "";
+    });
+    document.getElementById("model-name").addEventListener("input", function (event) {
+      S.spec.model_name = event.target.value;
+      edited(false);
+    });
+    document.getElementById("model-name").addEventListener("change", function () { edited(true); });
+    document.getElementById("dataset").addEventListener("change", function (event) {
+      S.spec.dataset = event.target.value;
+      renderDataset();
+      pushHistory();
+      scheduleValidate();
+    });
+    var samples = document.getElementById("dataset-samples");
+    samples.addEventListener("load", function () { samples.hidden = false; });
+    samples.addEventListener("error", function () { samples.hidden = true; });
+    var transformSelect = document.getElementById("transform-type");
+    S.catalog.transforms.forEach(function (t) {
+      transformSelect.appendChild(el("option", { value: t.type, text: t.type + (t.random ? " *" : "") }));
+    });
+    document.getElementById("add-transform").addEventListener("click", function () {
+      var entry = S.transforms[transformSelect.value];
+      var step = { type: entry.type };
+      entry.params.forEach(function (p) { if (p["default"] !== undefined) { step[p.name] = p["default"]; } });
+      S.spec.preprocessing.push(step);
+      renderPreprocessing();
+      pushHistory();
+      scheduleValidate();
+    });
+    document.getElementById("history").addEventListener("click", function (event) {
+      var button = event.target.closest("[data-load-version]");
+      if (button) { loadVersion(button.getAttribute("data-load-version")); }
+    });
+    var tabs = [document.getElementById("tab-design"), document.getElementById("tab-code")];
+    tabs.forEach(function (tab, i) {
+      tab.addEventListener("click", function () { showTab(tab.id.replace("tab-", "")); });
+      tab.addEventListener("keydown", function (event) {
+        if (event.key === "ArrowRight" || event.key === "ArrowLeft") {
+          var other = tabs[(i + 1) % 2];
+          other.focus();
+          showTab(other.id.replace("tab-", ""));
+        }
+      });
+    });
+    document.getElementById("copy-code").addEventListener("click", copyCode);
+    document.getElementById("train").addEventListener("click", train);
+    var generate = document.getElementById("generate-ai");
+    if (generate) { generate.addEventListener("click", generateWithAi); }
+    document.addEventListener("keydown", function (event) {
+      var typing = event.target.matches("input[type=text], input[type=number], textarea");
+      if (!(event.ctrlKey || event.metaKey) || typing) { return; }
+      var key = event.key.toLowerCase();
+      if (key === "z" && !event.shiftKey) { event.preventDefault(); undo(); }
+      else if ((key === "z" && event.shiftKey) || key === "y") { event.preventDefault(); redo(); }
+      else if (key === "s") { event.preventDefault(); save(); }
+    });
+    window.addEventListener("resize", function () { renderLinks(); });
+    makeSortable(document.getElementById("column"));
+  }
+
+  function start(catalog) {
+    S.catalog = catalog;
+    catalog.layers.forEach(function (entry) { S.types[entry.type] = entry; });
+    catalog.transforms.forEach(function (entry) { S.transforms[entry.type] = entry; });
+    ensureUids();
+    S.savedJson = boot.version ? specJson() : null;
+    renderPalette();
+    wire();
+    renderAll();
+    pushHistory();
+    updateSaveState();
+    root.setAttribute("data-ready", "true");
+    scheduleValidate(0);
+  }
+
+  api("GET", urls.catalog).then(function (res) {
+    if (res.ok) { start(res.data); }
+    else { document.getElementById("palette").textContent = T.network_error; }
+  }).catch(function () { document.getElementById("palette").textContent = T.network_error; });
+})();

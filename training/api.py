@@ -1,0 +1,251 @@
+"""/api/v1/runs/: thin DRF views over ``training.services``. Another user's run is a 404 everywhere."""
+
+from __future__ import annotations
+
+from django.http import FileResponse
+from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from buildx.api import error_response
+from designs.models import CodeArtifact, DesignVersion
+from training import services
+from training.models import Run, RunArtifact, RunEvent
+
+EVENTS_PAGE_MAX = 1000
+
+
+class RunSerializer(serializers.ModelSerializer):
+    design = serializers.IntegerField(source="design_version.design_id", read_only=True)
+    design_name = serializers.CharField(source="design_version.design.name", read_only=True)
+    version_number = serializers.IntegerField(source="design_version.number", read_only=True)
+    queue_position = serializers.IntegerField(read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "url",
+            "design",
+            "design_name",
+            "design_version",
+            "version_number",
+            "code_artifact",
+            "dataset",
+            "hyperparameters",
+            "status",
+            "epoch",
+            "epochs",
+            "progress",
+            "eta_seconds",
+            "device",
+            "params",
+            "isolation",
+            "created_at",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "run_seconds",
+            "timings",
+            "metrics",
+            "cause",
+            "error",
+            "traceback",
+            "heartbeat_at",
+            "attempt",
+            "checkpoint_epoch",
+            "last_seq",
+            "log_lines",
+            "log_dropped",
+            "queue_position",
+            "can_stop",
+            "can_resume",
+        ]
+        read_only_fields = fields
+
+    def get_url(self, run: Run) -> str:
+        return f"/runs/{run.pk}/"
+
+
+class RunCreateSerializer(serializers.Serializer):
+    design_version = serializers.IntegerField()
+    code_artifact = serializers.IntegerField(required=False)
+
+
+def _refused(exc: services.RunRefused) -> Response:
+    if exc.code == "not_found":
+        return error_response(code="not_found", message=exc.message, http_status=404)
+    fields = {exc.field: [exc.message]} if exc.field else None
+    http = status.HTTP_409_CONFLICT if exc.code in ("not_stoppable", "not_resumable", "conflict") else 400
+    return error_response(code=exc.code, message=exc.message, fields=fields, http_status=http)
+
+
+def _own_runs(request: Request):
+    return Run.objects.filter(owner=request.user).select_related("design_version__design")
+
+
+class RunListCreate(generics.ListAPIView):
+    serializer_class = RunSerializer
+
+    def get_queryset(self):
+        qs = _own_runs(self.request)
+        params = self.request.query_params
+        if params.get("status"):
+            qs = qs.filter(status__in=params["status"].split(","))
+        if params.get("design"):
+            qs = qs.filter(design_version__design_id=params["design"])
+        if params.get("design_version"):
+            qs = qs.filter(design_version_id=params["design_version"])
+        if params.get("dataset"):
+            qs = qs.filter(dataset__iexact=params["dataset"])
+        return qs.order_by("-created_at")
+
+    def post(self, request: Request) -> Response:
+        body = RunCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        version = (
+            DesignVersion.objects.filter(pk=body.validated_data["design_version"], design__owner=request.user)
+            .select_related("design")
+            .first()
+        )
+        if version is None:
+            return error_response(
+                code="not_found",
+                message=str(_("That design version does not exist.")),
+                fields={"design_version": [str(_("No such design version."))]},
+                http_status=404,
+            )
+        artifact_id = body.validated_data.get("code_artifact")
+        artifacts = CodeArtifact.objects.filter(version=version)
+        artifact = (
+            artifacts.filter(pk=artifact_id).first()
+            if artifact_id
+            else artifacts.filter(status=CodeArtifact.Status.READY).order_by("-created_at").first()
+        )
+        if artifact is None:
+            return error_response(
+                code="invalid",
+                message=str(_("Choose code of this design version to train.")),
+                fields={"code_artifact": [str(_("No such code for this version."))]},
+            )
+        try:
+            run = services.run_create(owner=request.user, version=version, artifact=artifact)
+        except services.RunRefused as exc:
+            return _refused(exc)
+        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class RunDetail(generics.RetrieveAPIView):
+    serializer_class = RunSerializer
+
+    def get_queryset(self):
+        return _own_runs(self.request)
+
+
+class RunEvents(APIView):
+    """Stored events after ``after`` (a sequence number), oldest first, at most ``limit``."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", int, description="Return events with a larger sequence number."),
+            OpenApiParameter("before", int, description="Return events with a smaller sequence number."),
+            OpenApiParameter("limit", int, description=f"At most this many (1 to {EVENTS_PAGE_MAX})."),
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        run = get_object_or_404(Run, pk=pk, owner=request.user)
+        try:
+            after = max(int(request.query_params.get("after", 0)), 0)
+            limit = min(max(int(request.query_params.get("limit", 500)), 1), EVENTS_PAGE_MAX)
+            before = request.query_params.get("before")
+            before = int(before) if before else None
+        except ValueError:
+            return error_response(code="invalid", message=str(_("after, before and limit are numbers.")))
+        qs = RunEvent.objects.filter(run=run, seq__gt=after)
+        if before is not None:
+            qs = qs.filter(seq__lt=before)
+        events = [e.as_message() for e in qs.order_by("seq")[: limit + 1]]
+        more = len(events) > limit
+        events = events[:limit]
+        return Response(
+            {
+                "run": run.pk,
+                "events": events,
+                "more": more,
+                "last_seq": run.last_seq,
+                "next_after": events[-1]["seq"] if events else after,
+            }
+        )
+
+
+class RunMetrics(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, pk: int) -> Response:
+        run = get_object_or_404(Run, pk=pk, owner=request.user)
+        return Response(
+            {
+                "run": run.pk,
+                "epochs": [m.as_dict() for m in run.epoch_metrics.order_by("epoch")],
+                "test": run.metrics,
+            }
+        )
+
+
+class RunStop(APIView):
+    @extend_schema(request=None, responses={202: RunSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        run = get_object_or_404(Run, pk=pk, owner=request.user)
+        try:
+            run = services.run_stop(run=run)
+        except services.RunRefused as exc:
+            return _refused(exc)
+        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RunResume(APIView):
+    @extend_schema(request=None, responses={202: RunSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        run = get_object_or_404(Run, pk=pk, owner=request.user)
+        try:
+            run = services.run_resume(run=run)
+        except services.RunRefused as exc:
+            return _refused(exc)
+        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+def artifact_dict(artifact: RunArtifact) -> dict:
+    return {
+        "kind": artifact.kind,
+        "name": artifact.get_kind_display(),
+        "filename": artifact.filename,
+        "size": artifact.size,
+        "epoch": artifact.epoch,
+        "updated_at": artifact.updated_at,
+        "url": f"/api/v1/runs/{artifact.run_id}/artifacts/{artifact.kind}/",
+    }
+
+
+class RunArtifacts(APIView):
+    @extend_schema(operation_id="runs_artifacts_list", responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, pk: int) -> Response:
+        run = get_object_or_404(Run, pk=pk, owner=request.user)
+        return Response({"run": run.pk, "artifacts": [artifact_dict(a) for a in run.artifacts.all()]})
+
+
+class RunArtifactDownload(APIView):
+    @extend_schema(
+        operation_id="runs_artifacts_download",
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, pk: int, kind: str):
+        artifact = get_object_or_404(RunArtifact, run__pk=pk, run__owner=request.user, kind=kind)
+        return FileResponse(
+            artifact.file.open("rb"), as_attachment=True, filename=f"run-{pk}-{artifact.filename}"
+        )

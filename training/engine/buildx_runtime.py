@@ -1,0 +1,1171 @@
+"""BuildX runtime: the one module a BuildX training script imports.
+
+It gives a script its data already on the device, batch-wise transforms, mixed precision on CUDA,
+epoch reporting, the stop signal, checkpoints and resume. It needs only torch (Pillow only to read a
+folder of images, numpy only where present), so a downloaded script runs anywhere with
+`python script.py --data DIR`.
+
+Two modes:
+- inside BuildX, the harness configures the module and events go, one JSON object a line, to the
+  file descriptor named by BUILDX_EVENTS_FD;
+- standalone (`main()`), the same events are printed as readable lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import io
+import json
+import math
+import os
+import pickle
+import random
+import shutil
+import signal
+import struct
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "CenterCrop",
+    "ColorJitter",
+    "Compose",
+    "Data",
+    "Grayscale",
+    "Normalize",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "RandomRotation",
+    "RandomVerticalFlip",
+    "Resize",
+    "Split",
+    "StopTraining",
+    "autocast",
+    "evaluate",
+    "log",
+    "main",
+    "report_epoch",
+    "resume",
+    "save_checkpoint",
+    "seed_everything",
+    "stop_requested",
+]
+
+CHECKPOINT_FORMAT = 1
+PROGRESS_EVERY_S = 1.0  # at most one progress event a second: a chatty loop must not flood the pipe
+
+
+class StopTraining(BaseException):
+    """Raised at a batch boundary once a stop was requested.
+
+    A BaseException, like KeyboardInterrupt, so that a script's `except Exception:` does not swallow it.
+    """
+
+
+# --- Module state ---------------------------------------------------------------------------------
+
+
+class _State:
+    def __init__(self) -> None:
+        self.events: io.TextIOBase | None = None  # the events pipe; None means standalone (print)
+        self.device: torch.device | None = None
+        self.checkpoint_dir = Path("checkpoints")
+        self.resume = False
+        self.stop = False
+        self.model: nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: Any = None
+        self.completed_epochs = 0  # epochs finished and reported; what a stop checkpoint records
+        self.epochs: int | None = None  # the script's EPOCHS, for progress events
+        self.last_metric: float | None = None
+        self.best_metric: float | None = None
+        self.epoch_started = time.monotonic()
+        self.last_progress = 0.0
+
+
+_state = _State()
+
+
+def _emit(kind: str, **fields: Any) -> None:
+    """Send one event: a JSON line on the events pipe, or a readable line when standalone."""
+    if _state.events is not None:
+        _state.events.write(json.dumps({"kind": kind, **fields}, default=_json_default) + "\n")
+        return
+    if kind == "log":
+        print(fields["line"], flush=True)
+    elif kind == "checkpoint":
+        print(f"  saved checkpoint '{fields['name']}' (epoch {fields['epoch']})", flush=True)
+    elif kind == "stopped":
+        print(f"Stopped after {fields['epoch']} completed epoch(s).", flush=True)
+    elif kind == "error":
+        print(f"Error: {fields['message']}", file=sys.stderr, flush=True)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def configure(
+    *,
+    events_fd: int | None = None,
+    device: torch.device | str | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    epochs: int | None = None,
+) -> None:
+    """Set the runtime up for one run (the harness and main() call this; scripts do not)."""
+    global _state
+    _state = _State()
+    if events_fd is not None:
+        _state.events = os.fdopen(events_fd, "w", buffering=1, encoding="utf-8", closefd=False)
+    _state.device = pick_device(device)
+    if checkpoint_dir is not None:
+        _state.checkpoint_dir = Path(checkpoint_dir)
+    _state.resume = resume
+    _state.epochs = epochs
+    _install_stop_handler()
+
+
+def pick_device(device: torch.device | str | None = None) -> torch.device:
+    """'auto' (or None) means CUDA where there is one, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _device() -> torch.device:
+    if _state.device is None:
+        _state.device = pick_device()
+    return _state.device
+
+
+def _request_stop(signum: int, frame: Any) -> None:
+    # Only a flag: the loop notices it at the next batch boundary, where model and optimizer agree.
+    _state.stop = True
+
+
+def _install_stop_handler() -> None:
+    with contextlib.suppress(ValueError):  # not the main thread: nobody can signal us anyway
+        signal.signal(signal.SIGUSR1, _request_stop)
+
+
+def stop_requested() -> bool:
+    return _state.stop
+
+
+def log(*parts: Any) -> None:
+    """A log line from the script, e.g. rt.log("learning rate", lr)."""
+    _emit("log", line=" ".join(str(p) for p in parts), stream="runtime")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, torch (CPU and every CUDA device) and numpy where present."""
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds CUDA
+    try:
+        import numpy as np
+    except ImportError:
+        return
+    np.random.seed(seed % 2**32)
+
+
+def autocast() -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; a no-op on the CPU (where bf16 is slower for small CNNs)."""
+    if _device().type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --- Data -----------------------------------------------------------------------------------------
+
+
+class Split:
+    """One part of a dataset, held on the device as uint8 images (N, C, H, W) and int64 labels (N,)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, name: str = "train") -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError("images must be a uint8 tensor (N, C, H, W)")
+        if labels.shape != (images.shape[0],):
+            raise ValueError("labels must be a tensor (N,) matching the images")
+        self.images = images
+        self.labels = labels.long()
+        self.name = name
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False, transform: Callable | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (x, y) on the device: x float32 (B, C, H, W) in [0, 1], transformed; y int64 (B,).
+
+        Raises StopTraining at a batch boundary once a stop was requested.
+        """
+        return self._batches(batch_size, shuffle=shuffle, transform=transform, watch=True)
+
+    def _batches(
+        self, batch_size: int, *, shuffle: bool, transform: Callable | None, watch: bool
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self)
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        batches = math.ceil(n / batch_size)
+        order = torch.randperm(n, device=self.device) if shuffle else None
+        channels_last = self.device.type == "cuda"
+        for b in range(batches):
+            if watch:
+                if _state.stop:
+                    raise StopTraining()
+                _progress(b, batches)
+            if order is None:
+                x = self.images[b * batch_size : (b + 1) * batch_size]
+                y = self.labels[b * batch_size : (b + 1) * batch_size]
+            else:
+                # index_select on the device: one gather per batch, no per-sample Python.
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                x = self.images.index_select(0, idx)
+                y = self.labels.index_select(0, idx)
+            x = x.float().div_(255.0)
+            if transform is not None:
+                x = transform(x)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y
+
+
+def _progress(batch: int, batches: int) -> None:
+    now = time.monotonic()
+    if now - _state.last_progress < PROGRESS_EVERY_S:
+        return
+    _state.last_progress = now
+    if _state.events is not None:
+        _emit(
+            "progress",
+            epoch=_state.completed_epochs + 1,
+            epochs=_state.epochs,
+            batch=batch,
+            batches=batches,
+        )
+
+
+class Data:
+    """What train(model, data) gets: the train and validation splits, on the device."""
+
+    def __init__(
+        self,
+        *,
+        train: Split,
+        val: Split,
+        class_names: Sequence[str],
+        device: torch.device | None = None,
+    ) -> None:
+        self.train = train
+        self.val = val
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.device = device or train.device
+        self.input_shape = tuple(train.images.shape[1:])
+
+    def __repr__(self) -> str:
+        return (
+            f"Data(train={len(self.train)}, val={len(self.val)}, classes={self.num_classes}, "
+            f"input_shape={self.input_shape}, device={self.device})"
+        )
+
+
+def split_indices(labels: torch.Tensor, *, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministically hold out `share` of each class: returns (kept, held_out) index tensors, sorted."""
+    labels = labels.cpu().long()
+    n = labels.numel()
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    # A random order, then a stable sort by class: each class's block is in random order. Three whole-
+    # tensor operations whatever the number of classes.
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    order = order[torch.sort(labels[order], stable=True).indices]
+    counts = torch.bincount(labels).tolist()
+    held_mask = torch.zeros(n, dtype=torch.bool)
+    start = 0
+    for count in counts:
+        k = int(round(count * share))
+        if share > 0 and k == 0 and count > 1:
+            k = 1  # every class shows up in the held-out part
+        held_mask[start : start + k] = True
+        start += count
+    return order[~held_mask].sort().values, order[held_mask].sort().values
+
+
+def make_data(
+    dataset: dict,
+    *,
+    val_split: float,
+    seed: int,
+    device: torch.device | str | None = None,
+) -> tuple[Data, Split]:
+    """Turn a decoded dataset (see load_cache) into the script's Data and the harness's test Split."""
+    device = pick_device(device) if device is None or isinstance(device, str) else device
+    images, labels = dataset["images"], dataset["labels"]
+    train_idx, test_idx = dataset["train_idx"], dataset["test_idx"]
+    keep, hold = split_indices(labels[train_idx], share=val_split, seed=seed)
+    val_idx, train_idx = train_idx[hold], train_idx[keep]
+
+    def part(idx: torch.Tensor, name: str) -> Split:
+        return Split(
+            images.index_select(0, idx).to(device), labels.index_select(0, idx).to(device), name=name
+        )
+
+    data = Data(
+        train=part(train_idx, "train"),
+        val=part(val_idx, "val"),
+        class_names=dataset["class_names"],
+        device=device,
+    )
+    return data, part(test_idx, "test")
+
+
+# --- Transforms: callables on a whole float batch (B, C, H, W) on its device --------------------------
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+class Compose:
+    def __init__(self, transforms: Sequence[Callable]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for t in self.transforms:
+            x = t(x)
+        return x
+
+    def __repr__(self) -> str:
+        return f"Compose({self.transforms!r})"
+
+
+class Resize:
+    """Resize to (size, size) or (h, w), bilinear with antialiasing when shrinking."""
+
+    def __init__(self, size: int | Sequence[int]) -> None:
+        self.size = _pair(size)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) == self.size:
+            return x
+        shrink = x.shape[-2] > self.size[0] or x.shape[-1] > self.size[1]
+        return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+class CenterCrop:
+    def __init__(self, size: int | Sequence[int]) -> None:
+        self.size = _pair(size)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = self.size
+        top = (x.shape[-2] - h) // 2
+        left = (x.shape[-1] - w) // 2
+        if top < 0 or left < 0:
+            x = F.pad(x, (max(-left, 0), max(-left, 0), max(-top, 0), max(-top, 0)))
+            top, left = max(top, 0), max(left, 0)
+        return x[..., top : top + h, left : left + w]
+
+
+class RandomCrop:
+    """A random (h, w) window per image, after zero padding on every side."""
+
+    def __init__(self, size: int | Sequence[int], padding: int = 0) -> None:
+        self.size = _pair(size)
+        self.padding = int(padding)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding:
+            x = F.pad(x, (self.padding,) * 4)
+        b, _, H, W = x.shape
+        h, w = self.size
+        top = torch.randint(0, H - h + 1, (b, 1), device=x.device)
+        left = torch.randint(0, W - w + 1, (b, 1), device=x.device)
+        rows = top + torch.arange(h, device=x.device)  # (B, h)
+        cols = left + torch.arange(w, device=x.device)  # (B, w)
+        # Two gathers instead of a loop over images: rows first, then columns.
+        x = x.gather(2, rows[:, None, :, None].expand(-1, x.shape[1], -1, W))
+        return x.gather(3, cols[:, None, None, :].expand(-1, x.shape[1], h, -1))
+
+
+class RandomHorizontalFlip:
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p
+        return torch.where(flip, x.flip(-1), x)
+
+
+class RandomVerticalFlip:
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p
+        return torch.where(flip, x.flip(-2), x)
+
+
+class RandomRotation:
+    """Rotate each image by a random angle in [-degrees, degrees] (or [lo, hi]); corners fill with 0."""
+
+    def __init__(self, degrees: float | Sequence[float]) -> None:
+        if isinstance(degrees, (int, float)):
+            degrees = (-abs(degrees), abs(degrees))
+        self.degrees = (float(degrees[0]), float(degrees[1]))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.degrees
+        angle = torch.empty(x.shape[0], device=x.device).uniform_(lo, hi) * (math.pi / 180)
+        cos, sin = angle.cos(), angle.sin()
+        zero = torch.zeros_like(angle)
+        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) luminance of an RGB batch (or the batch itself when it has one channel)."""
+    if x.shape[1] == 1:
+        return x
+    w = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x[:, :3] * w).sum(1, keepdim=True)
+
+
+class Grayscale:
+    def __init__(self, num_output_channels: int = 1) -> None:
+        self.num_output_channels = num_output_channels
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return _gray(x).expand(-1, self.num_output_channels, -1, -1).contiguous()
+
+
+def _factor(value: float | Sequence[float], centre: float) -> tuple[float, float]:
+    if isinstance(value, (int, float)):
+        return max(centre - value, 0.0), centre + value
+    return float(value[0]), float(value[1])
+
+
+class ColorJitter:
+    """Random brightness, contrast, saturation and hue per image, batch-wise.
+
+    Hue turns the colour around the luminance axis (a YIQ rotation): close to torchvision's HSV shift
+    and far cheaper on a batch.
+    """
+
+    def __init__(
+        self,
+        brightness: float | Sequence[float] = 0,
+        contrast: float | Sequence[float] = 0,
+        saturation: float | Sequence[float] = 0,
+        hue: float | Sequence[float] = 0,
+    ) -> None:
+        self.brightness = _factor(brightness, 1.0) if brightness else None
+        self.contrast = _factor(contrast, 1.0) if contrast else None
+        self.saturation = _factor(saturation, 1.0) if saturation else None
+        # hue: a share of a full turn, drawn from [-hue, hue] (torchvision's meaning; at most 0.5).
+        self.hue = ((-abs(hue), abs(hue)) if isinstance(hue, (int, float)) else tuple(hue)) if hue else None
+
+    def _rand(self, x: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
+        return torch.empty(x.shape[0], 1, 1, 1, device=x.device).uniform_(*bounds)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.brightness:
+            x = x * self._rand(x, self.brightness)
+        if self.contrast:
+            mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
+            x = mean + (x - mean) * self._rand(x, self.contrast)
+        if x.shape[1] == 3 and self.saturation:
+            g = _gray(x)
+            x = g + (x - g) * self._rand(x, self.saturation)
+        if x.shape[1] == 3 and self.hue:
+            x = self._rotate_hue(x, self._rand(x, self.hue) * (2 * math.pi))
+        return x.clamp(0.0, 1.0)
+
+    @staticmethod
+    def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+        to_yiq = torch.tensor(
+            [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=x.device
+        )
+        yiq = torch.einsum("ij,bjhw->bihw", to_yiq, x)
+        cos, sin = angle.cos(), angle.sin()
+        i = yiq[:, 1:2] * cos - yiq[:, 2:3] * sin
+        q = yiq[:, 1:2] * sin + yiq[:, 2:3] * cos
+        yiq = torch.cat([yiq[:, :1], i, q], 1)
+        return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq)
+
+
+class Normalize:
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        key = (x.device, x.dtype)
+        if key not in self._cache:
+            mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+            self._cache[key] = (mean, std)
+        mean, std = self._cache[key]
+        return (x - mean) / std
+
+    def __repr__(self) -> str:
+        return f"Normalize({self.mean}, {self.std})"
+
+
+# --- Evaluation -----------------------------------------------------------------------------------
+
+
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    *,
+    loss_fn: Callable,
+    batch_size: int,
+    transform: Callable | None = None,
+) -> tuple[float, float]:
+    """Mean loss and accuracy on a split, in eval mode, without gradients. One sync at the end."""
+    if len(split) == 0:
+        return float("nan"), float("nan")
+    was_training = model.training
+    model.eval()
+    total_loss = torch.zeros((), device=split.device)
+    correct = torch.zeros((), device=split.device)
+    with torch.no_grad():
+        for x, y in split._batches(batch_size, shuffle=False, transform=transform, watch=False):
+            with autocast():
+                logits = model(x)
+                loss = loss_fn(logits, y)
+            total_loss += loss.float() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+    model.train(was_training)
+    n = len(split)
+    return total_loss.item() / n, correct.item() / n
+
+
+def predict(model: nn.Module, split: Split, *, batch_size: int, transform: Callable | None) -> torch.Tensor:
+    """Predicted class per sample, (N,) int64 on the CPU."""
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for x, _ in split._batches(batch_size, shuffle=False, transform=transform, watch=False):
+            with autocast():
+                out.append(model(x).argmax(1))
+    model.train(was_training)
+    if not out:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.cat(out).cpu()
+
+
+def classification_report(
+    predicted: torch.Tensor, actual: torch.Tensor, class_names: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy, macro precision/recall/F1, per-class accuracy and the confusion matrix (rows: actual)."""
+    k = len(class_names)
+    actual = actual.cpu().long()
+    predicted = predicted.cpu().long()
+    cm = torch.bincount(actual * k + predicted, minlength=k * k).view(k, k)
+    tp = cm.diag().double()
+    support = cm.sum(1).double()  # samples of each actual class
+    claimed = cm.sum(0).double()  # predictions of each class
+    precision = torch.where(claimed > 0, tp / claimed.clamp(min=1), torch.zeros_like(tp))
+    recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
+    f1 = torch.where(
+        precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp)
+    )
+    present = support > 0  # macro averages over the classes that appear in the split
+    n = int(actual.numel())
+    return {
+        "accuracy": float(tp.sum() / n) if n else 0.0,
+        "precision": float(precision[present].mean()) if present.any() else 0.0,
+        "recall": float(recall[present].mean()) if present.any() else 0.0,
+        "f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class_accuracy": [float(r) for r in recall],
+        "confusion_matrix": cm.tolist(),
+        "class_names": list(class_names),
+        "samples": n,
+    }
+
+
+def evaluate_test(
+    model: nn.Module,
+    split: Split,
+    *,
+    class_names: Sequence[str],
+    transform: Callable | None,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    return classification_report(
+        predict(model, split, batch_size=batch_size, transform=transform), split.labels, class_names
+    )
+
+
+# --- Epochs, checkpoints and resume -----------------------------------------------------------------
+
+
+def report_epoch(
+    *,
+    epoch: int,
+    epochs: int,
+    train_loss: float,
+    train_acc: float,
+    val_loss: float,
+    val_acc: float,
+    lr: float,
+) -> None:
+    """One `epoch` event and a printed line."""
+    now = time.monotonic()
+    seconds = now - _state.epoch_started
+    _state.epoch_started = now
+    _state.completed_epochs = epoch
+    _state.epochs = epochs
+    fields = {
+        "epoch": epoch,
+        "epochs": epochs,
+        "train_loss": float(train_loss),
+        "train_acc": float(train_acc),
+        "val_loss": float(val_loss),
+        "val_acc": float(val_acc),
+        "lr": float(lr),
+        "seconds": round(seconds, 3),
+    }
+    if _state.events is not None:
+        _emit("epoch", **fields)
+    print(
+        f"Epoch {epoch}/{epochs}  train loss {train_loss:.4f} acc {train_acc:.1%}  "
+        f"val loss {val_loss:.4f} acc {val_acc:.1%}  lr {lr:.3g}  {seconds:.1f}s",
+        flush=True,
+    )
+
+
+def _register(model: nn.Module, optimizer: torch.optim.Optimizer | None, scheduler: Any) -> None:
+    _state.model = model
+    if optimizer is not None:
+        _state.optimizer = optimizer
+    if scheduler is not None:
+        _state.scheduler = scheduler
+
+
+def save_checkpoint(
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any = None,
+    epoch: int,
+    metric: float | None,
+) -> None:
+    """Write `last` (and `best` when `metric` improves) as safetensors + JSON, each atomically."""
+    _register(model, optimizer, scheduler)
+    _state.completed_epochs = max(_state.completed_epochs, epoch)
+    metric = None if metric is None else float(metric)
+    _state.last_metric = metric
+    improved = metric is not None and (_state.best_metric is None or metric > _state.best_metric)
+    if improved:
+        _state.best_metric = metric
+    _write_checkpoint(
+        "last", model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, metric=metric
+    )
+    if improved:
+        _link_best(epoch=epoch, metric=metric)
+
+
+def _link_best(*, epoch: int, metric: float) -> None:
+    """`best` is this epoch's `last`: a second name for the same files, not a second serialisation.
+
+    Safe because `last` is only ever replaced by a rename, which leaves the linked files untouched.
+    """
+    directory = _state.checkpoint_dir
+    for suffix in (".safetensors", ".json"):
+        tmp = directory / f".best{suffix}.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(directory / f"last{suffix}", tmp)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(directory / f"last{suffix}", tmp)
+        os.replace(tmp, directory / f"best{suffix}")
+    _emit("checkpoint", epoch=epoch, name="best", metric=metric)
+
+
+def _write_checkpoint(
+    name: str, *, model: nn.Module, optimizer: Any, scheduler: Any, epoch: int, metric: float | None
+) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        tensors[f"model.{key}"] = value
+    meta: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "metric": metric,
+        "best_metric": _state.best_metric,
+        "optimizer": _flatten(optimizer.state_dict(), "optimizer", tensors)
+        if optimizer is not None
+        else None,
+        "scheduler": _flatten(scheduler.state_dict(), "scheduler", tensors)
+        if scheduler is not None
+        else None,
+    }
+    directory = _state.checkpoint_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    # The safetensors file carries the metadata too, so that it is complete on its own; its rename is the
+    # commit point. The JSON beside it is the platform's quick read.
+    write_safetensors(directory / f"{name}.safetensors", tensors, metadata={"buildx": json.dumps(meta)})
+    _atomic_write(directory / f"{name}.json", json.dumps(meta, indent=1).encode())
+    _emit("checkpoint", epoch=epoch, name=name, metric=metric)
+
+
+def _flatten(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Move every tensor of a nested state dict into `tensors`, leaving {"__tensor__": key} behind."""
+    if isinstance(value, torch.Tensor):
+        tensors[prefix] = value
+        return {"__tensor__": prefix}
+    if isinstance(value, dict):
+        items = {k: _flatten(v, f"{prefix}.{k}", tensors) for k, v in value.items()}
+        if all(isinstance(k, str) and not k.startswith("__") for k in value):
+            return items
+        # JSON keys are strings, but optimizer state is keyed by int: keep the keys as pairs.
+        return {"__pairs__": [[k, v] for k, v in items.items()]}
+    if isinstance(value, (list, tuple)):
+        return [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint ({prefix})")
+
+
+def _unflatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict):
+        if "__tensor__" in value:
+            return tensors[value["__tensor__"]]
+        if "__pairs__" in value:
+            return {k: _unflatten(v, tensors) for k, v in value["__pairs__"]}
+        return {k: _unflatten(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unflatten(v, tensors) for v in value]
+    return value
+
+
+def resume(*, model: nn.Module, optimizer: torch.optim.Optimizer | None, scheduler: Any = None) -> int:
+    """Load `last` when this run resumes; return the number of completed epochs (0 on a fresh run).
+
+    Also registers model, optimizer and scheduler, so that a stop mid-epoch can save them.
+    """
+    _register(model, optimizer, scheduler)
+    path = _state.checkpoint_dir / "last.safetensors"
+    if not _state.resume or not path.exists():
+        _state.epoch_started = time.monotonic()
+        return 0
+    tensors, metadata = read_safetensors(path)
+    meta = json.loads(metadata["buildx"])
+    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(model_state)
+    if optimizer is not None and meta.get("optimizer") is not None:
+        optimizer.load_state_dict(_unflatten(meta["optimizer"], tensors))
+    if scheduler is not None and meta.get("scheduler") is not None:
+        scheduler.load_state_dict(_unflatten(meta["scheduler"], tensors))
+    _state.completed_epochs = int(meta["epoch"])
+    _state.last_metric = meta.get("metric")
+    _state.best_metric = meta.get("best_metric")
+    _state.epoch_started = time.monotonic()
+    log(f"Resumed from the checkpoint after epoch {_state.completed_epochs}.")
+    return _state.completed_epochs
+
+
+def finish_stop() -> int:
+    """After StopTraining: save `last` with the completed-epoch count, emit `stopped`; returns that count."""
+    epoch = _state.completed_epochs
+    if _state.model is not None:
+        _write_checkpoint(
+            "last",
+            model=_state.model,
+            optimizer=_state.optimizer,
+            scheduler=_state.scheduler,
+            epoch=epoch,
+            metric=_state.last_metric,
+        )
+    _emit("stopped", epoch=epoch)
+    return epoch
+
+
+# --- safetensors, written and read with torch alone -----------------------------------------------------
+
+_ST_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+
+
+def _tensor_buffer(t: torch.Tensor) -> Any:
+    """The tensor's bytes, lent by numpy without a copy where it can."""
+    flat = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+    try:
+        return flat.numpy()
+    except (ImportError, RuntimeError):  # torch without numpy: slower, still correct
+        return bytes(flat.tolist())
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], *, metadata: dict[str, str]) -> None:
+    """The safetensors format: u64 header length, JSON header, then the raw little-endian bytes."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    buffers, offset = [], 0
+    for key in sorted(tensors):
+        t = tensors[key]
+        if t.dtype not in _ST_DTYPES:
+            raise TypeError(f"cannot store a {t.dtype} tensor ({key})")
+        size = t.numel() * t.element_size()
+        header[key] = {
+            "dtype": _ST_DTYPES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        buffers.append(_tensor_buffer(t))
+        offset += size
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # the format aligns the data to 8 bytes
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:  # streamed: no second copy of the checkpoint in memory
+        f.write(struct.pack("<Q", len(head)))
+        f.write(head)
+        for data in buffers:
+            f.write(data)
+    os.replace(tmp, path)  # the commit point
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file as plain data: nothing in it can run code."""
+    raw = Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    metadata = header.pop("__metadata__", {}) or {}
+    body = memoryview(raw)[8 + n :]
+    tensors = {}
+    for key, info in header.items():
+        dtype = _ST_NAMES[info["dtype"]]
+        start, end = info["data_offsets"]
+        shape = info["shape"]
+        if end == start:
+            tensors[key] = torch.empty(shape, dtype=dtype)
+        else:
+            tensors[key] = torch.frombuffer(bytearray(body[start:end]), dtype=dtype).reshape(shape)
+    return tensors, metadata
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    # Write, then rename: a child killed mid-write leaves the previous file whole. No fsync: that guards
+    # against the machine losing power, which ends the run anyway, and it costs tens of ms per epoch.
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+# --- Reading datasets: the cache file, MNIST IDX, CIFAR batches, image folders ---------------------------
+
+
+def load_cache(path: str | os.PathLike) -> dict[str, Any]:
+    """A decoded dataset cache (written by BuildX): uint8 images, labels, class names, split indices.
+
+    torch.load with weights_only=True reads tensors and plain containers and refuses anything else;
+    mmap avoids copying the file, so loading takes milliseconds.
+    """
+    data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    for key in ("images", "labels", "class_names", "train_idx", "test_idx"):
+        if key not in data:
+            raise ValueError(f"{path} is not a BuildX dataset cache (no {key!r})")
+    return data
+
+
+IDX_TYPES = {0x08: torch.uint8, 0x09: torch.int8, 0x0B: torch.int16, 0x0C: torch.int32, 0x0D: torch.float32}
+
+
+def read_idx(path: str | os.PathLike) -> torch.Tensor:
+    """An IDX file (MNIST's format), plain or gzipped: magic 0 0 type ndim, big-endian u32 sizes, data."""
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
+        raise ValueError(f"{Path(path).name} is not an IDX file")
+    dtype, ndim = IDX_TYPES[raw[2]], raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    count = math.prod(dims)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    body = raw[4 + 4 * ndim :]
+    if len(body) != count * itemsize:
+        raise ValueError(f"{Path(path).name}: expected {count * itemsize} bytes of data, found {len(body)}")
+    t = torch.frombuffer(bytearray(body), dtype=dtype) if count else torch.empty(0, dtype=dtype)
+    if itemsize > 1:
+        t = t.view(torch.uint8).view(-1, itemsize).flip(1).reshape(-1).view(dtype)  # big-endian to native
+    return t.reshape(dims)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR's python batches are pickles: allow only the numpy pieces an array needs, nothing else."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        # Protocol 2 written by Python 3 stores bytes as _codecs.encode(str, "latin1"): data, not code.
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"a CIFAR batch may not contain {module}.{name}")
+
+
+def read_cifar_batch(path: str | os.PathLike) -> dict[str, Any]:
+    """One CIFAR python batch as a dict with str keys (the files use bytes keys, latin1 strings)."""
+    with open(path, "rb") as f:
+        obj = _CifarUnpickler(f, encoding="latin1").load()
+    if not isinstance(obj, dict):
+        raise ValueError(f"{Path(path).name} is not a CIFAR batch")
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def _cifar_images(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    data = torch.as_tensor(batch["data"]).to(torch.uint8)
+    labels = torch.as_tensor(batch.get("labels", batch.get("fine_labels"))).long()
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+CIFAR10_FILES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def find_file(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_mnist_folder(folder: Path, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    paths = {key: find_file(folder, name) for key, name in MNIST_FILES.items()}
+    missing = [MNIST_FILES[k] for k, p in paths.items() if p is None]
+    if missing:
+        raise FileNotFoundError(f"missing in {folder}: {', '.join(missing)}")
+    xs = [read_idx(paths["train_images"]), read_idx(paths["test_images"])]
+    ys = [read_idx(paths["train_labels"]), read_idx(paths["test_labels"])]
+    for x, y in zip(xs, ys, strict=True):
+        if x.dim() != 3 or y.dim() != 1 or x.shape[0] != y.shape[0]:
+            raise ValueError(f"{folder}: image and label files do not match")
+    images = torch.cat(xs).unsqueeze(1).contiguous()  # (N, 1, 28, 28)
+    labels = torch.cat(ys).long()
+    n_train = xs[0].shape[0]
+    return {
+        "images": images,
+        "labels": labels,
+        "class_names": list(class_names or [str(i) for i in range(10)]),
+        "train_idx": torch.arange(n_train),
+        "test_idx": torch.arange(n_train, len(labels)),
+    }
+
+
+def read_cifar10_folder(folder: Path) -> dict[str, Any]:
+    missing = [name for name in CIFAR10_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing in {folder}: {', '.join(missing)}")
+    parts = [_cifar_images(read_cifar_batch(folder / name)) for name in CIFAR10_FILES]
+    class_names = CIFAR10_CLASSES
+    if (folder / "batches.meta").is_file():
+        meta = read_cifar_batch(folder / "batches.meta")
+        class_names = [
+            n.decode() if isinstance(n, bytes) else str(n) for n in meta.get("label_names", class_names)
+        ]
+    images = torch.cat([p[0] for p in parts]).contiguous()
+    labels = torch.cat([p[1] for p in parts])
+    n_train = sum(len(p[1]) for p in parts[:-1])
+    return {
+        "images": images,
+        "labels": labels,
+        "class_names": class_names,
+        "train_idx": torch.arange(n_train),
+        "test_idx": torch.arange(n_train, len(labels)),
+    }
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def read_image_folder(folder: Path, *, test_share: float = 0.2, seed: int = 0) -> dict[str, Any]:
+    """One sub-folder per class (or train/ and test/ each holding those), PNG or JPEG; needs Pillow.
+
+    Every image is resized to the first image's size; its channels follow the majority (gray or RGB).
+    """
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise SystemExit("Reading a folder of images needs Pillow: pip install pillow") from e
+
+    def classes_in(root: Path) -> list[str]:
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    roots = (
+        [folder / "train", folder / "test"]
+        if (folder / "train").is_dir() and (folder / "test").is_dir()
+        else [folder]
+    )
+    class_names = classes_in(roots[0])
+    if len(class_names) < 2:
+        raise ValueError(f"{folder} needs at least two class folders")
+    files: list[tuple[Path, int, int]] = []
+    for r, root in enumerate(roots):
+        for c, name in enumerate(class_names):
+            for p in sorted((root / name).rglob("*")):
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                    files.append((p, c, r))
+    if not files:
+        raise ValueError(f"no PNG or JPEG images under {folder}")
+    pics = [Image.open(p) for p, _, _ in files]
+    rgb = sum(im.mode not in ("L", "1", "I", "I;16", "LA") for im in pics) * 2 > len(pics)
+    size = pics[0].size
+    arrays = []
+    for im in pics:
+        im = im.convert("RGB" if rgb else "L")
+        if im.size != size:
+            im = im.resize(size)
+        t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).reshape(size[1], size[0], -1)
+        arrays.append(t.permute(2, 0, 1))
+    images = torch.stack(arrays).contiguous()
+    labels = torch.tensor([c for _, c, _ in files])
+    if len(roots) == 2:
+        where = torch.tensor([r for _, _, r in files])
+        train_idx, test_idx = (where == 0).nonzero().flatten(), (where == 1).nonzero().flatten()
+    else:
+        train_idx, test_idx = split_indices(labels, share=test_share, seed=seed)
+    return {
+        "images": images,
+        "labels": labels,
+        "class_names": class_names,
+        "train_idx": train_idx,
+        "test_idx": test_idx,
+    }
+
+
+def read_dataset_folder(path: str | os.PathLike) -> dict[str, Any]:
+    """Whatever --data names: a BuildX cache file, MNIST IDX files, CIFAR-10 batches or class folders."""
+    path = Path(path)
+    if path.is_file():
+        return load_cache(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist")
+    if find_file(path, MNIST_FILES["train_images"]):
+        return read_mnist_folder(path)
+    if (path / "data_batch_1").is_file():
+        return read_cifar10_folder(path)
+    for sub in ("cifar-10-batches-py",):
+        if (path / sub / "data_batch_1").is_file():
+            return read_cifar10_folder(path / sub)
+    return read_image_folder(path)
+
+
+# --- Standalone -------------------------------------------------------------------------------------
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    print(
+        f"Test: accuracy {result['accuracy']:.1%}  precision {result['precision']:.3f}  "
+        f"recall {result['recall']:.3f}  F1 {result['f1']:.3f}  ({result['samples']} samples)",
+        flush=True,
+    )
+    for name, acc in zip(result["class_names"], result["per_class_accuracy"], strict=True):
+        print(f"  {name:>12}: {acc:.1%}")
+
+
+def _first_ctrl_c(signum: int, frame: Any) -> None:
+    """Ctrl-C asks for a clean stop (a checkpoint is saved); a second one interrupts at once."""
+    _request_stop(signum, frame)
+    print("\nStopping at the next batch (Ctrl-C again to quit at once)...", flush=True)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def main(
+    build_model: Callable[[], nn.Module],
+    train: Callable[[nn.Module, Data], None],
+    *,
+    dataset: str,
+    eval_transform: Callable | None = None,
+    val_split: float = 0.1,
+    seed: int = 42,
+) -> None:
+    """`python script.py --data DIR [--epochs N]`: train on a dataset folder and test, printing progress."""
+    parser = argparse.ArgumentParser(description=f"Train this BuildX model ({dataset}).")
+    parser.add_argument(
+        "--data", required=True, help="dataset folder (class sub-folders, MNIST or CIFAR-10 files)"
+    )
+    parser.add_argument("--epochs", type=int, help="override EPOCHS")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--checkpoints", default="checkpoints", help="where checkpoints go")
+    parser.add_argument("--resume", action="store_true", help="continue from checkpoints/last")
+    args = parser.parse_args()
+
+    script = sys.modules.get(getattr(train, "__module__", ""), None)
+    if args.epochs is not None and script is not None:
+        script.EPOCHS = args.epochs  # train() reads the constant when it runs
+    configure(
+        device=args.device,
+        checkpoint_dir=args.checkpoints,
+        resume=args.resume,
+        epochs=getattr(script, "EPOCHS", None),
+    )
+    signal.signal(signal.SIGINT, _first_ctrl_c)
+
+    seed_everything(seed)
+    decoded = read_dataset_folder(args.data)
+    data, test = make_data(decoded, val_split=val_split, seed=seed, device=_device())
+    print(f"{dataset}: {data}", flush=True)
+    model = build_model().to(_device())
+    _state.model = model
+    try:
+        train(model, data)
+    except StopTraining:
+        finish_stop()
+        return
+    _print_result(evaluate_test(model, test, class_names=data.class_names, transform=eval_transform))

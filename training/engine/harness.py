@@ -1,0 +1,239 @@
+"""The harness: what the sandboxed child runs around a BuildX script.
+
+    python harness.py --script script.py --config config.json   (training/engine on sys.path)
+
+It imports the script, checks its model against config["expect"] before any training, loads the cached
+dataset, calls the script's train(model, data), then evaluates the final model on the test split (which
+the script never sees) and emits a `result` event. Events go to the file descriptor named by
+BUILDX_EVENTS_FD, one JSON object a line (docs/contracts.md, section 3). Plain torch: no Django here.
+
+Exit codes: 0 finished or stopped, 1 the script failed, 2 the script broke the contract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+# A stop can come while torch is still importing (seconds); SIGUSR1's default action would kill us
+# without a `stopped` event. Remember it until the runtime takes over the signal.
+_stop_before_runtime: list[int] = []
+if __name__ == "__main__":
+    signal.signal(signal.SIGUSR1, lambda signum, frame: _stop_before_runtime.append(signum))
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the script's `import buildx_runtime` finds ours
+
+import buildx_runtime as rt  # noqa: E402
+
+EXIT_OK, EXIT_FAILED, EXIT_CONTRACT = 0, 1, 2
+
+
+class ContractError(Exception):
+    """The script does not match what the platform expects; the message is for a beginner."""
+
+
+def load_script(path: Path) -> ModuleType:
+    # Not "__main__": the script's own `if __name__ == "__main__": rt.main(...)` must not run here.
+    spec = importlib.util.spec_from_file_location("buildx_script", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["buildx_script"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def probe_model(module: ModuleType, input_shape: Any, *, device: str) -> tuple[int, Any]:
+    """Build the model on `device` and run a batch of two through it: (parameter count, output)."""
+    with torch.device(device):
+        model = module.build_model()
+        if not isinstance(model, torch.nn.Module):
+            raise ContractError("build_model() must return a torch.nn.Module.")
+        params = sum(p.numel() for p in model.parameters())
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(torch.zeros(2, *input_shape))
+        except Exception as e:
+            if device == "meta":
+                raise  # perhaps only the meta device's fault: the caller tries the CPU
+            raise ContractError(
+                f"The model cannot take a batch of shape {tuple(input_shape)}: {type(e).__name__}: {e}"
+            ) from e
+    return params, out
+
+
+def check_contract(module: ModuleType, config: dict[str, Any]) -> tuple[int, list[int]]:
+    """Build the model on the meta device (no memory, no time) and compare it with config["expect"].
+
+    Returns (parameter count, output shape without the batch dimension).
+    """
+    for name in ("build_model", "train"):
+        if not callable(getattr(module, name, None)):
+            raise ContractError(f"The script must define a function named {name}().")
+    input_shape = getattr(module, "INPUT_SHAPE", None)
+    if not (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3):
+        raise ContractError("The script must define INPUT_SHAPE = (C, H, W).")
+    epochs = getattr(module, "EPOCHS", None)
+    max_epochs = config.get("max_epochs")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ContractError("The script must define EPOCHS as a whole number of at least 1.")
+    if max_epochs is not None and epochs > max_epochs:
+        raise ContractError(f"EPOCHS is {epochs}; this platform allows at most {max_epochs}.")
+
+    try:
+        params, out = probe_model(module, input_shape, device="meta")
+    except ContractError:
+        raise
+    except Exception:
+        # A model whose code reads values (an .item(), a branch on data) has no meta run: use the CPU.
+        params, out = probe_model(module, input_shape, device="cpu")
+    if not isinstance(out, torch.Tensor):
+        raise ContractError("The model's forward() must return a tensor of class scores.")
+    output_shape = list(out.shape[1:])
+
+    expect = config.get("expect") or {}
+    if "params" in expect and params != expect["params"]:
+        raise ContractError(
+            f"The script's model has {params:,} parameters but the design has {expect['params']:,}: "
+            "the code does not build the model of the design."
+        )
+    if "output_shape" in expect and output_shape != list(expect["output_shape"]):
+        raise ContractError(
+            f"The script's model outputs {output_shape} per sample but the design outputs "
+            f"{list(expect['output_shape'])}."
+        )
+    return params, output_shape
+
+
+def check_data_shape(module: ModuleType, data: rt.Data, eval_transform: Any) -> None:
+    """The dataset after EVAL_TRANSFORM must have the script's INPUT_SHAPE, or training fails later."""
+    sample = data.train.images[:1].float().div(255.0)
+    if eval_transform is not None:
+        sample = eval_transform(sample)
+    got = tuple(sample.shape[1:])
+    if got != tuple(module.INPUT_SHAPE):
+        raise ContractError(
+            f"The dataset gives images of shape {got} after EVAL_TRANSFORM but INPUT_SHAPE is "
+            f"{tuple(module.INPUT_SHAPE)}."
+        )
+
+
+def smoke_data(module: ModuleType, data: rt.Data) -> rt.Data:
+    """config["smoke"]: one epoch of one training batch and one validation batch, no test evaluation.
+
+    Used to check code written by an LLM before it is offered: the whole train() runs, briefly.
+    """
+    module.EPOCHS = 1  # train() reads the module's constant when it runs
+    rt._state.epochs = 1
+    size = getattr(module, "BATCH_SIZE", 8)
+    size = size if isinstance(size, int) and size > 0 else 8
+
+    def head(split: rt.Split) -> rt.Split:
+        return rt.Split(split.images[:size], split.labels[:size], name=split.name)
+
+    return rt.Data(
+        train=head(data.train), val=head(data.val), class_names=data.class_names, device=data.device
+    )
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError | torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def run(script: Path, config: dict[str, Any]) -> int:
+    fd = os.environ.get("BUILDX_EVENTS_FD")
+    rt.configure(
+        events_fd=int(fd) if fd else None,
+        device=config.get("device", "auto"),
+        checkpoint_dir=config.get("checkpoint_dir", "checkpoints"),
+        resume=bool(config.get("resume", False)),
+    )
+    if _stop_before_runtime:
+        rt._request_stop(signal.SIGUSR1, None)
+    device = rt._device()
+    seed = int(config.get("seed", 42))
+    try:
+        module = load_script(script)
+        params, _ = check_contract(module, config)
+        rt._state.epochs = module.EPOCHS
+        eval_transform = getattr(module, "EVAL_TRANSFORM", None)
+        dataset = rt.load_cache(config["dataset_cache"])
+        data, test = rt.make_data(
+            dataset, val_split=float(config.get("val_split", 0.1)), seed=seed, device=device
+        )
+        check_data_shape(module, data, eval_transform)
+        if config.get("smoke"):
+            data = smoke_data(module, data)
+    except ContractError as e:
+        rt._emit("error", cause="contract", message=str(e), traceback="")
+        return EXIT_CONTRACT
+    except Exception as e:
+        rt._emit(
+            "error", cause="exception", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()
+        )
+        return EXIT_FAILED
+
+    rt._emit("status", status="running", device=str(device), torch=torch.__version__, params=params)
+    try:
+        rt.seed_everything(seed)  # the same weights on every run of the same script
+        model = module.build_model().to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)  # batches arrive channels_last on CUDA
+        rt._state.model = model  # a stop before the script registers anything still saves the weights
+        module.train(model, data)
+        if rt.stop_requested():  # the stop came after the last batch: honour it all the same
+            rt.finish_stop()
+            return EXIT_OK
+        if config.get("smoke"):
+            rt._emit("log", line="Smoke run finished: one batch trained and evaluated.", stream="runtime")
+            return EXIT_OK
+        result = rt.evaluate_test(model, test, class_names=data.class_names, transform=eval_transform)
+    except rt.StopTraining:
+        rt.finish_stop()
+        return EXIT_OK
+    except BaseException as e:  # noqa: BLE001 - every failure becomes an error event for the beginner
+        if isinstance(e, SystemExit) and e.code in (0, None):
+            e = RuntimeError("the script called exit() before training finished")
+        cause = "out_of_memory" if is_out_of_memory(e) else "exception"
+        rt._emit("error", cause=cause, message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        return EXIT_FAILED
+    rt._emit("result", test=result)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a BuildX training script inside the sandbox.")
+    parser.add_argument("--script", required=True, type=Path)
+    parser.add_argument("--config", required=True, type=Path)
+    args = parser.parse_args(argv)
+    config = json.loads(args.config.read_text())
+    return run(args.script, config)
+
+
+def exit_now(code: int) -> None:
+    """Flush what we wrote and leave without interpreter teardown.
+
+    Tearing down an interpreter with torch loaded takes seconds on a busy machine (2-3 s measured here),
+    which a stop would otherwise wait for; checkpoints are already closed and the events flushed.
+    """
+    for stream in (sys.stdout, sys.stderr, rt._state.events):
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    exit_now(main())

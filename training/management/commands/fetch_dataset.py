@@ -1,0 +1,89 @@
+"""manage.py fetch_dataset NAME: download a built-in dataset, check its checksums, build its cache."""
+
+from __future__ import annotations
+
+import tarfile
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from training.engine import datasets
+
+
+class ProgressBar:
+    """A one-line text bar, redrawn at most ten times a second: `name  [#####.....]  52%  5.1/9.9 MB`."""
+
+    WIDTH = 30
+
+    def __init__(self, name: str, out) -> None:
+        self.name = name
+        self.out = out
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        finished = total is not None and done >= total
+        if now - self.last < 0.1 and not finished:
+            return
+        self.last = now
+        mb = f"{done / 2**20:.1f}"
+        if total:
+            filled = int(self.WIDTH * done / total)
+            bar = "#" * filled + "." * (self.WIDTH - filled)
+            line = f"{self.name}  [{bar}] {done / total:4.0%}  {mb}/{total / 2**20:.1f} MB"
+        else:
+            line = f"{self.name}  {mb} MB"
+        self.out.write("\r" + line, ending="\n" if finished else "")
+        self.out.flush()
+
+
+class Command(BaseCommand):
+    help = "Download a built-in dataset into BUILDX_DATA_DIR, check its checksums and build its cache."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("name", help=f"one of: {', '.join(datasets.BUILTIN)} (any case), or 'all'")
+        parser.add_argument("--data-dir", default=None, help="defaults to BUILDX_DATA_DIR")
+        parser.add_argument("--mirror", default=None, help="a base URL holding the same files")
+        parser.add_argument("--no-cache", action="store_true", help="only download; do not build the cache")
+
+    def handle(
+        self, *args, name: str, data_dir: str | None, mirror: str | None, no_cache: bool, **options
+    ) -> None:
+        data_dir = settings.DATA_DIR if data_dir is None else data_dir
+        names = list(datasets.BUILTIN) if name.lower() == "all" else [name]
+        for one in names:
+            canonical = datasets.canonical_name(one)
+            if canonical is None:
+                raise CommandError(f"Unknown dataset {one!r}. Built-in: {', '.join(datasets.BUILTIN)}.")
+            self.fetch_one(canonical, data_dir=data_dir, mirror=mirror, build=not no_cache)
+
+    def fetch_one(self, name: str, *, data_dir, mirror: str | None, build: bool) -> None:
+        info = datasets.BUILTIN[name]
+        if info.downloads:
+
+            def progress(filename: str) -> Callable[[int, int | None], None]:
+                return ProgressBar(filename, self.stdout)
+
+            try:
+                datasets.fetch(
+                    name, data_dir=data_dir, mirror=mirror, progress_for=progress, log=self.stdout.write
+                )
+            except datasets.ChecksumError as e:
+                raise CommandError(f"{e}. The file was not kept; try again, or another --mirror.") from e
+            except tarfile.TarError as e:
+                raise CommandError(
+                    f"The {name} archive holds something unsafe or broken ({e}); nothing was used."
+                ) from e
+            except OSError as e:  # URLError and socket errors are OSErrors
+                raise CommandError(
+                    f"Could not download {name}: {e}. This machine may have no internet: copy the files "
+                    f"({', '.join(s.name for s in info.downloads)}) into {datasets.dataset_folder(name, data_dir=data_dir)} "
+                    "and run this command again to check them."
+                ) from e
+        else:
+            self.stdout.write(f"{name}: nothing to download ({info.source}).")
+        if build:
+            path = datasets.ensure_cache(name, data_dir=data_dir, force=True)
+            self.stdout.write(self.style.SUCCESS(f"{name}: cache ready at {path}"))

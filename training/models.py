@@ -1,0 +1,215 @@
+"""Runs: one training of one code artifact, its ordered event stream, its epoch metrics, its files.
+
+Job state lives here, in the database. The broker and the channel layer only carry messages: a
+browser that missed some gets them from ``RunEvent`` by sequence number.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Run(models.Model):
+    """A training run.
+
+    Status transitions (every one a compare-and-set in ``training.services``)::
+
+        queued ──claim──> running ──> succeeded | failed | cancelled
+          │                  │
+          │ stop             └─ heartbeat stopped ─> interrupted ──resume──> queued
+          v                                               │
+        cancelled <───────────────── stop ────────────────┘
+        cancelled | interrupted | failed (with a checkpoint) ──resume──> queued
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
+        INTERRUPTED = "interrupted", _("Interrupted")
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
+    design_version = models.ForeignKey("designs.DesignVersion", on_delete=models.CASCADE, related_name="runs")
+    code_artifact = models.ForeignKey("designs.CodeArtifact", on_delete=models.CASCADE, related_name="runs")
+    dataset = models.CharField(_("dataset"), max_length=64)
+    # The spec's hyperparameters at creation time, for the compare page.
+    hyperparameters = models.JSONField(default=dict, blank=True)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    epochs = models.PositiveIntegerField(default=0)
+    epoch = models.PositiveIntegerField(default=0)  # completed epochs
+    progress = models.FloatField(default=0.0)  # 0..1 over the whole run
+    eta_seconds = models.FloatField(null=True, blank=True)
+    device = models.CharField(max_length=64, blank=True)
+    params = models.BigIntegerField(null=True, blank=True)
+    isolation = models.JSONField(default=list, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    # When the run last entered the queue (creation or resume): orders the queue.
+    queued_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Seconds spent running, summed over every execution (a resumed run has several).
+    run_seconds = models.FloatField(default=0.0)
+    # {"queue_s", "startup_s", "train_s", "evaluate_s", ...} of the latest execution.
+    timings = models.JSONField(default=dict, blank=True)
+
+    metrics = models.JSONField(default=dict, blank=True)  # the harness's test result
+    cause = models.CharField(max_length=32, blank=True)  # exception | contract | out_of_memory | ...
+    error = models.TextField(blank=True)  # short, for a beginner
+    traceback = models.TextField(blank=True)
+
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker_id = models.CharField(max_length=128, blank=True)
+    attempt = models.PositiveIntegerField(default=0)  # executions started (claims)
+    auto_resumes = models.PositiveIntegerField(default=0)
+    resume = models.BooleanField(default=False)  # the next execution starts from the last checkpoint
+    stop_requested = models.BooleanField(default=False)
+    checkpoint_epoch = models.PositiveIntegerField(null=True, blank=True)
+
+    # Sequence numbers of RunEvent are allocated from here, under a row lock.
+    last_seq = models.PositiveIntegerField(default=0)
+    log_lines = models.PositiveIntegerField(default=0)  # stored log lines
+    log_dropped = models.PositiveIntegerField(default=0)  # lines the coalescer did not keep
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["status", "heartbeat_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} ({self.status})"
+
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def can_stop(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING, self.Status.INTERRUPTED)
+
+    @property
+    def can_resume(self) -> bool:
+        return self.status in (self.Status.CANCELLED, self.Status.INTERRUPTED) or (
+            self.status == self.Status.FAILED and self.checkpoint_epoch is not None
+        )
+
+    @property
+    def progress_percent(self) -> int:
+        return round(self.progress * 100)
+
+    @property
+    def queue_position(self) -> int | None:
+        """1 for the next run a worker will take; None when the run is not queued."""
+        if self.status != self.Status.QUEUED or self.queued_at is None:
+            return None
+        ahead = Run.objects.filter(status=self.Status.QUEUED, queued_at__lt=self.queued_at).count()
+        return ahead + 1
+
+
+class RunEvent(models.Model):
+    """One event of a run's stream. ``seq`` is 1, 2, 3, ... per run with no gaps."""
+
+    class Kind(models.TextChoices):
+        STATUS = "run.status"
+        LOG = "run.log"
+        PROGRESS = "run.progress"
+        EPOCH = "run.epoch"
+        CHECKPOINT = "run.checkpoint"
+        DONE = "run.done"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="unique_run_event_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.seq} {self.kind}"
+
+    def as_message(self) -> dict:
+        """The shape sent over the WebSocket and returned by the API."""
+        return {
+            "type": self.kind,
+            "run": self.run_id,
+            "seq": self.seq,
+            "at": self.created_at.isoformat() if self.created_at else None,
+            "data": self.payload,
+        }
+
+
+class EpochMetric(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="epoch_metrics")
+    epoch = models.PositiveIntegerField()
+    train_loss = models.FloatField(null=True)
+    train_acc = models.FloatField(null=True)
+    val_loss = models.FloatField(null=True)
+    val_acc = models.FloatField(null=True)
+    lr = models.FloatField(null=True)
+    seconds = models.FloatField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "epoch"]
+        constraints = [models.UniqueConstraint(fields=["run", "epoch"], name="unique_run_epoch")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} epoch {self.epoch}"
+
+    def as_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "train_loss": self.train_loss,
+            "train_acc": self.train_acc,
+            "val_loss": self.val_loss,
+            "val_acc": self.val_acc,
+            "lr": self.lr,
+            "seconds": self.seconds,
+        }
+
+
+def run_artifact_path(instance: RunArtifact, filename: str) -> str:
+    return f"runs/{instance.run_id}/{filename}"
+
+
+class RunArtifact(models.Model):
+    """A file of a run in Django's storage (local disk or S3-compatible)."""
+
+    class Kind(models.TextChoices):
+        SCRIPT = "script", _("Script")
+        RUNTIME = "runtime", _("Runtime module")
+        CHECKPOINT_LAST = "checkpoint_last", _("Last checkpoint")
+        CHECKPOINT_LAST_META = "checkpoint_last_meta", _("Last checkpoint (state)")
+        CHECKPOINT_BEST = "checkpoint_best", _("Best checkpoint")
+        CHECKPOINT_BEST_META = "checkpoint_best_meta", _("Best checkpoint (state)")
+        MODEL = "model", _("Trained model")
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="artifacts")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    file = models.FileField(upload_to=run_artifact_path, max_length=255)
+    filename = models.CharField(max_length=128)
+    size = models.BigIntegerField(default=0)
+    epoch = models.PositiveIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["run", "kind"]
+        constraints = [models.UniqueConstraint(fields=["run", "kind"], name="unique_run_artifact_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.kind}"

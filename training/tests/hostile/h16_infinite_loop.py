@@ -1,0 +1,5 @@
+"""Never finish."""
+
+n = 0
+while True:
+    n += 1

@@ -1,0 +1,167 @@
+"""manage.py fetch_dataset against a local HTTP server standing in for the dataset mirrors."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+
+import pytest
+import torch
+from django.core.management import CommandError, call_command
+
+from training.engine import buildx_runtime as rt
+from training.engine import datasets as ds
+from training.tests.test_engine_datasets import write_cifar_folder, write_mnist_folder
+
+
+class Mirror:
+    """http.server on 127.0.0.1 serving one folder, counting the requests it answers."""
+
+    def __init__(self, folder) -> None:
+        self.requests: list[str] = []
+        mirror = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                mirror.requests.append(self.path)
+                super().do_GET()
+
+        self.server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder))
+        )
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def served(tmp_path):
+    folder = tmp_path / "served"
+    folder.mkdir()
+    mirror = Mirror(folder)
+    yield folder, mirror
+    mirror.close()
+
+
+def md5(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def publish_checksums(monkeypatch, name: str, folder) -> None:
+    """The tiny files stand in for the real ones, so the published checksums become theirs."""
+    info = ds.BUILTIN[name]
+    specs = tuple(dataclasses.replace(s, md5=md5(folder / s.name)) for s in info.downloads)
+    monkeypatch.setitem(ds.BUILTIN, name, dataclasses.replace(info, downloads=specs))
+
+
+def test_it_downloads_checks_and_caches_mnist_with_a_progress_bar(tmp_path, served, monkeypatch):
+    folder, mirror = served
+    arrays = write_mnist_folder(folder, n_train=30, n_test=10)
+    publish_checksums(monkeypatch, "MNIST", folder)
+    out = io.StringIO()
+    data_dir = tmp_path / "data"
+
+    call_command("fetch_dataset", "mnist", data_dir=str(data_dir), mirror=mirror.url, stdout=out)
+
+    text = out.getvalue()
+    assert "train-images-idx3-ubyte.gz  [##############################] 100%" in text
+    assert text.count("checksum matches") == 4
+    assert "MNIST: cache ready at" in text
+    assert sorted(mirror.requests) == sorted(f"/{n}.gz" for n in rt.MNIST_FILES.values())
+    assert ds.availability("MNIST", data_dir=data_dir).available
+    cache = rt.load_cache(ds.cache_path("MNIST", cache_dir=data_dir / "cache"))
+    assert torch.equal(cache["images"][:30, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"]))
+
+    # A second run finds the files with matching checksums and downloads nothing.
+    mirror.requests.clear()
+    out = io.StringIO()
+    call_command("fetch_dataset", "MNIST", data_dir=str(data_dir), mirror=mirror.url, stdout=out)
+    assert mirror.requests == []
+    assert out.getvalue().count("already here, checksum matches") == 4
+
+
+def test_a_file_with_the_wrong_checksum_is_not_kept(tmp_path, served, monkeypatch):
+    folder, mirror = served
+    write_mnist_folder(folder)
+    publish_checksums(monkeypatch, "MNIST", folder)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"tampered")
+    data_dir = tmp_path / "data"
+    with pytest.raises(CommandError, match="t10k-labels-idx1-ubyte.gz: checksum .* does not match"):
+        call_command(
+            "fetch_dataset", "MNIST", data_dir=str(data_dir), mirror=mirror.url, stdout=io.StringIO()
+        )
+    assert sorted(p.name for p in (data_dir / "MNIST").iterdir()) == [
+        "t10k-images-idx3-ubyte.gz",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+    ]
+    assert not ds.availability("MNIST", data_dir=data_dir).available
+
+
+def test_without_internet_it_says_where_to_copy_the_files(tmp_path):
+    closed = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    url = f"http://127.0.0.1:{closed.server_address[1]}/"
+    closed.server_close()  # nothing listens there now
+    with pytest.raises(CommandError, match=r"copy the files .* into .*FashionMNIST"):
+        call_command(
+            "fetch_dataset", "fashion-mnist", data_dir=str(tmp_path), mirror=url, stdout=io.StringIO()
+        )
+
+
+def test_files_copied_in_by_hand_are_used_without_downloading(tmp_path, served):
+    folder, mirror = served
+    write_mnist_folder(tmp_path / "FashionMNIST", gz=False)
+    out = io.StringIO()
+    call_command("fetch_dataset", "FashionMNIST", data_dir=str(tmp_path), mirror=mirror.url, stdout=out)
+    assert mirror.requests == []
+    assert "unpacked files are already here" in out.getvalue()
+    assert ds.cache_path("FashionMNIST", cache_dir=tmp_path / "cache").exists()
+
+
+def test_cifar_is_downloaded_unpacked_and_cached(tmp_path, served, monkeypatch):
+    folder, mirror = served
+    write_cifar_folder(tmp_path / "src" / "cifar-10-batches-py")
+    with tarfile.open(folder / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    publish_checksums(monkeypatch, "CIFAR10", folder)
+    data_dir = tmp_path / "data"
+    call_command("fetch_dataset", "cifar10", data_dir=str(data_dir), mirror=mirror.url, stdout=io.StringIO())
+    assert (data_dir / "CIFAR10" / "cifar-10-batches-py" / "data_batch_1").exists()
+    cache = rt.load_cache(ds.cache_path("CIFAR10", cache_dir=data_dir / "cache"))
+    assert cache["images"].shape == (24, 3, 32, 32)
+
+
+def test_an_archive_that_writes_outside_its_folder_is_refused(tmp_path, served, monkeypatch):
+    folder, mirror = served
+    evil = tmp_path / "evil.txt"
+    evil.write_text("x")
+    with tarfile.open(folder / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(evil, arcname="../../escaped.txt")
+    publish_checksums(monkeypatch, "CIFAR10", folder)
+    data_dir = tmp_path / "data"
+    with pytest.raises(CommandError, match="unsafe or broken"):
+        call_command(
+            "fetch_dataset", "cifar10", data_dir=str(data_dir), mirror=mirror.url, stdout=io.StringIO()
+        )
+    assert not (tmp_path / "escaped.txt").exists() and not (data_dir / "escaped.txt").exists()
+
+
+def test_digits_and_shapes_need_no_download_and_unknown_names_are_refused(tmp_path):
+    out = io.StringIO()
+    call_command("fetch_dataset", "shapes", data_dir=str(tmp_path), stdout=out)
+    assert "shapes: nothing to download (generated)" in out.getvalue()
+    assert ds.cache_path("shapes", cache_dir=tmp_path / "cache").exists()
+    with pytest.raises(CommandError, match="Unknown dataset 'imagenet'"):
+        call_command("fetch_dataset", "imagenet", data_dir=str(tmp_path))

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from training import predict_views, views
+
+urlpatterns = [
+    path("dashboard/", views.dashboard, name="dashboard"),
+    path("runs/", views.run_list, name="run-list"),
+    path("runs/start/", views.run_start, name="run-start"),
+    path("runs/compare/", views.run_compare, name="run-compare"),
+    path("runs/<int:pk>/", views.run_detail, name="run-detail"),
+    path("runs/<int:pk>/stop/", views.run_stop, name="run-stop"),
+    path("runs/<int:pk>/resume/", views.run_resume, name="run-resume"),
+    path("runs/<int:pk>/predict/", predict_views.predict_page, name="run-predict"),
+    path("runs/<int:pk>/card/", predict_views.model_card_page, name="run-card"),
+]

@@ -1,0 +1,190 @@
+"""Server-rendered run pages. The live parts (log, progress, curves) are static/js/run-*.js over /ws/."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import Max
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from designs.models import CodeArtifact, Design, DesignVersion
+from designs.views import starter_cards
+from training import services
+from training.models import Run
+
+HYPERPARAMETER_LABELS = [
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "lr_schedule",
+    "label_smoothing",
+    "seed",
+    "val_split",
+]
+
+
+def _own_run(request: HttpRequest, pk: int) -> Run:
+    return get_object_or_404(
+        Run.objects.select_related("design_version__design", "code_artifact"), pk=pk, owner=request.user
+    )
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """My designs (with their best test accuracy so far), my recent runs and the starter designs."""
+    designs = list(Design.objects.filter(owner=request.user).order_by("-updated_at")[:50])
+    runs = list(
+        Run.objects.filter(owner=request.user)
+        .select_related("design_version__design")
+        .order_by("-created_at")[:10]
+    )
+    best: dict[int, float] = {}
+    finished = Run.objects.filter(
+        owner=request.user, status=Run.Status.SUCCEEDED, design_version__design__in=designs
+    ).values_list("design_version__design_id", "metrics")
+    for design_id, metrics in finished:
+        accuracy = (metrics or {}).get("accuracy")
+        if isinstance(accuracy, int | float) and accuracy > best.get(design_id, -1.0):
+            best[design_id] = float(accuracy)
+    versions = dict(
+        DesignVersion.objects.filter(design__in=designs)
+        .values("design")
+        .annotate(n=Max("number"))
+        .values_list("design", "n")
+    )
+    for design in designs:
+        design.best_accuracy = best.get(design.pk)
+        design.version_count = versions.get(design.pk, 0)
+    return render(
+        request,
+        "designs/dashboard.html",
+        {"designs": designs, "runs": runs, "starters": starter_cards(), "runs_enabled": True},
+    )
+
+
+@login_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    runs = Run.objects.filter(owner=request.user).select_related("design_version__design")
+    status = request.GET.get("status")
+    if status in Run.Status.values:
+        runs = runs.filter(status=status)
+    return render(
+        request,
+        "training/run_list.html",
+        {"runs": runs[:200], "statuses": Run.Status.choices, "status": status},
+    )
+
+
+def _heatmap(metrics: dict) -> list[dict]:
+    """Rows of the confusion matrix with a 0..9 shade per cell (share of the row), for CSS classes."""
+    matrix = metrics.get("confusion_matrix") or []
+    names = metrics.get("class_names") or [str(i) for i in range(len(matrix))]
+    rows = []
+    for name, row in zip(names, matrix, strict=False):
+        total = sum(row) or 1
+        rows.append({"name": name, "cells": [{"n": n, "shade": min(9, round(9 * n / total))} for n in row]})
+    return rows
+
+
+@login_required
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _own_run(request, pk)
+    metrics = run.metrics or {}
+    context = {
+        "run": run,
+        "epoch_metrics": [m.as_dict() for m in run.epoch_metrics.order_by("epoch")],
+        "artifacts": {a.kind: a for a in run.artifacts.all()},
+        "heatmap": _heatmap(metrics),
+        "class_names": metrics.get("class_names") or [],
+        "labels": {
+            "status": dict(Run.Status.choices),
+            "epoch": _("Epoch %(e)s/%(n)s"),
+            "eta": _("about %(t)s left"),
+            "stopping": _("Stopping…"),
+            "reconnecting": _("Connection lost: reconnecting…"),
+            "interrupted": _("The worker stopped answering: this run will resume from its last checkpoint."),
+        },
+        "per_class": list(
+            zip(metrics.get("class_names") or [], metrics.get("per_class_accuracy") or [], strict=False)
+        ),
+    }
+    return render(request, "training/run_detail.html", context)
+
+
+@login_required
+@require_POST
+def run_start(request: HttpRequest) -> HttpResponse:
+    """Train a design version (its newest ready code unless one is named): the editor's Train button."""
+    version = get_object_or_404(
+        DesignVersion, pk=request.POST.get("design_version"), design__owner=request.user
+    )
+    artifacts = CodeArtifact.objects.filter(version=version, status=CodeArtifact.Status.READY)
+    artifact = (
+        artifacts.filter(pk=request.POST["code_artifact"]).first()
+        if request.POST.get("code_artifact")
+        else artifacts.order_by("-created_at").first()
+    )
+    if artifact is None:
+        messages.error(request, _("This version has no checked code yet. Open its code first."))
+        return redirect(request.META.get("HTTP_REFERER") or "dashboard")
+    try:
+        run = services.run_create(owner=request.user, version=version, artifact=artifact)
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+        return redirect(request.META.get("HTTP_REFERER") or "dashboard")
+    return redirect("run-detail", pk=run.pk)
+
+
+@login_required
+@require_POST
+def run_stop(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        services.run_stop(run=_own_run(request, pk))
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+    return redirect("run-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        services.run_resume(run=_own_run(request, pk))
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+    return redirect("run-detail", pk=pk)
+
+
+@login_required
+def run_compare(request: HttpRequest) -> HttpResponse:
+    ids = [int(i) for i in request.GET.getlist("ids") if i.isdigit()]
+    runs = list(
+        Run.objects.filter(owner=request.user, pk__in=ids)
+        .select_related("design_version__design")
+        .order_by("created_at")
+    )
+    keys = [k for k in HYPERPARAMETER_LABELS if any(k in r.hyperparameters for r in runs)]
+    keys += sorted({k for r in runs for k in r.hyperparameters} - set(keys))
+    table = []
+    for key in keys:
+        values = [r.hyperparameters.get(key, "—") for r in runs]
+        table.append({"key": key, "values": values, "differs": len({str(v) for v in values}) > 1})
+    series = [
+        {
+            "id": r.pk,
+            "label": f"#{r.pk} {r.design_version.design.name} v{r.design_version.number}",
+            "epochs": [m.as_dict() for m in r.epoch_metrics.order_by("epoch")],
+        }
+        for r in runs
+    ]
+    return render(
+        request,
+        "training/run_compare.html",
+        {"runs": runs, "table": table, "series": series, "enough": len(runs) >= 2},
+    )
