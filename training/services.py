@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -364,6 +365,11 @@ class EventSink:
             per_second=settings.RUNS_LOG_LINES_PER_SECOND,
         )
         self.progress_base: tuple[float, float] | None = None  # (monotonic, progress) at first progress
+        # An epoch's metrics wait (briefly) for that epoch's `last` checkpoint, so that the two are
+        # committed in one transaction: a worker killed between them would otherwise resume from the
+        # previous checkpoint and report that epoch twice (or, the other way round, lose it).
+        self.held_epoch: int | None = None
+        self.held_since = 0.0
         # One flush at a time: the flusher thread and a checkpoint (which flushes first) both call it.
         self.flush_lock = threading.Lock()
         self.flusher = threading.Thread(target=self._flush_loop, name=f"run-{self.run.pk}-flush", daemon=True)
@@ -399,6 +405,10 @@ class EventSink:
 
     def _handle(self, event: dict) -> None:
         kind = event.get("kind")
+        if kind in ("progress", "epoch", "result", "stopped", "error"):
+            # The script moved on without checkpointing the held epoch: its metrics go out as they are.
+            with self.lock:
+                self.held_epoch = None
         if kind == "log":
             stream = str(event.get("stream", "stdout"))
             received = time.time()
@@ -455,6 +465,7 @@ class EventSink:
             payload.update(progress=progress, eta_seconds=eta)
             with self.lock:
                 self.metrics.append({k: event.get(k) for k in METRIC_FIELDS} | {"epoch": epoch})
+                self.held_epoch, self.held_since = epoch, time.monotonic()
             self._add(
                 "run.epoch", payload, now=True, epoch=epoch, epochs=epochs, progress=progress, eta_seconds=eta
             )
@@ -472,17 +483,43 @@ class EventSink:
         if name not in ("last", "best"):
             return
         epoch = int(event.get("epoch", 0))
-        # Store everything that came before this checkpoint first, its epoch's metrics above all: a
-        # checkpoint stored ahead of them would, after a crash, resume past an epoch whose metrics
-        # were never kept.
-        self.flush()
         with self.lock:
-            behind = bool(self.metrics)
-        if behind:
-            logger.warning(
-                "Run %s: epoch metrics not stored yet; checkpoint %s left for later", self.run.pk, name
-            )
+            paired = name == "last" and self.held_epoch == epoch
+            if not paired:
+                self.held_epoch = None
+        if not paired:
+            # Store everything that came before this checkpoint first, its epoch's metrics above all:
+            # a checkpoint stored ahead of them would, after a crash, resume past an epoch whose
+            # metrics were never kept.
+            self.flush()
+            with self.lock:
+                behind = bool(self.metrics)
+            if behind:
+                logger.warning(
+                    "Run %s: epoch metrics not stored yet; checkpoint %s left for later", self.run.pk, name
+                )
+                return
+        files = self._read_checkpoint(name, epoch)
+        if files is None:
+            with self.lock:
+                self.held_epoch = None
             return
+        weights, meta = files
+        kind = RunArtifact.Kind.CHECKPOINT_LAST if name == "last" else RunArtifact.Kind.CHECKPOINT_BEST
+        meta_kind = (
+            RunArtifact.Kind.CHECKPOINT_LAST_META if name == "last" else RunArtifact.Kind.CHECKPOINT_BEST_META
+        )
+
+        def store() -> None:
+            artifact_store(run=self.run, kind=kind, filename=f"{name}.safetensors", content=weights, epoch=epoch)
+            artifact_store(run=self.run, kind=meta_kind, filename=f"{name}.json", content=meta, epoch=epoch)
+
+        payload = {"epoch": epoch, "name": name, "metric": event.get("metric")}
+        extra = {"checkpoint_epoch": epoch} if name == "last" else {}
+        # The checkpoint, the epoch's metrics and everything before them: one transaction.
+        self.flush(also=store, event=("run.checkpoint", payload), updates=extra)
+
+    def _read_checkpoint(self, name: str, epoch: int) -> tuple[bytes, bytes] | None:
         folder = self.run_dir / "checkpoints"
         # The runtime replaces files atomically; read the state, the weights, then the state again,
         # so a save that lands between the two reads is noticed and retried.
@@ -496,7 +533,7 @@ class EventSink:
                 time.sleep(0.05)
         else:
             logger.warning("Run %s: checkpoint %s changed while copying; skipped", self.run.pk, name)
-            return
+            return None
         # The child may have saved the next epoch since it sent this event, before that epoch's metrics
         # reached us: leave it to that epoch's own checkpoint event, which follows its metrics.
         try:
@@ -504,16 +541,8 @@ class EventSink:
         except (ValueError, KeyError, TypeError):
             saved_epoch = epoch
         if saved_epoch != epoch:
-            return
-        kind = RunArtifact.Kind.CHECKPOINT_LAST if name == "last" else RunArtifact.Kind.CHECKPOINT_BEST
-        meta_kind = (
-            RunArtifact.Kind.CHECKPOINT_LAST_META if name == "last" else RunArtifact.Kind.CHECKPOINT_BEST_META
-        )
-        artifact_store(run=self.run, kind=kind, filename=f"{name}.safetensors", content=weights, epoch=epoch)
-        artifact_store(run=self.run, kind=meta_kind, filename=f"{name}.json", content=meta, epoch=epoch)
-        payload = {"epoch": epoch, "name": name, "metric": event.get("metric")}
-        extra = {"checkpoint_epoch": epoch} if name == "last" else {}
-        self._add("run.checkpoint", payload, **extra)
+            return None
+        return weights, meta
 
     # The flusher thread.
     def _flush_loop(self) -> None:
@@ -533,28 +562,53 @@ class EventSink:
         finally:
             connection.close()  # this thread's connection goes back to the pool
 
-    def flush(self) -> None:
-        with self.flush_lock:
-            self._flush()
+    def flush(
+        self,
+        *,
+        also: Callable[[], None] | None = None,
+        event: tuple[str, dict] | None = None,
+        updates: dict | None = None,
+        force: bool = False,
+    ) -> None:
+        """Store and publish what is pending, then ``event``; ``also`` runs in the same transaction.
 
-    def _flush(self) -> None:
+        While an epoch waits for its checkpoint, nothing is flushed (its checkpoint's flush takes it),
+        for at most ``RUNS_CHECKPOINT_WAIT`` seconds.
+        """
+        with self.flush_lock:
+            with self.lock:
+                held = self.held_epoch is not None and time.monotonic() - self.held_since < (
+                    settings.RUNS_CHECKPOINT_WAIT
+                )
+                if held and not (force or also):
+                    return
+                self.held_epoch = None
+                if event is not None:
+                    self.pending.append(event)
+                self.updates.update(updates or {})
+            self._flush(also=also)
+
+    def _flush(self, *, also: Callable[[], None] | None) -> None:
         with self.lock:
             batch, updates, metrics = self.pending, self.updates, self.metrics
             self.pending, self.updates, self.metrics = [], {}, []
-        if not batch and not updates:
+        if not batch and not updates and also is None:
             return
         events = _coalesce(batch)
         log_lines = sum(len(p["lines"]) for k, p in events if k == "run.log")
         updates["log_lines"] = F("log_lines") + log_lines
         updates["log_dropped"] = self.limiter.dropped
         try:
-            rows = events_append(
-                run_id=self.run.pk,
-                events=events,
-                updates=updates,
-                guard={"attempt": self.attempt, "status": Run.Status.RUNNING},
-                epoch_metrics=metrics,
-            )
+            with transaction.atomic():
+                rows = events_append(
+                    run_id=self.run.pk,
+                    events=events,
+                    updates=updates,
+                    guard={"attempt": self.attempt, "status": Run.Status.RUNNING},
+                    epoch_metrics=metrics,
+                )
+                if rows is not None and also is not None:
+                    also()
         except Exception:
             # The database is the record: without it there is nothing to publish. Keep the batch for
             # the next flush rather than lose it.
@@ -578,7 +632,7 @@ class EventSink:
             self.closed = True
             self.wake.notify()
         self.flusher.join(timeout=30)
-        self.flush()
+        self.flush(force=True)
 
 
 def _coalesce(batch: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
@@ -607,15 +661,19 @@ def artifact_store(
 ) -> RunArtifact:
     """Put a file of the run into Django's storage, replacing the previous file of that kind."""
     artifact = RunArtifact.objects.filter(run=run, kind=kind).first()
-    if artifact is not None and artifact.file:
-        artifact.file.delete(save=False)
+    old = artifact.file.name if artifact is not None and artifact.file else None
     if artifact is None:
         artifact = RunArtifact(run=run, kind=kind)
     artifact.filename = filename
     artifact.size = len(content)
     artifact.epoch = epoch
+    # The new file takes a new name; the old one goes once the row pointing at the new one is
+    # committed, so a rolled-back transaction leaves the previous file in place.
     artifact.file.save(f"{kind}/{filename}", ContentFile(content), save=False)
     artifact.save()
+    if old and old != artifact.file.name:
+        storage = artifact.file.storage
+        transaction.on_commit(lambda: storage.delete(old))
     return artifact
 
 
