@@ -16,6 +16,7 @@ from buildx.api import error_response
 from designs.models import CodeArtifact, DesignVersion
 from training import services
 from training.models import Run, RunArtifact, RunEvent
+from training.selectors import runs_viewable_by
 
 EVENTS_PAGE_MAX = 1000
 
@@ -90,6 +91,11 @@ def _own_runs(request: Request):
     return Run.objects.filter(owner=request.user).select_related("design_version__design")
 
 
+def _viewable_run(request: Request, pk: int) -> Run:
+    """Reading a run: its owner, or their instructor. Changing it stays with the owner."""
+    return get_object_or_404(runs_viewable_by(request.user), pk=pk)
+
+
 class RunListCreate(generics.ListAPIView):
     serializer_class = RunSerializer
 
@@ -145,7 +151,7 @@ class RunDetail(generics.RetrieveAPIView):
     serializer_class = RunSerializer
 
     def get_queryset(self):
-        return _own_runs(self.request)
+        return runs_viewable_by(self.request.user).select_related("design_version__design")
 
 
 class RunEvents(APIView):
@@ -160,7 +166,7 @@ class RunEvents(APIView):
         responses=OpenApiTypes.OBJECT,
     )
     def get(self, request: Request, pk: int) -> Response:
-        run = get_object_or_404(Run, pk=pk, owner=request.user)
+        run = _viewable_run(request, pk)
         try:
             after = max(int(request.query_params.get("after", 0)), 0)
             limit = min(max(int(request.query_params.get("limit", 500)), 1), EVENTS_PAGE_MAX)
@@ -188,7 +194,7 @@ class RunEvents(APIView):
 class RunMetrics(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, pk: int) -> Response:
-        run = get_object_or_404(Run, pk=pk, owner=request.user)
+        run = _viewable_run(request, pk)
         return Response(
             {
                 "run": run.pk,
@@ -235,7 +241,7 @@ def artifact_dict(artifact: RunArtifact) -> dict:
 class RunArtifacts(APIView):
     @extend_schema(operation_id="runs_artifacts_list", responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, pk: int) -> Response:
-        run = get_object_or_404(Run, pk=pk, owner=request.user)
+        run = _viewable_run(request, pk)
         return Response({"run": run.pk, "artifacts": [artifact_dict(a) for a in run.artifacts.all()]})
 
 
@@ -245,7 +251,7 @@ class RunArtifactDownload(APIView):
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
     )
     def get(self, request: Request, pk: int, kind: str):
-        artifact = get_object_or_404(RunArtifact, run__pk=pk, run__owner=request.user, kind=kind)
+        artifact = get_object_or_404(RunArtifact, run=_viewable_run(request, pk), kind=kind)
         return FileResponse(
             artifact.file.open("rb"), as_attachment=True, filename=f"run-{pk}-{artifact.filename}"
         )

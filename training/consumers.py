@@ -1,4 +1,6 @@
-"""The one WebSocket endpoint (/ws/). Each user joins their own group, ``user.<id>``.
+"""The one WebSocket endpoint (/ws/). Each socket joins its user's group, ``user.<id>`` (status
+summaries of their runs, ``code.ready``, ``feedback.ready``), and the group ``run.<id>`` of every run it
+watches: its owner's, or as their instructor a student's (read-only; ``runs_viewable_by``).
 
 Browser -> server: ``{"type": "watch", "run": id, "after_seq": n}``, ``{"type": "unwatch", "run": id}``,
 ``{"type": "ping"}``. Server -> browser: every stored run event as
@@ -29,13 +31,17 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
+def run_group(run_id: int) -> str:
+    return f"run.{run_id}"
+
+
 # Read-only queries: any thread of the pool will do. The default (thread-sensitive) runs every
 # consumer's queries on one thread, which made 500 browsers replaying at once wait in line.
 @functools.partial(database_sync_to_async, thread_sensitive=False)
-def _owned_run_exists(run_id: int, user_id: int) -> bool:
-    from training.models import Run
+def _viewable_run_exists(run_id: int, user) -> bool:
+    from training.selectors import runs_viewable_by
 
-    return Run.objects.filter(pk=run_id, owner_id=user_id).exists()
+    return runs_viewable_by(user).filter(pk=run_id).exists()
 
 
 @functools.partial(database_sync_to_async, thread_sensitive=False)
@@ -54,7 +60,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return
-        self.user_id = user.id
+        self.user = user
         self.group = user_group(user.id)
         # run id -> last sequence number sent to this browser
         self.watching: dict[int, int] = {}
@@ -66,6 +72,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
+            for run_id in list(self.watching):
+                await self.channel_layer.group_discard(run_group(run_id), self.channel_name)
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive_json(self, content: dict, **kwargs) -> None:
@@ -75,7 +83,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         elif kind == "watch":
             await self._watch(content)
         elif kind == "unwatch":
-            self.watching.pop(_int(content.get("run")), None)
+            run_id = _int(content.get("run"))
+            if self.watching.pop(run_id, None) is not None:
+                await self.channel_layer.group_discard(run_group(run_id), self.channel_name)
         else:
             await self.send_json(
                 {"type": "error", "code": "unknown_type", "message": "Unknown message type."}
@@ -89,13 +99,19 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             )
             return
         # Another user's run and a run that does not exist get the same answer.
-        if not await _owned_run_exists(run_id, self.user_id):
+        if not await _viewable_run_exists(run_id, self.user):
             await self.send_json(
                 {"type": "error", "code": "not_found", "run": run_id, "message": "No such run."}
             )
             return
         if len(self.watching) >= MAX_WATCHED and run_id not in self.watching:
-            self.watching.pop(next(iter(self.watching)))
+            oldest = next(iter(self.watching))
+            self.watching.pop(oldest)
+            await self.channel_layer.group_discard(run_group(oldest), self.channel_name)
+        # Join before reading the stored events: whatever is stored after the read arrives live, and
+        # what arrives live but was already read is dropped by its number.
+        if run_id not in self.watching:
+            await self.channel_layer.group_add(run_group(run_id), self.channel_name)
         self.watching[run_id] = after
         await self._send_stored(run_id, upto=None)
         await self.send_json({"type": "watching", "run": run_id, "last_seq": self.watching[run_id]})
@@ -116,12 +132,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         for event in message["events"]:
             last = self.watching.get(run_id)
             if last is None:
-                # Not watched here: lists and the dashboard still want status changes.
-                # Without "seq": it is a summary, not part of a watched stream.
-                if event["type"] in ("run.status", "run.done"):
-                    summary = {k: v for k, v in event.items() if k != "seq"}
-                    await self.send_json(summary | {"summary": True})
-                continue
+                return  # unwatched while this batch was on its way
             seq = event["seq"]
             if seq <= last:
                 continue  # already sent by the replay
@@ -131,6 +142,16 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
                     continue
             await self.send_json(event)
             self.watching[run_id] = seq
+
+    async def run_summary(self, message: dict) -> None:
+        """Status changes of the user's runs for lists; a watched run has them in its stream already.
+
+        Without "seq": a summary, not part of a watched stream."""
+        if message["run"] in self.watching:
+            return
+        for event in message["events"]:
+            summary = {k: v for k, v in event.items() if k != "seq"}
+            await self.send_json(summary | {"summary": True})
 
     async def code_ready(self, message: dict) -> None:
         await self.send_json(message)

@@ -32,7 +32,7 @@ from django.utils.translation import gettext as _
 
 from designs.models import CodeArtifact, DesignVersion
 from training import publish
-from training.consumers import user_group
+from training.consumers import run_group, user_group
 from training.models import EpochMetric, Run, RunArtifact, RunEvent
 
 logger = logging.getLogger(__name__)
@@ -119,11 +119,14 @@ def events_append(
 
 
 def events_publish(*, owner_id: int, run_id: int, rows: list[RunEvent] | None) -> None:
-    if rows:
-        publish.publish(
-            user_group(owner_id),
-            {"type": "run.batch", "run": run_id, "events": [r.as_message() for r in rows]},
-        )
+    """The batch to the run's watchers (``run.<id>``); status changes also to the owner's other pages."""
+    if not rows:
+        return
+    events = [r.as_message() for r in rows]
+    publish.publish(run_group(run_id), {"type": "run.batch", "run": run_id, "events": events})
+    summaries = [e for e in events if e["type"] in ("run.status", "run.done")]
+    if summaries:
+        publish.publish(user_group(owner_id), {"type": "run.summary", "run": run_id, "events": summaries})
 
 
 def events_after(*, run: Run, seq: int, limit: int = 500) -> list[RunEvent]:

@@ -14,6 +14,7 @@ from designs.models import CodeArtifact, Design, DesignVersion
 from designs.views import starter_cards
 from training import services
 from training.models import Run
+from training.selectors import runs_viewable_by
 
 HYPERPARAMETER_LABELS = [
     "epochs",
@@ -94,10 +95,15 @@ def _heatmap(metrics: dict) -> list[dict]:
 
 @login_required
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    run = _own_run(request, pk)
+    """The run page; the owner's, or read-only for their instructor (the admin links here)."""
+    run = get_object_or_404(
+        runs_viewable_by(request.user).select_related("design_version__design", "code_artifact", "owner"),
+        pk=pk,
+    )
     metrics = run.metrics or {}
     context = {
         "run": run,
+        "is_owner": run.owner_id == request.user.pk,
         "epoch_metrics": [m.as_dict() for m in run.epoch_metrics.order_by("epoch")],
         "artifacts": {a.kind: a for a in run.artifacts.all()},
         "heatmap": _heatmap(metrics),

@@ -77,5 +77,16 @@ def test_carol_logs_in_opens_the_course_overview_and_alices_run(live_server, car
 
             assert console_errors == []
             assert failed_loads == []
+
+            # The live link opens the student's run page for her, read-only (this test server has no
+            # WebSocket, so only what the page renders is checked here; test_instructor_live follows
+            # the stream).
+            page.goto(f"{live_server.url}/admin/training/run/{run.pk}/change/")
+            page.click("a.live-run-link")
+            expect(page).to_have_url(f"{live_server.url}/runs/{run.pk}/")
+            expect(page.locator("#run-viewer-note")).to_contain_text("alice@example.com")
+            expect(page.locator("#run-status")).to_have_text("Succeeded")
+            expect(page.locator("#stop-button")).to_have_count(0)
+            expect(page.locator("#chart-loss svg")).to_have_count(1)
         finally:
             browser.close()

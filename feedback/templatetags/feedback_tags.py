@@ -22,4 +22,6 @@ def feedback_panel(context, run) -> dict:
         "finished": run.is_finished(),
         "feedback": services.feedback_view(feedback=feedback) if feedback else None,
         "csrf_token": context.get("csrf_token"),
+        # An instructor reads a student's feedback; applying and rating are the student's.
+        "read_only": context.get("request") is not None and context["request"].user.pk != run.owner_id,
     }

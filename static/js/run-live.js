@@ -68,7 +68,7 @@
     statusEl.textContent = labels.status[status] || status;
     statusEl.className = "status status-" + status;
     root.dataset.live = status;
-    stopForm.hidden = !(status === "queued" || status === "running" || status === "interrupted");
+    if (stopForm) { stopForm.hidden = !(status === "queued" || status === "running" || status === "interrupted"); }
     if (status !== "queued") { queueEl.textContent = ""; }
   }
   function setProgress(d) {
@@ -105,7 +105,7 @@
         setStatus(d.status);
         etaEl.textContent = "";
         if (d.status === "succeeded") { progressEl.value = 100; }
-        resumeForm.hidden = !(d.status === "cancelled" || d.status === "failed");
+        if (resumeForm) { resumeForm.hidden = !(d.status === "cancelled" || d.status === "failed"); }
         if (d.error) { errorEl.hidden = false; errorEl.textContent = d.error; }
         // Show the server-rendered results (metrics, confusion matrix, downloads) of a run that finished now.
         if (d.status === "succeeded" && initialStatus !== "succeeded") {
@@ -173,6 +173,7 @@
 
   // --- Buttons -------------------------------------------------------------------------------
   function post(form, after) {
+    if (!form) { return; }  // an instructor's read-only view has no buttons
     form.addEventListener("submit", function (e) {
       e.preventDefault();
       var token = form.querySelector("input[name=csrfmiddlewaretoken]").value;
