@@ -16,10 +16,10 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -514,7 +514,9 @@ class EventSink:
         )
 
         def store() -> None:
-            artifact_store(run=self.run, kind=kind, filename=f"{name}.safetensors", content=weights, epoch=epoch)
+            artifact_store(
+                run=self.run, kind=kind, filename=f"{name}.safetensors", content=weights, epoch=epoch
+            )
             artifact_store(run=self.run, kind=meta_kind, filename=f"{name}.json", content=meta, epoch=epoch)
 
         payload = {"epoch": epoch, "name": name, "metric": event.get("metric")}

@@ -31,7 +31,7 @@ def test_carol_opens_alices_run_page_read_only_and_dave_gets_a_404(alice, carol,
     html = page.content.decode()
     assert "alice@example.com" in html and "as their instructor" in html and "belongs to Alice" in html
     assert 'id="stop-form"' not in html and 'id="resume-form"' not in html
-    assert 'data-events-api="/api/v1/runs/%d/events/"' % run.pk in html
+    assert f'data-events-api="/api/v1/runs/{run.pk}/events/"' in html
 
     assert _client(dave).get(f"/runs/{run.pk}/").status_code == 404
     # Her own page still has the buttons.
