@@ -16,10 +16,10 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -180,6 +180,25 @@ def _check_quotas(*, owner, epochs: int, params: int | None) -> None:
             _("You have used your %(h).1f hours of training time for the last 24 hours. Try again later.")
             % {"h": settings.RUNS_USER_DAILY_SECONDS / 3600},
         )
+
+
+def run_code(*, version: DesignVersion, artifact_id: int | None = None) -> CodeArtifact | None:
+    """The code a run of ``version`` trains: the artifact named (of this version, any status: run_create
+    refuses one that is not ready), else the version's newest ready code, else its compiled script,
+    compiled now (a version saved by "Apply" on a suggestion has no code yet). None when the named
+    artifact is not this version's, or the design has errors and cannot be compiled."""
+    from designs import services as design_services
+
+    artifacts = CodeArtifact.objects.filter(version=version)
+    if artifact_id:
+        return artifacts.filter(pk=artifact_id).first()
+    ready = artifacts.filter(status=CodeArtifact.Status.READY).order_by("-created_at").first()
+    if ready is not None:
+        return ready
+    try:
+        return design_services.artifact_compile(version=version)
+    except design_services.DesignNotValid:
+        return None
 
 
 def run_create(*, owner, version: DesignVersion, artifact: CodeArtifact) -> Run:
@@ -511,7 +530,9 @@ class EventSink:
         )
 
         def store() -> None:
-            artifact_store(run=self.run, kind=kind, filename=f"{name}.safetensors", content=weights, epoch=epoch)
+            artifact_store(
+                run=self.run, kind=kind, filename=f"{name}.safetensors", content=weights, epoch=epoch
+            )
             artifact_store(run=self.run, kind=meta_kind, filename=f"{name}.json", content=meta, epoch=epoch)
 
         payload = {"epoch": epoch, "name": name, "metric": event.get("metric")}

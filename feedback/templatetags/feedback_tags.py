@@ -21,5 +21,6 @@ def feedback_panel(context, run) -> dict:
         "run": run,
         "finished": run.is_finished(),
         "feedback": services.feedback_view(feedback=feedback) if feedback else None,
+        "applied": services.applied_versions(run=run) if feedback else [],
         "csrf_token": context.get("csrf_token"),
     }
