@@ -38,6 +38,19 @@ class DesignVersion(models.Model):
     spec_hash = models.CharField(max_length=64, db_index=True)
     # The validation report at save time (shapes, parameter counts); the harness compares against it.
     report = models.JSONField(default=dict)
+    # Where a version made by "Apply" on a feedback suggestion came from: the run whose feedback it was,
+    # and the suggestion as applied ({"index", "suggestion", "label": {"en", "ko"}}). Both empty for a
+    # version the user saved. Set by feedback.services.suggestion_apply; the compare page reads them.
+    # A string reference, so designs imports nothing from training (the runs app depends on this one).
+    derived_from_run = models.ForeignKey(
+        "training.Run",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="derived_versions",
+        verbose_name=_("changed from run"),
+    )
+    applied_suggestion = models.JSONField(_("applied suggestion"), null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -56,6 +69,11 @@ class DesignVersion(models.Model):
     def ready_to_train(self) -> bool:
         """Valid and its output is one score per class of its dataset."""
         return bool(self.report.get("ready_to_train"))
+
+    def applied_label(self, language: str = "en") -> str:
+        """The applied suggestion's label in ``language`` (English when that one is missing), or ""."""
+        labels = (self.applied_suggestion or {}).get("label") or {}
+        return labels.get(language) or labels.get("en") or ""
 
 
 class CodeArtifact(models.Model):

@@ -106,6 +106,7 @@ def _urls(design: Design) -> dict:
         "versions": reverse("api-design-versions", args=[pk]),
         "version": reverse("api-design-version", args=[pk, 0]).replace("/0/", "/{n}/"),
         "code": reverse("api-design-code", args=[pk, 0]).replace("/0/", "/{n}/"),
+        "artifacts": reverse("api-design-artifacts", args=[pk, 0]).replace("/0/", "/{n}/"),
         "download": reverse("api-design-download", args=[pk, 0]).replace("/0/", "/{n}/"),
         "diff": reverse("design-diff", args=[pk]),
         "export": reverse("design-export", args=[pk]),
@@ -181,6 +182,25 @@ def _editor_strings() -> dict:
         "version": _("version %(n)s"),
         "open": _("Open in editor"),
         "generating": _("Asking the AI to write the code…"),
+        "ai_accepted": _("Accepted: the AI's script passed every check. Train uses it."),
+        "ai_repaired": _(
+            "Accepted after %(n)s repair(s): the AI's first answer failed a check, and it fixed it. Train uses it."
+        ),
+        "ai_fallback": _(
+            "Not accepted: the AI's script failed its checks, so Train uses the compiled script."
+        ),
+        "ai_failed": _("The AI could not write the code, so Train uses the compiled script."),
+        "ai_reasons": _("Why:"),
+        "ai_option": _("Written by AI, checked (#%(id)s)"),
+        "ai_passed": _("passed"),
+        "ai_not_passed": _("failed"),
+        "ai_ms": _("%(ms)s ms"),
+        "check_static": _("Safe code: only allowed imports and calls"),
+        "check_contract": _("Script contract: the design's constants, build_model and train"),
+        "check_model": _("The model matches the design (parameters and output shape)"),
+        "check_smoke": _("A trial run of one batch"),
+        "check_sandbox": _("A sandbox to run the check in"),
+        "check_fallback": _("The compiled script is offered instead"),
         "block_help": _("About this block"),
     }
 
@@ -201,7 +221,15 @@ def design_editor(request: HttpRequest, pk: int) -> HttpResponse:
             "hyperparameters": {},
         }
     )
-    versions = list(design.versions.order_by("-number").values("number", "created_at", "spec_hash", "id"))
+    versions = list(
+        design.versions.order_by("-number").values(
+            "number", "created_at", "spec_hash", "id", "derived_from_run_id", "applied_suggestion"
+        )
+    )
+    lang = _lang()
+    for v in versions:
+        labels = (v.pop("applied_suggestion") or {}).get("label") or {}
+        v["origin_label"] = labels.get(lang) or labels.get("en") or ""
     state = {
         "design": {"id": design.pk, "name": design.name},
         "spec": spec,
@@ -216,6 +244,8 @@ def design_editor(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "design": design,
             "versions": versions,
+            # The version in the editor came from "Apply" on a run's feedback: say so, with the run.
+            "origin": versions[0] if versions and versions[0]["derived_from_run_id"] else None,
             "editor_state": state,
             "editor_strings": _editor_strings(),
         },

@@ -378,7 +378,47 @@ def suggestion_apply(*, feedback, index: int, user):
             _("The changed design does not validate: %(e)s")
             % {"e": errors[0].get("message", "") if errors else ""},
         )
+    # Remember where the version came from, for the editor's note and the before/after compare page.
+    # A version that already existed keeps its own origin (the user saved it, or an earlier Apply did),
+    # and a suggestion that changed nothing leaves the run's own version alone.
+    if created or (new.derived_from_run_id is None and new.pk != version.pk):
+        new.derived_from_run = feedback.run
+        new.applied_suggestion = {
+            "index": index,
+            "suggestion": suggestions[index],
+            "label": suggestion_labels(suggestions[index]),
+        }
+        new.save(update_fields=["derived_from_run", "applied_suggestion"])
     return new, created
+
+
+def suggestion_labels(suggestion: dict) -> dict[str, str]:
+    """The suggestion's button label in every language of the interface, stored with the version it made
+    so that the designs app shows it without importing the diagnosis."""
+    from django.utils import translation
+
+    labels = {}
+    for code in LANGUAGES:
+        with translation.override(code):
+            labels[code] = describe_suggestion(suggestion)
+    return labels
+
+
+def applied_versions(*, run) -> list[dict]:
+    """The design versions made by applying this run's suggestions, each with the run that trained it
+    (its newest succeeded run, else its newest run; None before it has trained): what the feedback panel
+    offers to compare with, or to train."""
+    from django.utils.translation import get_language
+
+    from designs.models import DesignVersion
+
+    language = "ko" if (get_language() or "en").startswith("ko") else "en"
+    out = []
+    for version in DesignVersion.objects.filter(derived_from_run=run).order_by("number")[:10]:
+        runs = list(version.runs.filter(owner_id=run.owner_id).order_by("-created_at")[:20])
+        trained = next((r for r in runs if r.status == "succeeded"), runs[0] if runs else None)
+        out.append({"version": version, "label": version.applied_label(language), "run": trained})
+    return out
 
 
 def feedback_rate(*, feedback, helpful: bool):

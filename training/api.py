@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from buildx.api import error_response
-from designs.models import CodeArtifact, DesignVersion
+from designs.models import DesignVersion
 from training import services
 from training.models import Run, RunArtifact, RunEvent
 from training.selectors import runs_viewable_by
@@ -127,13 +127,7 @@ class RunListCreate(generics.ListAPIView):
                 fields={"design_version": [str(_("No such design version."))]},
                 http_status=404,
             )
-        artifact_id = body.validated_data.get("code_artifact")
-        artifacts = CodeArtifact.objects.filter(version=version)
-        artifact = (
-            artifacts.filter(pk=artifact_id).first()
-            if artifact_id
-            else artifacts.filter(status=CodeArtifact.Status.READY).order_by("-created_at").first()
-        )
+        artifact = services.run_code(version=version, artifact_id=body.validated_data.get("code_artifact"))
         if artifact is None:
             return error_response(
                 code="invalid",

@@ -185,6 +185,25 @@ def _check_quotas(*, owner, epochs: int, params: int | None) -> None:
         )
 
 
+def run_code(*, version: DesignVersion, artifact_id: int | None = None) -> CodeArtifact | None:
+    """The code a run of ``version`` trains: the artifact named (of this version, any status: run_create
+    refuses one that is not ready), else the version's newest ready code, else its compiled script,
+    compiled now (a version saved by "Apply" on a suggestion has no code yet). None when the named
+    artifact is not this version's, or the design has errors and cannot be compiled."""
+    from designs import services as design_services
+
+    artifacts = CodeArtifact.objects.filter(version=version)
+    if artifact_id:
+        return artifacts.filter(pk=artifact_id).first()
+    ready = artifacts.filter(status=CodeArtifact.Status.READY).order_by("-created_at").first()
+    if ready is not None:
+        return ready
+    try:
+        return design_services.artifact_compile(version=version)
+    except design_services.DesignNotValid:
+        return None
+
+
 def run_create(*, owner, version: DesignVersion, artifact: CodeArtifact) -> Run:
     """Create a queued run of ``artifact`` and send it to the training queue once committed.
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Max
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from designs.models import CodeArtifact, Design, DesignVersion
+from designs.changes import spec_changes
+from designs.models import Design, DesignVersion
 from designs.views import starter_cards
 from training import services
 from training.models import Run
@@ -32,7 +34,11 @@ HYPERPARAMETER_LABELS = [
 
 def _own_run(request: HttpRequest, pk: int) -> Run:
     return get_object_or_404(
-        Run.objects.select_related("design_version__design", "code_artifact"), pk=pk, owner=request.user
+        Run.objects.select_related(
+            "design_version__design", "design_version__derived_from_run", "code_artifact"
+        ),
+        pk=pk,
+        owner=request.user,
     )
 
 
@@ -101,9 +107,14 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         pk=pk,
     )
     metrics = run.metrics or {}
+    version = run.design_version
+    origin = version.derived_from_run
     context = {
         "run": run,
         "is_owner": run.owner_id == request.user.pk,
+        # This version was made by "Apply" on the feedback of another run: link the two on the compare page.
+        "origin": origin if origin is not None and origin.pk != run.pk else None,
+        "origin_label": version.applied_label(_lang()),
         "epoch_metrics": [m.as_dict() for m in run.epoch_metrics.order_by("epoch")],
         "artifacts": {a.kind: a for a in run.artifacts.all()},
         "heatmap": _heatmap(metrics),
@@ -126,15 +137,13 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def run_start(request: HttpRequest) -> HttpResponse:
-    """Train a design version (its newest ready code unless one is named): the editor's Train button."""
+    """Train a design version (its newest ready code unless one is named): a form's Train button."""
     version = get_object_or_404(
         DesignVersion, pk=request.POST.get("design_version"), design__owner=request.user
     )
-    artifacts = CodeArtifact.objects.filter(version=version, status=CodeArtifact.Status.READY)
-    artifact = (
-        artifacts.filter(pk=request.POST["code_artifact"]).first()
-        if request.POST.get("code_artifact")
-        else artifacts.order_by("-created_at").first()
+    artifact_id = request.POST.get("code_artifact", "")
+    artifact = services.run_code(
+        version=version, artifact_id=int(artifact_id) if artifact_id.isdigit() else None
     )
     if artifact is None:
         messages.error(request, _("This version has no checked code yet. Open its code first."))
@@ -167,14 +176,56 @@ def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("run-detail", pk=pk)
 
 
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def _accuracy(run: Run) -> float | None:
+    value = (run.metrics or {}).get("accuracy")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _before_after(runs: list[Run]) -> dict:
+    """Two runs as before and after: the design changes between their versions (what an applied
+    suggestion did, when the later version came from the earlier run's feedback) and the test accuracy."""
+    before, after = runs
+    if before.design_version.derived_from_run_id == after.pk:
+        before, after = after, before
+    origin = after.design_version.derived_from_run
+    applied = origin is not None and origin.design_version_id == before.design_version_id
+    accuracy_before, accuracy_after = _accuracy(before), _accuracy(after)
+    delta = None
+    if accuracy_before is not None and accuracy_after is not None:
+        delta = accuracy_after - accuracy_before
+    return {
+        "before": before,
+        "after": after,
+        "suggestion": after.design_version.applied_label(_lang()) if applied else "",
+        "origin": origin if applied else None,
+        "changes": spec_changes(before.design_version.spec, after.design_version.spec),
+        "accuracy_before": _percent(accuracy_before),
+        "accuracy_after": _percent(accuracy_after),
+        # Percentage points, signed: "+13.5". Rounded first, so a tiny change reads 0.0, not -0.0.
+        "delta": None if delta is None else f"{round(delta * 100, 1) + 0.0:+.1f}",
+        "trend": None if delta is None else ("better" if delta > 0 else "worse" if delta < 0 else "same"),
+    }
+
+
+def _lang() -> str:
+    return "ko" if (get_language() or "en").startswith("ko") else "en"
+
+
 @login_required
 def run_compare(request: HttpRequest) -> HttpResponse:
-    ids = [int(i) for i in request.GET.getlist("ids") if i.isdigit()]
+    ids = {int(i) for i in request.GET.getlist("ids") if i.isdigit()}
     runs = list(
         Run.objects.filter(owner=request.user, pk__in=ids)
-        .select_related("design_version__design")
+        .select_related("design_version__design", "design_version__derived_from_run")
         .order_by("created_at")
     )
+    if len(runs) != len(ids):
+        # Another user's run and a run that does not exist get the same answer.
+        raise Http404(_("No such run."))
     keys = [k for k in HYPERPARAMETER_LABELS if any(k in r.hyperparameters for r in runs)]
     keys += sorted({k for r in runs for k in r.hyperparameters} - set(keys))
     table = []
@@ -192,5 +243,11 @@ def run_compare(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "training/run_compare.html",
-        {"runs": runs, "table": table, "series": series, "enough": len(runs) >= 2},
+        {
+            "runs": runs,
+            "table": table,
+            "series": series,
+            "enough": len(runs) >= 2,
+            "pair": _before_after(runs) if len(runs) == 2 else None,
+        },
     )

@@ -222,3 +222,34 @@ def test_the_dashboard_shows_each_designs_best_accuracy_and_my_recent_runs(alice
     runs_table = page.split('id="runs-title"')[1]
     assert runs_table.count('<tr data-run="') == 3  # mine only
     assert "Succeeded" in runs_table and "Failed" in runs_table
+
+
+def _editor_state(page: str) -> dict:
+    return json.loads(
+        re.search(r'<script id="editor-state" type="application/json">(.*?)</script>', page, re.S)[1]
+    )
+
+
+def test_without_an_llm_the_generate_button_is_off_and_says_why(alice_client, alice, llm_off):
+    design = services.design_create_from_starter(owner=alice, slug="tiny_cnn_digits")
+
+    page = alice_client.get(reverse("design-editor", args=[design.pk])).content.decode()
+
+    assert re.search(
+        r'<button type="button" class="button" id="generate-ai" disabled[^>]*>Generate with AI<', page
+    )
+    assert "AI code generation is not set up on this server." in page
+    assert "generate" not in _editor_state(page)["urls"]
+
+
+def test_with_an_llm_the_editor_can_ask_for_code_and_list_what_came_back(alice_client, alice, llm_server):
+    design = services.design_create_from_starter(owner=alice, slug="tiny_cnn_digits")
+
+    page = alice_client.get(reverse("design-editor", args=[design.pk])).content.decode()
+
+    assert '<button type="button" class="button" id="generate-ai">Generate with AI<' in page
+    assert "not set up on this server" not in page
+    urls = _editor_state(page)["urls"]
+    assert urls["generate"] == f"/api/v1/designs/{design.pk}/versions/{{n}}/generate/"
+    assert urls["artifacts"] == f"/api/v1/designs/{design.pk}/versions/{{n}}/artifacts/"
+    assert 'id="ai-result"' in page

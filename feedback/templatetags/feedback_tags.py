@@ -21,6 +21,7 @@ def feedback_panel(context, run) -> dict:
         "run": run,
         "finished": run.is_finished(),
         "feedback": services.feedback_view(feedback=feedback) if feedback else None,
+        "applied": services.applied_versions(run=run) if feedback else [],
         "csrf_token": context.get("csrf_token"),
         # An instructor reads a student's feedback; applying and rating are the student's.
         "read_only": context.get("request") is not None and context["request"].user.pk != run.owner_id,

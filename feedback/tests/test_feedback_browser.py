@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.conf import settings
 from django.test import Client
@@ -52,3 +54,69 @@ def test_alice_applies_a_suggestion_from_the_run_page_and_rates_the_feedback(ali
 
     assert DesignVersion.objects.filter(design=run.design_version.design, number=2).exists()
     assert Feedback.objects.get(run=run).helpful is True
+
+
+def test_alice_applies_a_suggestion_trains_the_changed_design_and_compares_before_and_after(
+    alice, live_server, run_storage, fast_liveness, llm_off
+):
+    from django.db import connection
+
+    from buildx.testing.browser import chromium_browser
+    from training import services as run_services
+    from training.models import Run
+
+    run = finished_run(alice)  # overfits; test accuracy 0.71
+    services.feedback_diagnose(run=run)
+    client = Client()
+    client.force_login(alice)
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+
+    with chromium_browser() as browser:
+        try:
+            context = browser.new_context(locale="en-US")
+            context.add_cookies(
+                [{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": live_server.url}]
+            )
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{live_server.url}/runs/{run.pk}/")
+
+            # Apply "add Dropout", then open the new version in the editor: it says where it came from.
+            page.locator('#feedback .feedback-apply:has-text("Dropout")').first.click()
+            page.locator("#feedback-editor-link").click()
+            page.wait_for_selector("#editor[data-ready=true]")
+            expect(page.locator("#version-origin")).to_have_text(
+                f"Changed from run #{run.pk}: Add Dropout(p=0.3) after flatten"
+            )
+
+            # Train it from the Code tab; the run trains here, for real (six epochs of the digits).
+            page.locator("#tab-code").click()
+            expect(page.locator("#code")).to_contain_text("nn.Dropout(p=0.3)", timeout=15_000)
+            page.locator("#train").click()
+            page.wait_for_url(re.compile(r".*/runs/\d+/$"), timeout=30_000)
+            after = Run.objects.get(pk=int(page.url.rstrip("/").rsplit("/", 1)[1]))
+            after = run_services.run_execute(run=run_services.run_claim(run_id=after.pk))
+            assert after.status == Run.Status.SUCCEEDED, after.error
+
+            # Its run page links to the compare page with both runs: before and after, side by side.
+            page.reload()
+            page.locator("#compare-before").click()
+            page.wait_for_url(re.compile(r".*/runs/compare/\?ids=\d+&ids=\d+$"))
+            expect(page.locator("#applied-suggestion")).to_contain_text("Add Dropout(p=0.3) after flatten")
+            expect(page.locator("#accuracy-before")).to_have_text("71.0%")
+            expect(page.locator("#accuracy-after")).to_have_text(f"{after.metrics['accuracy'] * 100:.1f}%")
+            delta = round((after.metrics["accuracy"] - 0.71) * 100, 1) + 0.0
+            expect(page.locator("#accuracy-delta")).to_contain_text(
+                f"{delta:+.1f} percentage points" if delta else "No change"
+            )
+            expect(page.locator('#design-changes li[data-layer="dropout1"]')).to_contain_text(
+                "Added layer dropout1 (Dropout) after flatten: p=0.3"
+            )
+            expect(page.locator("#compare-loss svg")).to_have_count(1)  # the curves, overlaid
+            context.close()
+        finally:
+            # Playwright's loop gives the queries above a connection of their own: hand it back to the
+            # pool, or the test database cannot be dropped at the end of the session.
+            connection.close()
+    assert not errors, errors

@@ -37,7 +37,13 @@
     validateSeq: 0,
     validateTimer: null,
     uidCounter: 0,
-    artifact: null
+    artifact: null,       // the code Train uses (the select's choice)
+    artifacts: {},        // id -> artifact: the version's code that can train
+    compiled: null,
+    codeVersion: null,    // the version number the Code tab shows
+    waiting: null,        // {id, number}: the AI's artifact being written
+    pollTimer: null,
+    socket: null
   };
 
   function csrfToken() {
@@ -842,7 +848,12 @@
         S.savedJson = json;
         S.artifact = null;
         document.getElementById("version-badge").textContent = F.format(T.version, { n: res.data.number });
-        if (res.status === 201) { addHistoryRow(res.data.number); }
+        if (res.status === 201) {
+          addHistoryRow(res.data.number);
+          // The new version is the user's own edit, not the applied suggestion.
+          var origin = document.getElementById("version-origin");
+          if (origin) { origin.hidden = true; }
+        }
         updateSaveState(F.format(res.status === 201 ? T.saved : T.unchanged, { n: res.data.number }));
         root.setAttribute("data-saved-version", res.data.number);
       } else if (res.data && res.data.error) {
@@ -927,6 +938,8 @@
     if (name === "code") { loadCode(); } else { renderLinks(); }
   }
 
+  // The Code tab lists the version's code that can train: its compiled script and every script the AI
+  // wrote that passed the checks (GET .../artifacts/). Train sends the chosen one to the runs API.
   function loadCode() {
     var status = document.getElementById("code-status");
     var code = document.getElementById("code");
@@ -949,26 +962,170 @@
         code.textContent = "";
         return;
       }
-      var artifact = res.data;
-      S.artifact = artifact;
-      var select = document.getElementById("artifact");
-      select.textContent = "";
-      select.appendChild(el("option", { value: artifact.id,
-        text: F.format(T.version, { n: number }) + " · " + (artifact.source === "llm" ? T.llm : T.compiled) }));
-      code.textContent = artifact.code;
-      code.removeAttribute("data-highlighted");
-      code.className = "language-python";
-      if (window.hljs) { window.hljs.highlightElement(code); }
+      S.codeVersion = number;
+      S.compiled = res.data;
+      S.artifacts = {};
+      S.artifacts[res.data.id] = res.data;
+      fillArtifactSelect(res.data.id);
       var dirty = specJson() !== S.savedJson;
       status.textContent = dirty ? F.format(T.code_unsaved, { n: number }) : "";
-      var blob = new Blob([artifact.code], { type: "text/x-python" });
-      var script = document.getElementById("download-script");
-      if (script.href && script.href.indexOf("blob:") === 0) { URL.revokeObjectURL(script.href); }
-      script.href = URL.createObjectURL(blob);
-      script.setAttribute("download", artifact.filename || (S.spec.model_name.toLowerCase() + ".py"));
-      document.getElementById("download-zip").href = urls.download.replace("{n}", number);
       train.disabled = !urls.runs;
+      // Code the AI wrote for this version before (or is writing now, if the page was reloaded meanwhile).
+      api("GET", urls.artifacts.replace("{n}", number)).then(function (list) {
+        if (!list.ok || S.codeVersion !== number) { return; }
+        var llm = (list.data || []).filter(function (a) { return a.source === "llm"; });
+        llm.forEach(function (a) { if (a.status === "ready") { S.artifacts[a.id] = a; } });
+        var newest = llm[0];
+        if (!newest) { return; }
+        if (newest.status === "pending" || newest.status === "checking") {
+          fillArtifactSelect(S.compiled.id);
+          waitForArtifact(newest.id, number);
+        } else {
+          showAiResult(newest);
+          fillArtifactSelect(newest.status === "ready" ? newest.id : S.compiled.id);
+        }
+      });
     });
+  }
+
+  function fillArtifactSelect(selectedId) {
+    var select = document.getElementById("artifact");
+    select.textContent = "";
+    Object.keys(S.artifacts).map(Number).sort(function (a, b) { return a - b; }).forEach(function (id) {
+      var a = S.artifacts[id];
+      var label = F.format(T.version, { n: a.version }) + " · " +
+        (a.source === "llm" ? F.format(T.ai_option, { id: a.id }) : T.compiled);
+      select.appendChild(el("option", { value: a.id, text: label, selected: a.id === selectedId }));
+    });
+    showArtifact(selectedId);
+  }
+
+  // Show the chosen code (always as text: it may be the AI's) and point the downloads at it.
+  function showArtifact(id) {
+    var artifact = S.artifacts[id];
+    if (!artifact) { return; }
+    S.artifact = artifact;
+    root.setAttribute("data-artifact", String(artifact.id));
+    root.setAttribute("data-artifact-source", artifact.source);
+    var code = document.getElementById("code");
+    code.textContent = artifact.code;
+    code.removeAttribute("data-highlighted");
+    code.className = "language-python";
+    if (window.hljs) { window.hljs.highlightElement(code); }
+    var blob = new Blob([artifact.code], { type: "text/x-python" });
+    var script = document.getElementById("download-script");
+    if (script.href && script.href.indexOf("blob:") === 0) { URL.revokeObjectURL(script.href); }
+    script.href = URL.createObjectURL(blob);
+    script.setAttribute("download", (S.compiled && S.compiled.filename) || (S.spec.model_name.toLowerCase() + ".py"));
+    // The zip is built by the server from the compiled script only.
+    var zip = document.getElementById("download-zip");
+    zip.href = urls.download.replace("{n}", artifact.version);
+    zip.hidden = artifact.source !== "compiled";
+  }
+
+  // --- Code written by the AI: wait for it over the WebSocket (code.ready), or poll when the socket is down
+
+  var AI_POLL_MS = 3000;
+  var AI_DONE = { ready: true, rejected: true, failed: true };
+
+  function waitForArtifact(id, number) {
+    S.waiting = { id: id, number: number };
+    root.setAttribute("data-ai", "waiting");
+    var button = document.getElementById("generate-ai");
+    if (button) { button.disabled = true; }
+    var panel = document.getElementById("ai-result");
+    panel.hidden = false;
+    panel.setAttribute("data-outcome", "");
+    document.getElementById("ai-result-summary").textContent = T.generating;
+    ["ai-result-reasons", "ai-result-checks"].forEach(function (box) { document.getElementById(box).textContent = ""; });
+    document.getElementById("ai-result-code-box").hidden = true;
+    connectSocket();
+    window.clearInterval(S.pollTimer);
+    S.pollTimer = window.setInterval(function () {
+      if (!S.socket || S.socket.readyState !== 1) { checkWaiting(); }
+    }, AI_POLL_MS);
+  }
+
+  function connectSocket() {
+    if (S.socket && S.socket.readyState <= 1) { return; }
+    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    var socket;
+    try { socket = new WebSocket(scheme + window.location.host + "/ws/"); } catch (e) { return; }
+    S.socket = socket;
+    socket.onopen = function () {
+      root.setAttribute("data-socket", "open");
+      checkWaiting();  // code.ready may have been sent before this socket listened
+    };
+    socket.onmessage = function (event) {
+      var msg;
+      try { msg = JSON.parse(event.data); } catch (e) { return; }
+      if (msg.type === "code.ready" && S.waiting && msg.artifact === S.waiting.id) { checkWaiting(); }
+    };
+    socket.onclose = function () {
+      root.setAttribute("data-socket", "closed");
+      if (S.socket === socket) { S.socket = null; }
+      if (S.waiting) { window.setTimeout(connectSocket, AI_POLL_MS); }
+    };
+  }
+
+  function checkWaiting() {
+    var waiting = S.waiting;
+    if (!waiting) { return; }
+    api("GET", urls.artifacts.replace("{n}", waiting.number)).then(function (res) {
+      if (!res.ok || S.waiting !== waiting) { return; }
+      var artifact = (res.data || []).find(function (a) { return a.id === waiting.id; });
+      if (!artifact || !AI_DONE[artifact.status]) { return; }
+      S.waiting = null;
+      window.clearInterval(S.pollTimer);
+      var button = document.getElementById("generate-ai");
+      if (button) { button.disabled = false; }
+      showAiResult(artifact);
+      if (S.codeVersion !== waiting.number) { return; }
+      if (artifact.status === "ready") { S.artifacts[artifact.id] = artifact; }
+      // Train uses the AI's script when it was accepted, the compiled one otherwise; the select can change it.
+      fillArtifactSelect(artifact.status === "ready" ? artifact.id : S.compiled.id);
+    });
+  }
+
+  function showAiResult(artifact) {
+    var panel = document.getElementById("ai-result");
+    var summary = document.getElementById("ai-result-summary");
+    var reasons = document.getElementById("ai-result-reasons");
+    var checks = document.getElementById("ai-result-checks");
+    var codeBox = document.getElementById("ai-result-code-box");
+    var answers = (artifact.attempts || []).filter(function (a) { return !a.error; }).length;
+    var outcome = artifact.status === "ready" ? (answers > 1 ? "repaired" : "accepted")
+      : artifact.status === "rejected" ? "fallback" : "failed";
+    panel.hidden = false;
+    panel.setAttribute("data-outcome", outcome);
+    root.setAttribute("data-ai", outcome);
+    summary.textContent = outcome === "accepted" ? T.ai_accepted
+      : outcome === "repaired" ? F.format(T.ai_repaired, { n: answers - 1 })
+      : outcome === "fallback" ? T.ai_fallback : T.ai_failed;
+    reasons.textContent = "";
+    if (outcome === "fallback" || outcome === "failed") {
+      var lines = String(artifact.error || "").split("\n").filter(function (line) { return line.trim(); });
+      if (lines.length) {
+        summary.appendChild(document.createTextNode(" " + T.ai_reasons));
+        lines.forEach(function (line) { reasons.appendChild(el("li", { text: line })); });
+      }
+    }
+    checks.textContent = "";
+    (artifact.checks || []).forEach(function (check) {
+      var name = T["check_" + check.name] || check.name;
+      var verdict = check.ok ? T.ai_passed : T.ai_not_passed;
+      var item = el("li", { className: check.ok ? "check-ok" : "check-failed", "data-check": check.name }, [
+        el("strong", { text: (check.ok ? "✓ " : "✗ ") + name }), " — " + verdict,
+        check.ms ? " (" + F.format(T.ai_ms, { ms: check.ms }) + ")" : ""
+      ]);
+      if (check.message && check.name !== "fallback") { item.appendChild(el("pre", { className: "check-message", text: check.message })); }
+      checks.appendChild(item);
+    });
+    document.getElementById("ai-result-details").open = outcome !== "accepted";
+    // A script that was not accepted is shown for learning, as text, and never offered to Train.
+    var rejectedCode = outcome === "fallback" || outcome === "failed" ? String(artifact.code || "") : "";
+    codeBox.hidden = !rejectedCode;
+    document.getElementById("ai-result-code").textContent = rejectedCode;
   }
 
   function copyCode() {
@@ -1015,12 +1172,22 @@
   }
 
   function generateWithAi() {
-    if (!S.version || !urls.generate) { return; }
-    document.getElementById("code-status").textContent = T.generating;
-    api("POST", urls.generate.replace("{n}", S.version.number), {}).then(function (res) {
-      document.getElementById("code-status").textContent =
-        res.ok ? T.generating : ((res.data && res.data.error && res.data.error.message) || T.network_error);
-    });
+    if (!S.version || !urls.generate || S.waiting) { return; }
+    var number = S.version.number;
+    var button = document.getElementById("generate-ai");
+    var status = document.getElementById("code-status");
+    button.disabled = true;
+    status.textContent = T.generating;
+    api("POST", urls.generate.replace("{n}", number), {}).then(function (res) {
+      if (res.status === 202 && res.data) {
+        status.textContent = "";
+        waitForArtifact(res.data.id, number);
+        return;
+      }
+      // Not set up on this server (503), or a design with errors (400): say so, do not spin.
+      button.disabled = false;
+      status.textContent = (res.data && res.data.error && res.data.error.message) || T.network_error;
+    }).catch(function () { button.disabled = false; status.textContent = T.network_error; });
   }
 
   // --- Wiring ---------------------------------------------------------------------------------------
@@ -1077,9 +1244,12 @@
       });
     });
     document.getElementById("copy-code").addEventListener("click", copyCode);
+    document.getElementById("artifact").addEventListener("change", function (event) {
+      showArtifact(Number(event.target.value));
+    });
     document.getElementById("train").addEventListener("click", train);
     var generate = document.getElementById("generate-ai");
-    if (generate) { generate.addEventListener("click", generateWithAi); }
+    if (generate && urls.generate) { generate.addEventListener("click", generateWithAi); }
     document.addEventListener("keydown", function (event) {
       var typing = event.target.matches("input[type=text], input[type=number], textarea");
       if (!(event.ctrlKey || event.metaKey) || typing) { return; }

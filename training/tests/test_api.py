@@ -39,6 +39,24 @@ def test_it_creates_a_queued_run_with_its_first_event(alice, alice_client):
     ]
 
 
+def test_a_version_with_no_code_yet_trains_its_compiled_script(alice, alice_client):
+    from designs import services as design_services
+
+    version, _compiled = make_design(alice, epochs=2)
+    new, _created = design_services.design_save_version(
+        design=version.design,
+        spec={**version.spec, "hyperparameters": {**version.spec["hyperparameters"], "epochs": 3}},
+    )
+    assert not new.artifacts.exists()  # as a version saved by "Apply" on a suggestion
+
+    response = alice_client.post("/api/v1/runs/", {"design_version": new.pk}, content_type="application/json")
+
+    assert response.status_code == 201, response.content
+    run = Run.objects.get(pk=response.json()["id"])
+    assert run.code_artifact.version == new and run.code_artifact.source == "compiled"
+    assert "EPOCHS = 3" in run.code_artifact.code and run.epochs == 3
+
+
 def test_a_queued_run_shows_its_place_in_the_queue(alice, bob, alice_client, bob_client):
     first = _post_run(alice_client, *make_design(alice)).json()
     second = _post_run(bob_client, *make_design(bob)).json()
