@@ -1,6 +1,12 @@
 """The one WebSocket endpoint (/ws/). Each socket joins its user's group, ``user.<id>`` (status
-summaries of their runs, ``code.ready``, ``feedback.ready``), and the group ``run.<id>`` of every run it
-watches: its owner's, or as their instructor a student's (read-only; ``runs_viewable_by``).
+summaries of their runs, ``code.ready``, ``feedback.ready``), and watches runs: its owner's, or as their
+instructor a student's (read-only; ``runs_viewable_by``).
+
+Run events reach a process once, not once per socket: a per-process ``RunFanout`` joins the group
+``run.<id>`` with a single channel while any socket of the process watches that run, encodes each
+batch once, and hands it to those sockets. A class of 500 browsers watching one run costs one
+channel-layer message per batch instead of 500 (each a Redis round trip and a decode with the default
+layer).
 
 Browser -> server: ``{"type": "watch", "run": id, "after_seq": n}``, ``{"type": "unwatch", "run": id}``,
 ``{"type": "ping"}``. Server -> browser: every stored run event as
@@ -19,9 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+logger = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
 MAX_WATCHED = 20
@@ -54,6 +64,88 @@ def _events_between(run_id: int, after: int, upto: int | None) -> list[dict]:
     return [e.as_message() for e in qs.order_by("seq")[:REPLAY_PAGE]]
 
 
+class RunFanout:
+    """One per event loop (per Daphne process): run batches in once, out to every watching socket.
+
+    ``add`` joins ``run.<id>`` for the first watcher of a run and waits until the layer has it, so a
+    watcher that then reads the stored events misses nothing in between; ``discard`` leaves when the
+    last watcher goes. Delivery is a direct call per socket, in order, with no task per message.
+    """
+
+    _by_loop: dict[asyncio.AbstractEventLoop, RunFanout] = {}
+
+    def __init__(self, layer) -> None:
+        self.layer = layer
+        self.channel: str | None = None
+        self.watchers: dict[int, set[EventsConsumer]] = {}
+        self.joined: dict[int, asyncio.Future] = {}
+        self.receiver: asyncio.Task | None = None
+        self.lock = asyncio.Lock()
+
+    @classmethod
+    def of(cls, layer) -> RunFanout:
+        loop = asyncio.get_running_loop()
+        for other in [other for other in cls._by_loop if other.is_closed()]:
+            del cls._by_loop[other]  # tests run one loop each
+        fanout = cls._by_loop.get(loop)
+        if fanout is None or fanout.layer is not layer:
+            fanout = cls._by_loop[loop] = cls(layer)
+        return fanout
+
+    async def add(self, run_id: int, consumer: EventsConsumer) -> None:
+        async with self.lock:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel()
+            if self.receiver is None or self.receiver.done():
+                self.receiver = asyncio.get_running_loop().create_task(self._receive())
+        self.watchers.setdefault(run_id, set()).add(consumer)
+        joined = self.joined.get(run_id)
+        if joined is None:
+            joined = self.joined[run_id] = asyncio.get_running_loop().create_future()
+            try:
+                await self.layer.group_add(run_group(run_id), self.channel)
+                joined.set_result(True)
+            except Exception as exc:
+                del self.joined[run_id]
+                joined.set_exception(exc)
+                raise
+        else:
+            await asyncio.shield(joined)
+
+    async def discard(self, run_id: int, consumer: EventsConsumer) -> None:
+        watchers = self.watchers.get(run_id)
+        if watchers is None:
+            return
+        watchers.discard(consumer)
+        if not watchers:
+            del self.watchers[run_id]
+            joined = self.joined.pop(run_id, None)
+            if joined is not None and joined.done() and not joined.exception():
+                await self.layer.group_discard(run_group(run_id), self.channel)
+
+    async def _receive(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the layer lost Redis: the pages fill any gap from the database
+                logger.warning("Run fan-out could not receive; retrying", exc_info=True)
+                await asyncio.sleep(1)
+                continue
+            if message.get("type") != "run.batch" or not message.get("events"):
+                continue
+            watchers = self.watchers.get(message["run"])
+            if not watchers:
+                continue
+            encoded = [json.dumps(event) for event in message["events"]]  # once for every socket
+            for consumer in list(watchers):
+                try:
+                    await consumer.deliver(message["run"], message["events"], encoded)
+                except Exception:
+                    logger.exception("Run fan-out: delivery to a socket failed")
+
+
 class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -64,6 +156,10 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         self.group = user_group(user.id)
         # run id -> last sequence number sent to this browser
         self.watching: dict[int, int] = {}
+        # Runs whose events wait in ``backlog`` while a replay or a gap fill is sending stored ones.
+        self.busy: set[int] = set()
+        self.backlog: dict[int, list[tuple[list[dict], list[str]]]] = {}
+        self.fanout = RunFanout.of(self.channel_layer)
         from training import publish
 
         publish.register_server_loop(asyncio.get_running_loop())
@@ -73,7 +169,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
             for run_id in list(self.watching):
-                await self.channel_layer.group_discard(run_group(run_id), self.channel_name)
+                await self.fanout.discard(run_id, self)
+            self.watching.clear()
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive_json(self, content: dict, **kwargs) -> None:
@@ -85,7 +182,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         elif kind == "unwatch":
             run_id = _int(content.get("run"))
             if self.watching.pop(run_id, None) is not None:
-                await self.channel_layer.group_discard(run_group(run_id), self.channel_name)
+                await self.fanout.discard(run_id, self)
         else:
             await self.send_json(
                 {"type": "error", "code": "unknown_type", "message": "Unknown message type."}
@@ -107,13 +204,17 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         if len(self.watching) >= MAX_WATCHED and run_id not in self.watching:
             oldest = next(iter(self.watching))
             self.watching.pop(oldest)
-            await self.channel_layer.group_discard(run_group(oldest), self.channel_name)
-        # Join before reading the stored events: whatever is stored after the read arrives live, and
-        # what arrives live but was already read is dropped by its number.
-        if run_id not in self.watching:
-            await self.channel_layer.group_add(run_group(run_id), self.channel_name)
+            await self.fanout.discard(oldest, self)
+        # Live batches wait in the backlog while the stored events go out. Join before reading them:
+        # whatever is stored after the read arrives live, and what was read already is dropped by number.
+        self.busy.add(run_id)
         self.watching[run_id] = after
-        await self._send_stored(run_id, upto=None)
+        try:
+            await self.fanout.add(run_id, self)
+            await self._send_stored(run_id, upto=None)
+            await self._drain(run_id)
+        finally:
+            self.busy.discard(run_id)
         await self.send_json({"type": "watching", "run": run_id, "last_seq": self.watching[run_id]})
 
     async def _send_stored(self, run_id: int, *, upto: int | None) -> None:
@@ -126,22 +227,51 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             if len(page) < REPLAY_PAGE:
                 return
 
-    # Channel-layer handlers: "run.batch" -> run_batch.
-    async def run_batch(self, message: dict) -> None:
-        run_id = message["run"]
-        for event in message["events"]:
-            last = self.watching.get(run_id)
-            if last is None:
-                return  # unwatched while this batch was on its way
-            seq = event["seq"]
-            if seq <= last:
-                continue  # already sent by the replay
-            if seq > last + 1:
-                await self._send_stored(run_id, upto=seq)
-                if self.watching[run_id] >= seq:
+    # Called by the process's RunFanout, in order, for every batch of a run this socket watches.
+    async def deliver(self, run_id: int, events: list[dict], encoded: list[str]) -> None:
+        last = self.watching.get(run_id)
+        if last is None:
+            return  # unwatched while this batch was on its way
+        if run_id in self.busy:
+            self.backlog.setdefault(run_id, []).append((events, encoded))
+            return
+        if events[0]["seq"] == last + 1:
+            # The common case: the next events, sent as encoded once for every socket.
+            for text in encoded:
+                await self.send(text_data=text)
+            self.watching[run_id] = events[-1]["seq"]
+            return
+        # Already sent, or a gap (the layer dropped messages over its capacity): sorted out from the
+        # database on this socket's own time, not the fan-out's.
+        self.busy.add(run_id)
+        self.backlog.setdefault(run_id, []).append((events, encoded))
+        asyncio.get_running_loop().create_task(self._catch_up(run_id))
+
+    async def _catch_up(self, run_id: int) -> None:
+        try:
+            await self._drain(run_id)
+        finally:
+            self.busy.discard(run_id)
+
+    async def _drain(self, run_id: int) -> None:
+        """Send the backlog of ``run_id`` after what was sent: duplicates dropped, gaps filled."""
+        while self.backlog.get(run_id):
+            events, encoded = self.backlog[run_id].pop(0)
+            for event, text in zip(events, encoded, strict=True):
+                last = self.watching.get(run_id)
+                if last is None:
+                    self.backlog.pop(run_id, None)
+                    return
+                seq = event["seq"]
+                if seq <= last:
                     continue
-            await self.send_json(event)
-            self.watching[run_id] = seq
+                if seq > last + 1:
+                    await self._send_stored(run_id, upto=seq)
+                    if self.watching.get(run_id, seq) >= seq:
+                        continue
+                await self.send(text_data=text)
+                self.watching[run_id] = seq
+        self.backlog.pop(run_id, None)
 
     async def run_summary(self, message: dict) -> None:
         """Status changes of the user's runs for lists; a watched run has them in its stream already.
