@@ -30,8 +30,8 @@ import subprocess
 import sys
 import time
 import urllib.error
-from datetime import datetime
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -253,23 +253,25 @@ class Client:
         ws.send({"type": "watch", "run": self.run_id, "after_seq": after})
         try:
             while True:
-                msg = await ws.recv()
-                if msg is None:
+                frame = await ws.recv()
+                if frame is None:
                     return
                 now = time.time()
-                if msg.get("type") == "watching":
-                    self.live = True  # replay over: what follows was published while we watched
-                    continue
-                if msg.get("run") != self.run_id or "seq" not in msg:
-                    continue
-                self.seqs.append(msg["seq"])
-                if self.live and msg["type"] == "run.log" and "t" in msg["data"]:
-                    self.latencies.append(now - msg["data"]["t"])
-                    stored = datetime.fromisoformat(msg["at"]).timestamp()
-                    self.in_worker.append(stored - msg["data"]["t"])
-                if msg["type"] == "run.done" and msg["data"]["status"] != "queued":
-                    self.done.set()
-                    return
+                # A frame holds one message or an array of consecutive run events.
+                for msg in frame if isinstance(frame, list) else [frame]:
+                    if msg.get("type") == "watching":
+                        self.live = True  # replay over: what follows was published while we watched
+                        continue
+                    if msg.get("run") != self.run_id or "seq" not in msg:
+                        continue
+                    self.seqs.append(msg["seq"])
+                    if self.live and msg["type"] == "run.log" and "t" in msg["data"]:
+                        self.latencies.append(now - msg["data"]["t"])
+                        stored = datetime.fromisoformat(msg["at"]).timestamp()
+                        self.in_worker.append(stored - msg["data"]["t"])
+                    if msg["type"] == "run.done" and msg["data"]["status"] != "queued":
+                        self.done.set()
+                        return
         finally:
             ws.close()
 
@@ -289,10 +291,11 @@ async def time_to_running(host: str, port: int, base: str, user_row: tuple) -> t
     )
     try:
         while True:
-            msg = await asyncio.wait_for(ws.recv(), timeout=60)
-            if msg and msg.get("run") == run["id"] and msg.get("type") == "run.status":
-                if msg["data"]["status"] == "running":
-                    return run["id"], time.time() - t0
+            frame = await asyncio.wait_for(ws.recv(), timeout=60)
+            for msg in frame if isinstance(frame, list) else [frame or {}]:
+                if msg.get("run") == run["id"] and msg.get("type") == "run.status":
+                    if msg["data"]["status"] == "running":
+                        return run["id"], time.time() - t0
     finally:
         ws.close()
 

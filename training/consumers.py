@@ -9,16 +9,16 @@ channel-layer message per batch instead of 500 (each a Redis round trip and a de
 layer).
 
 Browser -> server: ``{"type": "watch", "run": id, "after_seq": n}``, ``{"type": "unwatch", "run": id}``,
-``{"type": "ping"}``. Server -> browser: every stored run event as
+``{"type": "ping"}``. Server -> browser: stored run events, each
 ``{"type": "run.status" | "run.log" | "run.progress" | "run.epoch" | "run.checkpoint" | "run.done",
-"run", "seq", "at", "data"}``, plus ``code.ready`` and ``feedback.ready`` as sent by their apps, and
-``pong`` / ``error``.
+"run", "seq", "at", "data"}``; a frame holds one event or a JSON array of consecutive events (a page
+of the replay, or a live batch). Plus ``code.ready`` and ``feedback.ready`` as sent by their apps,
+status summaries, and ``pong`` / ``error``.
 
 A watched run gets every event after ``after_seq`` exactly once, in order: the stored ones first
-(replay), then live ones. A consumer handles one message at a time, so live messages wait in the
-channel layer while the replay runs; afterwards anything at or below the last sent number is a
-duplicate and is dropped, and a jump (the layer dropped messages over its capacity) is filled from
-the database before the live event goes out.
+(replay), then live ones. Live batches that arrive during the replay wait in the socket's backlog;
+afterwards anything at or below the last sent number is a duplicate and is dropped, and a jump (the
+layer dropped messages over its capacity) is filled from the database before the live event goes out.
 """
 
 from __future__ import annotations
@@ -81,6 +81,8 @@ class RunFanout:
         self.joined: dict[int, asyncio.Future] = {}
         self.receiver: asyncio.Task | None = None
         self.lock = asyncio.Lock()
+        self.pending: list[dict] = []
+        self.wake = asyncio.Event()
 
     @classmethod
     def of(cls, layer) -> RunFanout:
@@ -124,26 +126,47 @@ class RunFanout:
                 await self.layer.group_discard(run_group(run_id), self.channel)
 
     async def _receive(self) -> None:
-        while True:
-            try:
-                message = await self.layer.receive(self.channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the layer lost Redis: the pages fill any gap from the database
-                logger.warning("Run fan-out could not receive; retrying", exc_info=True)
-                await asyncio.sleep(1)
-                continue
-            if message.get("type") != "run.batch" or not message.get("events"):
-                continue
-            watchers = self.watchers.get(message["run"])
-            if not watchers:
-                continue
-            encoded = [json.dumps(event) for event in message["events"]]  # once for every socket
-            for consumer in list(watchers):
+        deliverer = asyncio.get_running_loop().create_task(self._deliver())
+        try:
+            while True:
                 try:
-                    await consumer.deliver(message["run"], message["events"], encoded)
-                except Exception:
-                    logger.exception("Run fan-out: delivery to a socket failed")
+                    message = await self.layer.receive(self.channel)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the layer lost Redis: the pages fill any gap from the database
+                    logger.warning("Run fan-out could not receive; retrying", exc_info=True)
+                    await asyncio.sleep(1)
+                    continue
+                if message.get("type") == "run.batch" and message.get("events"):
+                    self.pending.append(message)
+                    self.wake.set()
+        finally:
+            deliverer.cancel()
+
+    async def _deliver(self) -> None:
+        """Hand out what has arrived. Batches that queued up while the last round went out are merged
+        per run, so a busy process sends fewer, larger frames instead of falling behind."""
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            batches, self.pending = self.pending, []
+            merged: dict[int, list[dict]] = {}
+            for message in batches:
+                merged.setdefault(message["run"], []).extend(message["events"])
+            sent = 0
+            for run_id, events in merged.items():
+                watchers = self.watchers.get(run_id)
+                if not watchers:
+                    continue
+                text = json.dumps(events)  # once for every socket
+                for consumer in list(watchers):
+                    try:
+                        await consumer.deliver(run_id, events, text)
+                    except Exception:
+                        logger.exception("Run fan-out: delivery to a socket failed")
+                    sent += 1
+                    if sent % 50 == 0:
+                        await asyncio.sleep(0)  # let the receiver take in what arrives meanwhile
 
 
 class EventsConsumer(AsyncJsonWebsocketConsumer):
@@ -158,7 +181,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         self.watching: dict[int, int] = {}
         # Runs whose events wait in ``backlog`` while a replay or a gap fill is sending stored ones.
         self.busy: set[int] = set()
-        self.backlog: dict[int, list[tuple[list[dict], list[str]]]] = {}
+        self.backlog: dict[int, list[list[dict]]] = {}
         self.fanout = RunFanout.of(self.channel_layer)
         from training import publish
 
@@ -221,30 +244,29 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         """Send stored events after the last sent one (and before ``upto``), page by page."""
         while True:
             page = await _events_between(run_id, self.watching[run_id], upto)
-            for message in page:
-                await self.send_json(message)
-                self.watching[run_id] = message["seq"]
+            if page:
+                await self.send_json(page)  # a page of stored events: one frame
+                self.watching[run_id] = page[-1]["seq"]
             if len(page) < REPLAY_PAGE:
                 return
 
     # Called by the process's RunFanout, in order, for every batch of a run this socket watches.
-    async def deliver(self, run_id: int, events: list[dict], encoded: list[str]) -> None:
+    async def deliver(self, run_id: int, events: list[dict], text: str) -> None:
+        """``events`` are consecutive; ``text`` is them as one JSON array, encoded once for all sockets."""
         last = self.watching.get(run_id)
         if last is None:
             return  # unwatched while this batch was on its way
         if run_id in self.busy:
-            self.backlog.setdefault(run_id, []).append((events, encoded))
+            self.backlog.setdefault(run_id, []).append(events)
             return
         if events[0]["seq"] == last + 1:
-            # The common case: the next events, sent as encoded once for every socket.
-            for text in encoded:
-                await self.send(text_data=text)
+            await self.send(text_data=text)  # the common case: the next events, one frame
             self.watching[run_id] = events[-1]["seq"]
             return
         # Already sent, or a gap (the layer dropped messages over its capacity): sorted out from the
-        # database on this socket's own time, not the fan-out's.
+        # database on this socket's own task, not the fan-out's.
         self.busy.add(run_id)
-        self.backlog.setdefault(run_id, []).append((events, encoded))
+        self.backlog.setdefault(run_id, []).append(events)
         asyncio.get_running_loop().create_task(self._catch_up(run_id))
 
     async def _catch_up(self, run_id: int) -> None:
@@ -256,8 +278,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def _drain(self, run_id: int) -> None:
         """Send the backlog of ``run_id`` after what was sent: duplicates dropped, gaps filled."""
         while self.backlog.get(run_id):
-            events, encoded = self.backlog[run_id].pop(0)
-            for event, text in zip(events, encoded, strict=True):
+            events = self.backlog[run_id].pop(0)
+            for event in events:
                 last = self.watching.get(run_id)
                 if last is None:
                     self.backlog.pop(run_id, None)
@@ -269,7 +291,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
                     await self._send_stored(run_id, upto=seq)
                     if self.watching.get(run_id, seq) >= seq:
                         continue
-                await self.send(text_data=text)
+                await self.send_json(event)
                 self.watching[run_id] = seq
         self.backlog.pop(run_id, None)
 

@@ -156,9 +156,12 @@
       }, 20000);
     };
     socket.onmessage = function (e) {
-      var msg = JSON.parse(e.data);
-      if (msg.run !== runId || typeof msg.seq !== "number") { return; }
-      receive(msg);
+      var data = JSON.parse(e.data);
+      // A frame holds one event or an array of consecutive events (a replay page, a live batch).
+      (Array.isArray(data) ? data : [data]).forEach(function (msg) {
+        if (msg.run !== runId || typeof msg.seq !== "number") { return; }
+        receive(msg);
+      });
     };
     socket.onclose = function () {
       root.dataset.connected = "0";

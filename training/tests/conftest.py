@@ -282,6 +282,11 @@ async def ws_connect(user):
     return communicator
 
 
+def as_events(frame) -> list[dict]:
+    """A WebSocket frame holds one message or an array of consecutive run events."""
+    return frame if isinstance(frame, list) else [frame]
+
+
 async def receive_until_done(communicator, run_id: int, *, timeout: float = 90) -> list[dict]:
     """Every message for ``run_id`` up to and including its run.done."""
     got = []
@@ -289,9 +294,9 @@ async def receive_until_done(communicator, run_id: int, *, timeout: float = 90) 
     while True:
         remaining = deadline - time.monotonic()
         assert remaining > 0, f"no run.done within {timeout}s; got {[m.get('type') for m in got]}"
-        message = await communicator.receive_json_from(timeout=remaining)
-        if message.get("run") != run_id or "seq" not in message:
-            continue
-        got.append(message)
-        if message["type"] == "run.done":
-            return got
+        for message in as_events(await communicator.receive_json_from(timeout=remaining)):
+            if message.get("run") != run_id or "seq" not in message:
+                continue
+            got.append(message)
+            if message["type"] == "run.done":
+                return got

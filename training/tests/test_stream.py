@@ -7,7 +7,7 @@ from channels.db import database_sync_to_async
 from django.test import Client
 
 from training.models import EpochMetric, Run, RunEvent
-from training.tests.conftest import make_design, receive_until_done, wait_for, ws_connect
+from training.tests.conftest import as_events, make_design, receive_until_done, wait_for, ws_connect
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -64,9 +64,9 @@ async def test_a_reconnecting_watcher_gets_exactly_the_events_it_missed(alice, w
     await database_sync_to_async(workers.start)()
     seen = []
     while not any(m.get("type") == "run.epoch" for m in seen):
-        message = await communicator.receive_json_from(timeout=90)
-        if message.get("run") == run.pk and "seq" in message:
-            seen.append(message)
+        for message in as_events(await communicator.receive_json_from(timeout=90)):
+            if message.get("run") == run.pk and "seq" in message:
+                seen.append(message)
     await communicator.disconnect()  # mid-run: epoch 1 of 3 seen
     last = seen[-1]["seq"]
 
