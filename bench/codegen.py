@@ -183,7 +183,9 @@ def main() -> None:
     server = OpenAIServer(api_key="bench-key").start()
     settings.OPENAI_API_KEY = "bench-key"
     settings.OPENAI_BASE_URL = server.base_url
-    settings.OPENAI_MODEL = "bench-model"
+    # A model name of its own: the answers cache (Redis, then the LLMCall table) must not answer a
+    # second run on the same database with the first run's scripted replies.
+    settings.OPENAI_MODEL = f"bench-model-{uuid.uuid4().hex[:8]}"
     settings.LLM_ENABLED = True
     settings.LLM_TIMEOUT_S = 0.5
     settings.LLM_MAX_RETRIES = 1

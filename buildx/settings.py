@@ -373,6 +373,9 @@ BUILDX_SANDBOX_OUTPUT_BYTES = env_int("BUILDX_SANDBOX_OUTPUT_BYTES", 2 * 2**20) 
 BUILDX_SANDBOX_LINE_CHARS = env_int("BUILDX_SANDBOX_LINE_CHARS", 2000)
 BUILDX_SANDBOX_GRACE_SECONDS = float(env("BUILDX_SANDBOX_GRACE_SECONDS", "4"))  # stop: SIGUSR1, then SIGKILL
 BUILDX_SANDBOX_THREADS = env_int("BUILDX_SANDBOX_THREADS", os.cpu_count() or 1)  # OMP/MKL threads
+# Code checks fork their child from a long-lived sandbox that has imported torch (training/warm.py),
+# one per worker process, instead of starting a new one per check (seconds each).
+BUILDX_SANDBOX_WARM = env_bool("BUILDX_SANDBOX_WARM", True)
 
 # --- LLM client: timeouts, retries, budget, cost, cache (buildx/llm.py) -------------------------
 
