@@ -753,11 +753,11 @@ class _Supervisor:
                 os.close(r)
             return None
         self.isolation = list(isolation)
-        (out_r, _), (err_r, _), (events_r, _) = pipes
+        readers = [r for r, _w in pipes]
         try:
             outcome = self._supervise(
                 process=child,
-                streams={out_r: "stdout", err_r: "stderr", events_r: "events"},
+                streams=dict(zip(readers, ("stdout", "stderr", "events"), strict=True)),
                 run_dir=run_dir,
                 should_stop=should_stop,
                 wall_limit_s=wall_limit_s,
@@ -766,7 +766,7 @@ class _Supervisor:
         finally:
             self._kill(child)
             child.wait()
-            for r, _w in pipes:
+            for r in readers:
                 os.close(r)
         self.cpu_seconds = child.cpu_seconds
         if child.lost:

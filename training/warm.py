@@ -320,6 +320,7 @@ class WarmChild(ForkedChild):
     def _lost(self) -> None:
         # The fork server died (or stopped answering) before it said how the child ended: the whole
         # sandbox goes, the child with it, and the next check starts a new one.
+        logger.warning("The warm sandbox stopped during a check.\n%s", self.sandbox.output_tail())
         self.sandbox.close()
         self.lost = True
         self.returncode = -signal.SIGKILL
@@ -392,13 +393,19 @@ def run_forked(
         with _lock:
             _retry_at = time.monotonic() + RETRY_AFTER_S
         return None
-    return supervisor.run_forked(
-        fork=lambda fds: warm.fork(run_dir=Path(run_dir).resolve(), fds=fds),
-        isolation=warm.isolation,
-        run_dir=Path(run_dir).resolve(),
-        should_stop=should_stop,
-        wall_limit_s=wall_limit_s,
-    )
+    try:
+        return supervisor.run_forked(
+            fork=lambda fds: warm.fork(run_dir=Path(run_dir).resolve(), fds=fds),
+            isolation=warm.isolation,
+            run_dir=Path(run_dir).resolve(),
+            should_stop=should_stop,
+            wall_limit_s=wall_limit_s,
+        )
+    except BaseException:
+        # Interrupted half-way (a time limit of the worker's job, say): the fork server may still be
+        # in this check, so the next check gets a new one.
+        warm.close()
+        raise
 
 
 def current_pid() -> int | None:
