@@ -459,11 +459,26 @@ def _ensure() -> _WarmSandbox | None:
             if time.monotonic() < _retry_at:
                 return None
             if _spool is None or not _spool.is_dir():
-                _spool = Path(tempfile.mkdtemp(prefix="buildx-checks-"))
+                _remove_orphaned_spools()
+                _spool = Path(tempfile.mkdtemp(prefix=f"buildx-checks-{os.getpid()}-"))
                 _spool.chmod(0o711)
             _current = _WarmSandbox(limits=limits, spool=_spool)
             _current.start()
         return _current
+
+
+def _remove_orphaned_spools() -> None:
+    """The folders of worker processes that were killed before their exit handler ran."""
+    for folder in Path(tempfile.gettempdir()).glob("buildx-checks-*-*"):
+        pid = folder.name.removeprefix("buildx-checks-").split("-", 1)[0]
+        try:
+            ours = folder.lstat().st_uid == os.getuid() and folder.is_dir() and not folder.is_symlink()
+        except OSError:
+            continue
+        if ours and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            _empty(folder)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def _empty(folder: Path) -> None:
