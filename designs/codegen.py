@@ -272,6 +272,13 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+def prepare_checks() -> None:
+    """Start warming the sandbox the checks fork from (training.warm), if this process has none yet."""
+    from training import warm
+
+    warm.prestart()
+
+
 def check_in_sandbox(code: str, *, report: dict, hyperparameters: dict) -> tuple[Check, Check]:
     """(model, smoke): one sandboxed child runs the harness on a synthetic one-batch dataset.
 

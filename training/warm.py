@@ -408,6 +408,17 @@ def run_forked(
         raise
 
 
+def prestart() -> None:
+    """Start this process's warm sandbox if none is running, without waiting for it: code generation
+    calls this before it asks the LLM, so that the warm-up happens while the LLM writes."""
+    if not enabled():
+        return
+    try:
+        _ensure(replace=False)
+    except Exception:
+        logger.exception("The warm sandbox could not start; checks start their own.")
+
+
 def current_pid() -> int | None:
     """The running fork server's pid (tests: the same process serves check after check)."""
     with _lock:
@@ -442,8 +453,9 @@ def _acquire() -> _WarmSandbox | None:
     return warm
 
 
-def _ensure() -> _WarmSandbox | None:
-    """The running warm sandbox for the current settings, started (not yet warm) if there is none."""
+def _ensure(*, replace: bool = True) -> _WarmSandbox | None:
+    """The running warm sandbox for the current settings, started (not yet warm) if there is none.
+    `replace=False` leaves one of other settings alone (a check of another thread may be using it)."""
     global _current, _spool, _owner, _retry_at
     limits = sandbox._Limits.from_settings()
     with _lock:
@@ -452,7 +464,7 @@ def _ensure() -> _WarmSandbox | None:
             _owner = os.getpid()
             _retry_at = 0.0
             atexit.register(shutdown)
-        if _current is not None and (not _current.alive() or _current.limits != limits):
+        if _current is not None and (not _current.alive() or (replace and _current.limits != limits)):
             _current.close()
             _current = None
         if _current is None:

@@ -330,6 +330,27 @@ def test_a_warm_sandbox_that_dies_during_a_check_fails_that_check_and_the_next_c
     assert warm.current_pid() not in (None, pid)
 
 
+def test_code_generation_starts_the_warm_sandbox_before_it_asks_the_llm_and_the_check_uses_it(
+    digits_cache, forked_only, monkeypatch
+):
+    warm.shutdown()
+    starts = []
+    start = warm._WarmSandbox.start
+
+    def counted(self):
+        starts.append(self)
+        start(self)
+
+    monkeypatch.setattr(warm._WarmSandbox, "start", counted)
+
+    codegen.prepare_checks()
+    assert len(starts) == 1  # started, not waited for
+    with check(DIGITS_SCRIPT.read_text(), digits_cache) as (result, _events, _work):
+        assert result.status == "succeeded", result.cause
+
+    assert len(starts) == 1 and warm.current_pid() == starts[0].pid
+
+
 def test_new_sandbox_settings_start_a_new_warm_process(digits_cache, settings, forked_only):
     with check(DIGITS_SCRIPT.read_text(), digits_cache) as (first, _events, _work):
         assert first.status == "succeeded"
