@@ -470,6 +470,9 @@ PREDICT_MISTAKES = env_int("PREDICT_MISTAKES", 24)  # wrongly classified test im
 # Wall-clock limit of the sandboxed check of one LLM script (model check + one-batch smoke run).
 BUILDX_CODEGEN_SMOKE_WALL_S = env_float("BUILDX_CODEGEN_SMOKE_WALL_S", 60.0)
 # Largest EPOCHS an LLM script may declare (the spec's own limit applies first).
+# OMP/MKL threads of a check's smoke run: one batch is too small for threads to gain anything, and on a
+# busy machine threads that wait for each other stall it for a second or more (bench/codegen.py).
+BUILDX_CODEGEN_THREADS = env_int("BUILDX_CODEGEN_THREADS", 1)
 BUILDX_CODEGEN_MAX_EPOCHS = env_int("BUILDX_CODEGEN_MAX_EPOCHS", 1000)
 # The generate_code actor's time limit: three LLM calls with retries and three sandbox checks.
 BUILDX_CODEGEN_TIME_LIMIT_S = env_int("BUILDX_CODEGEN_TIME_LIMIT_S", 15 * 60)

@@ -313,6 +313,7 @@ def check_in_sandbox(code: str, *, report: dict, hyperparameters: dict) -> tuple
             should_stop=lambda: False,
             wall_limit_s=settings.BUILDX_CODEGEN_SMOKE_WALL_S,
             warm=True,
+            threads=settings.BUILDX_CODEGEN_THREADS,
         )
     ms = int((time.monotonic() - started) * 1000)
     errors = [e for e in events if e.get("kind") == "error"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -165,6 +166,7 @@ def run_script(
     entry: Sequence[str] | None = None,
     check_code: bool = True,
     warm: bool = False,
+    threads: int | None = None,
 ) -> SandboxResult:
     """Run `code` through the harness in a sandboxed child and report its events to `on_event`.
 
@@ -173,9 +175,12 @@ def run_script(
     the sandbox, not the check, contains a hostile script. `warm=True` (code checks on the CPU):
     when `run_dir` is in a folder from training.warm.check_dir(), the child is forked by this
     process's warm sandbox instead of started; anywhere else, or without one, it is started as usual.
+    `threads` replaces BUILDX_SANDBOX_THREADS for this child.
     """
     run_dir = Path(run_dir).resolve()
     limits = _Limits.from_settings()
+    if threads:
+        limits = dataclasses.replace(limits, threads=threads)
     if check_code:
         findings = check_script(code)
         if findings:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -388,6 +389,8 @@ def run_forked(
     cache = config.get("dataset_cache")
     if cache and not Path(cache).resolve().is_relative_to(folder):
         return None  # the sandbox sees only its own folder
+    if supervisor.limits != warm.limits:
+        return None  # its process holds other limits (and threads) than this child must get
     if not warm.wait_ready():
         logger.warning("The warm sandbox did not start; checks start their own.\n%s", warm.output_tail())
         with _lock:
@@ -440,6 +443,11 @@ def shutdown() -> None:
             _spool = None
 
 
+def check_limits() -> sandbox._Limits:
+    """The limits of a code check's child (designs.codegen passes the same threads to run_script)."""
+    return dataclasses.replace(sandbox._Limits.from_settings(), threads=settings.BUILDX_CODEGEN_THREADS)
+
+
 def _acquire() -> _WarmSandbox | None:
     if not enabled() or not _in_use.acquire(blocking=False):
         return None  # no bubblewrap, or another thread's check has it: a child of our own
@@ -457,7 +465,7 @@ def _ensure(*, replace: bool = True) -> _WarmSandbox | None:
     """The running warm sandbox for the current settings, started (not yet warm) if there is none.
     `replace=False` leaves one of other settings alone (a check of another thread may be using it)."""
     global _current, _spool, _owner, _retry_at
-    limits = sandbox._Limits.from_settings()
+    limits = check_limits()
     with _lock:
         if _owner != os.getpid():
             _current = _spool = None  # inherited through fork(): the parent's, not ours to use

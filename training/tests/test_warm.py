@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from designs import codegen, services
 from training import sandbox, warm
@@ -112,6 +113,7 @@ def check(code: str, cache: Path, *, wall: float = 5, on_event=None, **config_ch
             wall_limit_s=wall,
             check_code=False,
             warm=True,
+            threads=settings.BUILDX_CODEGEN_THREADS,
         )
         yield result, events, work
 
