@@ -179,7 +179,13 @@ def _child(request: dict, fds: list[int], signals: dict, ctl: socket.socket) -> 
         os.environ["BUILDX_EVENTS_FD"] = str(EVENTS_FD)
         config = json.loads(Path("config.json").read_text())
         code = harness.run(Path("script.py"), config)
-    except BaseException:  # noqa: BLE001 - a failure of ours: the traceback goes to the check's stderr
+    except SystemExit as e:  # a script's exit() at its top level: what the interpreter would make of it
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
+            with contextlib.suppress(Exception):
+                print(e.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - the interpreter would print it and exit with 1
         with contextlib.suppress(Exception):
             traceback.print_exc()
     harness.exit_now(code)
