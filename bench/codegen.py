@@ -10,7 +10,9 @@ the design, `import os` + open(), a 429 before the answer, timeouts.
 
 Two check paths, both reported:
 - "sandboxed" (the production path) for the first --sandboxed designs: model check and one-batch smoke
-  run in the sandboxed child. Its cost on this machine is the child's start-up (importing torch).
+  run in a child forked from this process's warm sandbox (training/warm.py, torch imported once; the
+  first check waits for its start-up). BUILDX_SANDBOX_WARM=false measures a new sandboxed child per
+  check instead, whose cost is mostly its start-up (importing torch).
 - "in-process" for the rest: static + contract exactly as in production, then the model check on the
   meta device in this process (the bench's scripted code is its own, so running it here is safe) and
   no smoke run. This is what the checks cost without the child's start-up.
@@ -183,7 +185,9 @@ def main() -> None:
     server = OpenAIServer(api_key="bench-key").start()
     settings.OPENAI_API_KEY = "bench-key"
     settings.OPENAI_BASE_URL = server.base_url
-    settings.OPENAI_MODEL = "bench-model"
+    # A model name of its own: the answers cache (Redis, then the LLMCall table) must not answer a
+    # second run on the same database with the first run's scripted replies.
+    settings.OPENAI_MODEL = f"bench-model-{uuid.uuid4().hex[:8]}"
     settings.LLM_ENABLED = True
     settings.LLM_TIMEOUT_S = 0.5
     settings.LLM_MAX_RETRIES = 1
@@ -232,7 +236,9 @@ def main() -> None:
     n = len(rows)
     print(
         f"{n} designs ({len(services.starter_list())} starters + mutations), seed {args.seed}, "
-        f"{time.monotonic() - started_all:.0f} s in all"
+        f"{time.monotonic() - started_all:.0f} s in all; warm sandbox "
+        f"{'on' if settings.BUILDX_SANDBOX_WARM else 'off'}; load average "
+        + " ".join(f"{load:.2f}" for load in os.getloadavg())
     )
     for outcome in ("accepted", "repaired", "fallback"):
         share = sum(r["outcome"] == outcome for r in rows) / n

@@ -373,6 +373,9 @@ BUILDX_SANDBOX_OUTPUT_BYTES = env_int("BUILDX_SANDBOX_OUTPUT_BYTES", 2 * 2**20) 
 BUILDX_SANDBOX_LINE_CHARS = env_int("BUILDX_SANDBOX_LINE_CHARS", 2000)
 BUILDX_SANDBOX_GRACE_SECONDS = float(env("BUILDX_SANDBOX_GRACE_SECONDS", "4"))  # stop: SIGUSR1, then SIGKILL
 BUILDX_SANDBOX_THREADS = env_int("BUILDX_SANDBOX_THREADS", os.cpu_count() or 1)  # OMP/MKL threads
+# Code checks fork their child from a long-lived sandbox that has imported torch (training/warm.py),
+# one per worker process, instead of starting a new one per check (seconds each).
+BUILDX_SANDBOX_WARM = env_bool("BUILDX_SANDBOX_WARM", True)
 
 # --- LLM client: timeouts, retries, budget, cost, cache (buildx/llm.py) -------------------------
 
@@ -467,6 +470,9 @@ PREDICT_MISTAKES = env_int("PREDICT_MISTAKES", 24)  # wrongly classified test im
 # Wall-clock limit of the sandboxed check of one LLM script (model check + one-batch smoke run).
 BUILDX_CODEGEN_SMOKE_WALL_S = env_float("BUILDX_CODEGEN_SMOKE_WALL_S", 60.0)
 # Largest EPOCHS an LLM script may declare (the spec's own limit applies first).
+# OMP/MKL threads of a check's smoke run: one batch is too small for threads to gain anything, and on a
+# busy machine threads that wait for each other stall it for a second or more (bench/codegen.py).
+BUILDX_CODEGEN_THREADS = env_int("BUILDX_CODEGEN_THREADS", 1)
 BUILDX_CODEGEN_MAX_EPOCHS = env_int("BUILDX_CODEGEN_MAX_EPOCHS", 1000)
 # The generate_code actor's time limit: three LLM calls with retries and three sandbox checks.
 BUILDX_CODEGEN_TIME_LIMIT_S = env_int("BUILDX_CODEGEN_TIME_LIMIT_S", 15 * 60)

@@ -20,8 +20,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,11 +272,22 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+def prepare_checks() -> None:
+    """Start warming the sandbox the checks fork from (training.warm), if this process has none yet."""
+    from training import warm
+
+    warm.prestart()
+
+
 def check_in_sandbox(code: str, *, report: dict, hyperparameters: dict) -> tuple[Check, Check]:
-    """(model, smoke): one sandboxed child runs the harness on a synthetic one-batch dataset."""
-    work = Path(tempfile.mkdtemp(prefix="buildx-codegen-"))
+    """(model, smoke): one sandboxed child runs the harness on a synthetic one-batch dataset.
+
+    The child is forked from this worker's warm sandbox where it can be (training.warm), which saves
+    starting Python and importing torch for every check; the isolation and the limits are the same."""
+    from training import warm
+
     started = time.monotonic()
-    try:
+    with warm.check_dir(prefix="buildx-codegen-") as work:
         cache = work / "data" / "smoke.pt"
         cache.parent.mkdir()
         write_smoke_dataset(cache, report=report)
@@ -303,9 +312,9 @@ def check_in_sandbox(code: str, *, report: dict, hyperparameters: dict) -> tuple
             on_event=events.append,
             should_stop=lambda: False,
             wall_limit_s=settings.BUILDX_CODEGEN_SMOKE_WALL_S,
+            warm=True,
+            threads=settings.BUILDX_CODEGEN_THREADS,
         )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     ms = int((time.monotonic() - started) * 1000)
     errors = [e for e in events if e.get("kind") == "error"]
     if result.status == "rejected":

@@ -210,6 +210,7 @@ def artifact_generate(*, version: DesignVersion, user, artifact: CodeArtifact | 
     reasons: list[str] = []
     code = ""
     outcome: codegen.CheckOutcome | None = None
+    codegen.prepare_checks()  # the sandbox warms up while the LLM writes
     with translation.override("en"):  # the prompt and the repair messages are English for the model
         messages = codegen.build_messages(spec=version.spec, report=version.report, reference=reference)
         for n in range(1, codegen.MAX_REPAIRS + 2):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -96,6 +97,27 @@ class SandboxResult:
     isolation: list[str] = field(default_factory=list)  # what isolated the child
 
 
+class ForkedChild:
+    """A child that a warm sandbox forked for us (training.warm): the part of Popen the supervisor uses,
+    and the two signals it sends, which go through the process that forked the child."""
+
+    returncode: int | None = None  # negative: killed by that signal
+    cpu_seconds: float = 0.0  # CPU time of the child and the processes it waited for
+    lost: bool = False  # the warm sandbox died before it said how the child ended
+
+    def poll(self) -> int | None:
+        raise NotImplementedError
+
+    def wait(self) -> int:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class _Limits:
     cpu_seconds: int
@@ -143,15 +165,22 @@ def run_script(
     trusted_code: bool = False,
     entry: Sequence[str] | None = None,
     check_code: bool = True,
+    warm: bool = False,
+    threads: int | None = None,
 ) -> SandboxResult:
     """Run `code` through the harness in a sandboxed child and report its events to `on_event`.
 
     `entry` (for tests and benches) replaces the harness command line; it runs in `run_dir` with
     the same isolation. `check_code=False` skips the static check, which tests use to prove that
-    the sandbox, not the check, contains a hostile script.
+    the sandbox, not the check, contains a hostile script. `warm=True` (code checks on the CPU):
+    when `run_dir` is in a folder from training.warm.check_dir(), the child is forked by this
+    process's warm sandbox instead of started; anywhere else, or without one, it is started as usual.
+    `threads` replaces BUILDX_SANDBOX_THREADS for this child.
     """
     run_dir = Path(run_dir).resolve()
     limits = _Limits.from_settings()
+    if threads:
+        limits = dataclasses.replace(limits, threads=threads)
     if check_code:
         findings = check_script(code)
         if findings:
@@ -176,9 +205,21 @@ def run_script(
     command = (
         list(entry)
         if entry
-        else [sys.executable, "-s", str(HARNESS), "--script", "script.py", "--config", "config.json"]
+        else [python_executable(), "-s", str(HARNESS), "--script", "script.py", "--config", "config.json"]
     )
     supervisor = _Supervisor(on_event=on_event, limits=limits)
+    if warm and mode == "bwrap" and not gpu and not entry:
+        from training import warm as warm_sandbox
+
+        result = warm_sandbox.run_forked(
+            supervisor=supervisor,
+            run_dir=run_dir,
+            config=config,
+            should_stop=should_stop,
+            wall_limit_s=wall_limit_s,
+        )
+        if result is not None:
+            return result
     return supervisor.run(
         mode=mode,
         command=command,
@@ -191,6 +232,14 @@ def run_script(
 
 
 # --- Preparing the child ------------------------------------------------------------------------
+
+
+def python_executable() -> str:
+    """This Python at a path the sandbox binds: the venv's bin folder resolved, the name kept (the
+    name is how Python finds its venv). A worktree whose venv is a link to another folder's venv
+    would otherwise hand the sandbox a path that does not exist inside it."""
+    path = Path(sys.executable)
+    return str(path.parent.resolve() / path.name)
 
 
 def _runs_as_root() -> bool:
@@ -228,7 +277,7 @@ def _reachable_by_others(path: Path) -> bool:
 
 def _child_env(*, run_dir: Path, events_fd: int, limits: _Limits, gpu: bool) -> dict[str, str]:
     """Everything the child's environment holds: no secrets, no database or broker URL."""
-    bin_dir = str(Path(sys.executable).parent)
+    bin_dir = str(Path(python_executable()).parent)
     env = {
         "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
         "HOME": str(run_dir),
@@ -337,6 +386,7 @@ def _bwrap_argv(
     seccomp_fd: int | None,
     read_only: list[Path],
     as_root: bool,
+    read_only_root: bool = False,
 ) -> tuple[list[str], list[str]]:
     """The bubblewrap command line, and the isolation it gives (for the run's log)."""
     argv = [
@@ -432,6 +482,11 @@ def _bwrap_argv(
     for path in read_only:
         argv += bind("--ro-bind", path)
     argv += bind("--bind", run_dir)
+    if read_only_root:
+        # With a user namespace, the tmpfs that bubblewrap builds / and /dev in belongs to the child's
+        # uid. A sandbox that runs many checks (training.warm) makes them read-only, so that no check
+        # leaves anything there for the next.
+        argv += ["--remount-ro", "/", "--remount-ro", "/dev"]
     argv += ["--chdir", str(run_dir), "--info-fd", str(info_fd), "--", *prefix, *command]
     return argv, isolation
 
@@ -680,10 +735,61 @@ class _Supervisor:
             process=process, outcome=outcome, bwrap=mode == "bwrap", wall_limit_s=wall_limit_s
         )
 
+    def run_forked(
+        self,
+        *,
+        fork: Callable[[list[int]], ForkedChild | None],
+        isolation: list[str],
+        run_dir: Path,
+        should_stop: Callable[[], bool],
+        wall_limit_s: float,
+    ) -> SandboxResult | None:
+        """As run(), for a child that a warm sandbox forks (training.warm): `fork` gets the write ends
+        of the child's stdout, stderr and events pipes. None when it could not fork one."""
+        pipes = [os.pipe() for _ in range(3)]
+        started = time.monotonic()
+        try:
+            child = fork([w for _r, w in pipes])
+        finally:
+            for _r, w in pipes:
+                os.close(w)
+        if child is None:
+            for r, _w in pipes:
+                os.close(r)
+            return None
+        self.isolation = list(isolation)
+        readers = [r for r, _w in pipes]
+        try:
+            outcome = self._supervise(
+                process=child,
+                streams=dict(zip(readers, ("stdout", "stderr", "events"), strict=True)),
+                run_dir=run_dir,
+                should_stop=should_stop,
+                wall_limit_s=wall_limit_s,
+                started=started,
+            )
+        finally:
+            self._kill(child)
+            child.wait()
+            for r in readers:
+                os.close(r)
+        self.cpu_seconds = child.cpu_seconds
+        if child.lost:
+            self.killed_for = "sandbox"
+        if self.killed_for is None and not _within_disk_limit(run_dir, self.limits.disk_bytes):
+            self.killed_for = "disk"
+        removed = _remove_links(run_dir)
+        if removed:
+            self._emit_platform(
+                _("Removed %(count)d links the script made in its folder (they could point outside it).")
+                % {"count": removed}
+            )
+        return self._result(process=child, outcome=outcome, bwrap=False, wall_limit_s=wall_limit_s)
+
     def _supervise(
         self,
         *,
-        process: subprocess.Popen,
+        process: subprocess.Popen | ForkedChild,
         streams: dict[int, str],
         run_dir: Path,
         should_stop: Callable[[], bool],
@@ -743,15 +849,21 @@ class _Supervisor:
             selector.close()
         return outcome
 
-    def _signal_stop(self, process: subprocess.Popen) -> None:
+    def _signal_stop(self, process: subprocess.Popen | ForkedChild) -> None:
         # SIGUSR1 asks the runtime to stop at the next batch boundary and save a checkpoint.
+        if isinstance(process, ForkedChild):
+            process.stop()  # its warm sandbox sends the signal
+            return
         if self.child_pid is None:
             self._kill(process)  # it has not even started: nothing to save
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(self.child_pid, signal.SIGUSR1)
 
-    def _kill(self, process: subprocess.Popen) -> None:
+    def _kill(self, process: subprocess.Popen | ForkedChild) -> None:
+        if isinstance(process, ForkedChild):
+            process.kill()  # its warm sandbox kills it and everything it started
+            return
         # The session leader's group holds bwrap (or the unsandboxed child); with bwrap, its pid 1
         # dying takes the whole pid namespace with it.
         if self.child_pid is not None and process.returncode is None:
@@ -864,7 +976,7 @@ class _Supervisor:
     # The result --------------------------------------------------------------------------
 
     def _result(
-        self, *, process: subprocess.Popen, outcome: str, bwrap: bool, wall_limit_s: float
+        self, *, process: subprocess.Popen | ForkedChild, outcome: str, bwrap: bool, wall_limit_s: float
     ) -> SandboxResult:
         code = process.returncode
         if bwrap and code is not None and 128 < code < 128 + 65:
@@ -897,6 +1009,13 @@ class _Supervisor:
 
     def _cause(self, code: int | None, tb: str) -> tuple[str, str]:
         """The error event's cause code and one sentence for a beginner."""
+        if self.killed_for == "sandbox":
+            return "killed", str(
+                _(
+                    "The sandbox that ran the script stopped while the script ran (the script may have "
+                    "tried to stop it), so the script was stopped too."
+                )
+            )
         if self.killed_for == "disk":
             return "killed", str(
                 _("The script wrote more than %(mb)d MB into its folder and was stopped.")
