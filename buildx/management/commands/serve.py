@@ -67,6 +67,9 @@ class Command(BaseCommand):
                 application=application,
                 endpoints=build_endpoint_description_strings(host=host, port=port),
                 websocket_timeout=24 * 3600,
+                # As the daphne command line sets it (Server's own default is 5 s): a class of browsers
+                # opening their run pages at once must not be dropped while their handshakes queue.
+                websocket_handshake_timeout=20,
                 application_close_timeout=10,
             ).run()
         finally:
