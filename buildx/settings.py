@@ -420,7 +420,7 @@ RUNS_HEARTBEAT_TIMEOUT = float(env("RUNS_HEARTBEAT_TIMEOUT", "30"))  # seconds
 RUNS_STALE_CHECK_INTERVAL = float(env("RUNS_STALE_CHECK_INTERVAL", "10"))  # seconds
 RUNS_MAX_AUTO_RESUMES = env_int("RUNS_MAX_AUTO_RESUMES", 3)
 # Event stream: a batch is stored and published every interval; chatty logs are cut.
-RUNS_FLUSH_INTERVAL = float(env("RUNS_FLUSH_INTERVAL", "0.05"))  # seconds
+RUNS_FLUSH_INTERVAL = float(env("RUNS_FLUSH_INTERVAL", "0.1"))  # seconds
 # How long an epoch's metrics wait for that epoch's checkpoint, to be stored together (seconds).
 RUNS_CHECKPOINT_WAIT = float(env("RUNS_CHECKPOINT_WAIT", "2"))
 RUNS_LOG_MAX_LINES = env_int("RUNS_LOG_MAX_LINES", 5000)  # stored log lines per run

@@ -260,7 +260,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             self.backlog.setdefault(run_id, []).append(events)
             return
         if events[0]["seq"] == last + 1:
-            await self.send(text_data=text)  # the common case: the next events, one frame
+            # The common case: the next events, one frame, straight to the server (this runs once
+            # per socket per batch, so the consumer's own send wrappers are skipped).
+            await self.base_send({"type": "websocket.send", "text": text})
             self.watching[run_id] = events[-1]["seq"]
             return
         # Already sent, or a gap (the layer dropped messages over its capacity): sorted out from the
