@@ -102,14 +102,25 @@ def _kill_everything_else() -> bool:
     return False
 
 
+def _mount_points() -> list[Path]:
+    """Where the sandbox has mounts (the project, the interpreter, the spool...), from mountinfo."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return [Path(line.split()[4].replace("\\040", " ")) for line in f]
+    except OSError:
+        return []
+
+
 def _wipe(folder: Path, keep: Path) -> None:
     """Delete what is in `folder` (a tmpfs of the sandbox) except the way down to `keep` (the spool,
-    bound from the worker's disk): never into another mount."""
+    bound from the worker's disk) and to any other mount: never into another mount. When the project
+    itself lives under /tmp (a CI clone, say), its bind mounts sit under this tmpfs."""
     try:
         device = os.lstat(folder).st_dev
         entries = list(os.scandir(folder))
     except OSError:
         return
+    kept = [keep, *_mount_points()]
     for entry in entries:
         path = Path(entry.path)
         try:
@@ -117,19 +128,25 @@ def _wipe(folder: Path, keep: Path) -> None:
                 continue
         except OSError:
             continue
-        if path == keep or keep.is_relative_to(path):
+        if any(k == path or k.is_relative_to(path) for k in kept):
             if entry.is_dir(follow_symlinks=False):
                 _wipe(path, keep)
             continue
-        _remove(path)
+        _remove(path, device)
 
 
-def _remove(path: Path) -> None:
+def _remove(path: Path, device: int | None = None) -> None:
+    """Delete `path` and what is under it, staying on `device` (default: the device of `path`)."""
     try:
+        stat = os.lstat(path)
+        if device is None:
+            device = stat.st_dev
+        if stat.st_dev != device:
+            return  # a mount: not ours to empty
         if path.is_dir() and not path.is_symlink():
             path.chmod(0o700)  # a check may have taken its own rights away
             for entry in os.scandir(path):
-                _remove(Path(entry.path))
+                _remove(Path(entry.path), device)
             path.rmdir()
         else:
             path.unlink()

@@ -46,10 +46,16 @@ import json, os
 others = sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid()))
 ipc = {kind: open(f"/proc/sysvipc/{kind}").read().splitlines()[1:] for kind in ("shm", "msg", "sem")}
 tmp = []
+# The sandbox's own mount points and the folders leading to them are its scaffolding, not leftovers
+# (with the project under /tmp, as in a CI clone, its bind mounts sit under this tmpfs).
+mounts = [line.split()[4] for line in open("/proc/self/mountinfo")]
 for root, dirs, files in os.walk("/tmp"):
     # Not into the folder of the checks, bound from the worker's disk (a mount of its own).
     dirs[:] = [d for d in dirs if os.lstat(os.path.join(root, d)).st_dev == os.lstat("/tmp").st_dev]
-    tmp += [os.path.join(root, name) for name in dirs + files]
+    for name in dirs + files:
+        path = os.path.join(root, name)
+        if not any(m == path or m.startswith(path + "/") for m in mounts):
+            tmp.append(path)
 print("LEFTOVERS", json.dumps({"processes": others, "ipc": ipc, "tmp": tmp}))
 """
 
