@@ -7,9 +7,9 @@ import re
 import pytest
 from django.conf import settings
 from django.test import Client
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from buildx.testing.browser import CHROMIUM_ARGS
+from buildx.testing.browser import chromium_browser
 from designs.models import DesignVersion
 from feedback import services
 from feedback.models import Feedback
@@ -18,23 +18,31 @@ from feedback.tests.test_feedback import finished_run
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
+def _session_cookie(user, live_server) -> dict:
+    client = Client()
+    client.force_login(user)
+    value = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return {"name": settings.SESSION_COOKIE_NAME, "value": value, "url": live_server.url}
+
+
+def _page(browser, cookie: dict):
+    """A page logged in with ``cookie``, in English, and the list its script errors go to."""
+    context = browser.new_context(locale="en-US")
+    context.add_cookies([cookie])
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return page, errors
+
+
 def test_alice_applies_a_suggestion_from_the_run_page_and_rates_the_feedback(alice, live_server):
     run = finished_run(alice)
     services.feedback_diagnose(run=run)
-    client = Client()
-    client.force_login(alice)
-    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    cookie = _session_cookie(alice, live_server)
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    with chromium_browser() as browser:
         try:
-            context = browser.new_context()
-            context.add_cookies(
-                [{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": live_server.url}]
-            )
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page, errors = _page(browser, cookie)
             page.goto(f"{live_server.url}/runs/{run.pk}/")
 
             finding = page.locator('#feedback .finding[data-code="overfitting"]')
@@ -61,25 +69,16 @@ def test_alice_applies_a_suggestion_trains_the_changed_design_and_compares_befor
 ):
     from django.db import connection
 
-    from buildx.testing.browser import chromium_browser
     from training import services as run_services
     from training.models import Run
 
     run = finished_run(alice)  # overfits; test accuracy 0.71
     services.feedback_diagnose(run=run)
-    client = Client()
-    client.force_login(alice)
-    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    cookie = _session_cookie(alice, live_server)
 
     with chromium_browser() as browser:
         try:
-            context = browser.new_context(locale="en-US")
-            context.add_cookies(
-                [{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": live_server.url}]
-            )
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page, errors = _page(browser, cookie)
             page.goto(f"{live_server.url}/runs/{run.pk}/")
 
             # Apply "add Dropout", then open the new version in the editor: it says where it came from.
@@ -114,7 +113,7 @@ def test_alice_applies_a_suggestion_trains_the_changed_design_and_compares_befor
                 "Added layer dropout1 (Dropout) after flatten: p=0.3"
             )
             expect(page.locator("#compare-loss svg")).to_have_count(1)  # the curves, overlaid
-            context.close()
+            page.context.close()
         finally:
             # Playwright's loop gives the queries above a connection of their own: hand it back to the
             # pool, or the test database cannot be dropped at the end of the session.
