@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 
@@ -70,10 +71,11 @@ class DesignVersion(models.Model):
         """Valid and its output is one score per class of its dataset."""
         return bool(self.report.get("ready_to_train"))
 
-    def applied_label(self, language: str = "en") -> str:
-        """The applied suggestion's label in ``language`` (English when that one is missing), or ""."""
+    def applied_label(self) -> str:
+        """The applied suggestion's label in the active language (else English), or "" for a version the
+        user saved."""
         labels = (self.applied_suggestion or {}).get("label") or {}
-        return labels.get(language) or labels.get("en") or ""
+        return labels.get((get_language() or "en")[:2]) or labels.get("en") or ""
 
 
 class CodeArtifact(models.Model):

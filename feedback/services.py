@@ -408,16 +408,13 @@ def applied_versions(*, run) -> list[dict]:
     """The design versions made by applying this run's suggestions, each with the run that trained it
     (its newest succeeded run, else its newest run; None before it has trained): what the feedback panel
     offers to compare with, or to train."""
-    from django.utils.translation import get_language
-
     from designs.models import DesignVersion
 
-    language = "ko" if (get_language() or "en").startswith("ko") else "en"
     out = []
     for version in DesignVersion.objects.filter(derived_from_run=run).order_by("number")[:10]:
         runs = list(version.runs.filter(owner_id=run.owner_id).order_by("-created_at")[:20])
         trained = next((r for r in runs if r.status == "succeeded"), runs[0] if runs else None)
-        out.append({"version": version, "label": version.applied_label(language), "run": trained})
+        out.append({"version": version, "label": version.applied_label(), "run": trained})
     return out
 
 

@@ -1,10 +1,11 @@
-"""Which runs a user may look at: their own, and as an instructor their students' (read-only)."""
+"""Reads of runs: which runs a user may look at, and what the compare page shows of several."""
 
 from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
 from accounts.admin_scoping import student_ids_of
+from designs.changes import spec_changes
 from training.models import Run
 
 
@@ -17,3 +18,76 @@ def runs_viewable_by(user) -> QuerySet[Run]:
     if user.is_superuser:
         return Run.objects.all()
     return Run.objects.filter(Q(owner=user) | Q(owner_id__in=student_ids_of(user)))
+
+
+# The compare page lists these first, in this order; any other hyperparameter follows by name.
+HYPERPARAMETER_LABELS = [
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "lr_schedule",
+    "label_smoothing",
+    "seed",
+    "val_split",
+]
+
+
+def hyperparameter_table(*, runs: list[Run]) -> list[dict]:
+    """One row per hyperparameter of any of ``runs``: its values side by side, and whether they differ."""
+    keys = [k for k in HYPERPARAMETER_LABELS if any(k in r.hyperparameters for r in runs)]
+    keys += sorted({k for r in runs for k in r.hyperparameters} - set(keys))
+    table = []
+    for key in keys:
+        values = [r.hyperparameters.get(key, "—") for r in runs]
+        table.append({"key": key, "values": values, "differs": len({str(v) for v in values}) > 1})
+    return table
+
+
+def curves(*, runs: list[Run]) -> list[dict]:
+    """Each run's epoch metrics, labelled, for the overlaid charts."""
+    return [
+        {
+            "id": r.pk,
+            "label": f"#{r.pk} {r.design_version.design.name} v{r.design_version.number}",
+            "epochs": [m.as_dict() for m in r.epoch_metrics.order_by("epoch")],
+        }
+        for r in runs
+    ]
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def _accuracy(run: Run) -> float | None:
+    value = (run.metrics or {}).get("accuracy")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def before_after(*, runs: list[Run]) -> dict:
+    """Two runs as before and after: the design changes between their versions (what an applied
+    suggestion did, when the later version came from the earlier run's feedback) and the test accuracy."""
+    before, after = runs
+    if before.design_version.derived_from_run_id == after.pk:
+        before, after = after, before
+    origin = after.design_version.derived_from_run
+    applied = origin is not None and origin.design_version_id == before.design_version_id
+    accuracy_before, accuracy_after = _accuracy(before), _accuracy(after)
+    delta = None
+    if accuracy_before is not None and accuracy_after is not None:
+        delta = accuracy_after - accuracy_before
+    return {
+        "before": before,
+        "after": after,
+        "suggestion": after.design_version.applied_label() if applied else "",
+        "origin": origin if applied else None,
+        "changes": spec_changes(before.design_version.spec, after.design_version.spec),
+        "accuracy_before": _percent(accuracy_before),
+        "accuracy_after": _percent(accuracy_after),
+        # Percentage points, signed: "+13.5". Rounded first, so a tiny change reads 0.0, not -0.0.
+        "delta": None if delta is None else f"{round(delta * 100, 1) + 0.0:+.1f}",
+        "trend": None if delta is None else ("better" if delta > 0 else "worse" if delta < 0 else "same"),
+    }
