@@ -723,16 +723,12 @@ class _Supervisor:
             if mode == "bwrap":
                 os.close(info_r)
         self.cpu_seconds = _children_cpu_seconds() - cpu_before
-        if self.killed_for is None and not _within_disk_limit(run_dir, self.limits.disk_bytes):
-            self.killed_for = "disk"  # it filled the folder between two checks and exited
-        removed = _remove_links(run_dir)
-        if removed:
-            self._emit_platform(
-                _("Removed %(count)d links the script made in its folder (they could point outside it).")
-                % {"count": removed}
-            )
-        return self._result(
-            process=process, outcome=outcome, bwrap=mode == "bwrap", wall_limit_s=wall_limit_s
+        return self._finish(
+            process=process,
+            outcome=outcome,
+            run_dir=run_dir,
+            bwrap=mode == "bwrap",
+            wall_limit_s=wall_limit_s,
         )
 
     def run_forked(
@@ -776,15 +772,29 @@ class _Supervisor:
         self.cpu_seconds = child.cpu_seconds
         if child.lost:
             self.killed_for = "sandbox"
+        return self._finish(
+            process=child, outcome=outcome, run_dir=run_dir, bwrap=False, wall_limit_s=wall_limit_s
+        )
+
+    def _finish(
+        self,
+        *,
+        process: subprocess.Popen | ForkedChild,
+        outcome: str,
+        run_dir: Path,
+        bwrap: bool,
+        wall_limit_s: float,
+    ) -> SandboxResult:
+        """After the child is gone: the disk limit, the links it left, the result."""
         if self.killed_for is None and not _within_disk_limit(run_dir, self.limits.disk_bytes):
-            self.killed_for = "disk"
+            self.killed_for = "disk"  # it filled the folder between two checks and exited
         removed = _remove_links(run_dir)
         if removed:
             self._emit_platform(
                 _("Removed %(count)d links the script made in its folder (they could point outside it).")
                 % {"count": removed}
             )
-        return self._result(process=child, outcome=outcome, bwrap=False, wall_limit_s=wall_limit_s)
+        return self._result(process=process, outcome=outcome, bwrap=bwrap, wall_limit_s=wall_limit_s)
 
     def _supervise(
         self,
@@ -1013,7 +1023,8 @@ class _Supervisor:
             return "killed", str(
                 _(
                     "The sandbox that ran the script stopped while the script ran (the script may have "
-                    "tried to stop it), so the script was stopped too."
+                    "tried to stop it), so the script was stopped too. Trying again runs it in a new "
+                    "sandbox."
                 )
             )
         if self.killed_for == "disk":

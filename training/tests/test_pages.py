@@ -67,3 +67,19 @@ def test_the_page_buttons_stop_a_queued_run(alice, alice_client):
     alice_client.post(f"/runs/{run.pk}/stop/")
     run.refresh_from_db()
     assert run.status == Run.Status.CANCELLED
+
+
+def test_train_on_a_design_with_errors_says_to_fix_it_in_the_editor(alice, alice_client):
+    from designs import services as design_services
+
+    version, _artifact = make_design(alice)
+    spec = {**version.spec, "layers": [dict(layer) for layer in version.spec["layers"]]}
+    conv = next(layer for layer in spec["layers"] if layer["type"] == "Conv2d")
+    conv["params"] = {**conv.get("params", {}), "in_channels": 7}  # the digits have 1 channel
+    broken, _created = design_services.design_save_version(design=version.design, spec=spec)
+    assert not broken.is_valid
+
+    response = alice_client.post("/runs/start/", {"design_version": broken.pk}, follow=True)
+
+    assert "its design has errors. Open it in the editor and fix them." in response.content.decode()
+    assert not Run.objects.filter(owner=alice).exists()
