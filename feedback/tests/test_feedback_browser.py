@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
@@ -18,47 +20,41 @@ from feedback.tests.test_feedback import finished_run
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def _session_cookie(user, live_server) -> dict:
+@contextlib.contextmanager
+def _run_page(user, live_server, run) -> Iterator[tuple]:
+    """Debian's chromium on ``run``'s page, logged in as ``user`` and in English: (page, script errors)."""
     client = Client()
     client.force_login(user)
-    value = client.cookies[settings.SESSION_COOKIE_NAME].value
-    return {"name": settings.SESSION_COOKIE_NAME, "value": value, "url": live_server.url}
-
-
-def _page(browser, cookie: dict):
-    """A page logged in with ``cookie``, in English, and the list its script errors go to."""
-    context = browser.new_context(locale="en-US")
-    context.add_cookies([cookie])
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return page, errors
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    with chromium_browser() as browser:
+        context = browser.new_context(locale="en-US")
+        context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": live_server.url}])
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{live_server.url}/runs/{run.pk}/")
+        try:
+            yield page, errors
+        finally:
+            context.close()
 
 
 def test_alice_applies_a_suggestion_from_the_run_page_and_rates_the_feedback(alice, live_server):
     run = finished_run(alice)
     services.feedback_diagnose(run=run)
-    cookie = _session_cookie(alice, live_server)
+    with _run_page(alice, live_server, run) as (page, errors):
+        finding = page.locator('#feedback .finding[data-code="overfitting"]')
+        expect(finding).to_be_visible()
+        finding.locator(".feedback-apply").first.click()
+        expect(page.locator("#feedback-result")).to_contain_text("version 2")
+        expect(page.locator("#feedback-editor-link")).to_have_attribute(
+            "href", f"/designs/{run.design_version.design_id}/?version=2"
+        )
+        expect(page.locator("#feedback-train")).to_be_visible()
 
-    with chromium_browser() as browser:
-        try:
-            page, errors = _page(browser, cookie)
-            page.goto(f"{live_server.url}/runs/{run.pk}/")
-
-            finding = page.locator('#feedback .finding[data-code="overfitting"]')
-            expect(finding).to_be_visible()
-            finding.locator(".feedback-apply").first.click()
-            expect(page.locator("#feedback-result")).to_contain_text("version 2")
-            expect(page.locator("#feedback-editor-link")).to_have_attribute(
-                "href", f"/designs/{run.design_version.design_id}/?version=2"
-            )
-            expect(page.locator("#feedback-train")).to_be_visible()
-
-            page.locator('.feedback-rate-button[data-helpful="true"]').click()
-            expect(page.locator("#feedback-result")).to_contain_text("rating is saved")
-            assert not errors, errors
-        finally:
-            browser.close()
+        page.locator('.feedback-rate-button[data-helpful="true"]').click()
+        expect(page.locator("#feedback-result")).to_contain_text("rating is saved")
+        assert not errors, errors
 
     assert DesignVersion.objects.filter(design=run.design_version.design, number=2).exists()
     assert Feedback.objects.get(run=run).helpful is True
@@ -74,13 +70,8 @@ def test_alice_applies_a_suggestion_trains_the_changed_design_and_compares_befor
 
     run = finished_run(alice)  # overfits; test accuracy 0.71
     services.feedback_diagnose(run=run)
-    cookie = _session_cookie(alice, live_server)
-
-    with chromium_browser() as browser:
-        try:
-            page, errors = _page(browser, cookie)
-            page.goto(f"{live_server.url}/runs/{run.pk}/")
-
+    try:
+        with _run_page(alice, live_server, run) as (page, errors):
             # Apply "add Dropout", then open the new version in the editor: it says where it came from.
             page.locator('#feedback .feedback-apply:has-text("Dropout")').first.click()
             page.locator("#feedback-editor-link").click()
@@ -113,9 +104,8 @@ def test_alice_applies_a_suggestion_trains_the_changed_design_and_compares_befor
                 "Added layer dropout1 (Dropout) after flatten: p=0.3"
             )
             expect(page.locator("#compare-loss svg")).to_have_count(1)  # the curves, overlaid
-            page.context.close()
-        finally:
-            # Playwright's loop gives the queries above a connection of their own: hand it back to the
-            # pool, or the test database cannot be dropped at the end of the session.
-            connection.close()
+    finally:
+        # Playwright's loop gives the queries above a connection of their own: hand it back to the
+        # pool, or the test database cannot be dropped at the end of the session.
+        connection.close()
     assert not errors, errors
