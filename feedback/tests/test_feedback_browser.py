@@ -70,8 +70,8 @@ def test_alice_applies_a_suggestion_trains_the_changed_design_and_compares_befor
 
     run = finished_run(alice)  # overfits; test accuracy 0.71
     services.feedback_diagnose(run=run)
-    try:
-        with _run_page(alice, live_server, run) as (page, errors):
+    with _run_page(alice, live_server, run) as (page, errors):
+        try:
             # Apply "add Dropout", then open the new version in the editor: it says where it came from.
             page.locator('#feedback .feedback-apply:has-text("Dropout")').first.click()
             page.locator("#feedback-editor-link").click()
@@ -104,8 +104,8 @@ def test_alice_applies_a_suggestion_trains_the_changed_design_and_compares_befor
                 "Added layer dropout1 (Dropout) after flatten: p=0.3"
             )
             expect(page.locator("#compare-loss svg")).to_have_count(1)  # the curves, overlaid
-    finally:
-        # Playwright's loop gives the queries above a connection of their own: hand it back to the
-        # pool, or the test database cannot be dropped at the end of the session.
-        connection.close()
+        finally:
+            # Playwright's loop gives the queries above a connection of their own: hand it back to the
+            # pool (inside the loop, where it is), or the test database cannot be dropped at the end.
+            connection.close()
     assert not errors, errors
