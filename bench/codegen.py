@@ -147,7 +147,7 @@ def in_process_model_check(
     code: str, *, report: dict, hyperparameters: dict
 ) -> tuple[codegen.Check, codegen.Check]:
     """The bench's cheap path: the harness's own contract check on the meta device, in this process."""
-    engine = str(ROOT / "training" / "engine")
+    engine = str(ROOT / "sandbox" / "engine")
     if engine not in sys.path:
         sys.path.insert(0, engine)
     import harness

@@ -5,7 +5,7 @@
 
 Each case takes a starter design, makes it worse in a known way (learning rate 1.0, one epoch, no
 regularisation on a small training set), compiles it with the designs compiler, trains it through the
-harness in the sandbox exactly as a run does (``training.sandbox.run_script``), diagnoses the epochs and
+harness in the sandbox exactly as a run does (``sandbox.runner.run_script``), diagnoses the epochs and
 the test result (``feedback.diagnosis.diagnose``), applies the top suggestion (``apply_suggestion``,
 then validation again), trains the new design the same way and prints the test accuracy before and
 after. No database is used: the pieces are the pure ones the services call.
@@ -38,10 +38,10 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
+import sandbox.runner as sandbox  # noqa: E402
 from designs import compiler, validation  # noqa: E402
 from designs import services as design_services  # noqa: E402
 from feedback.diagnosis import apply_suggestion, describe_suggestion, diagnose  # noqa: E402
-from training import sandbox  # noqa: E402
 from training.services import _expect, dataset_cache_path  # noqa: E402
 
 

@@ -31,8 +31,8 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
-from training.engine import datasets as ds  # noqa: E402
-from training.sandbox import run_script  # noqa: E402
+from sandbox.engine import datasets as ds  # noqa: E402
+from sandbox.runner import run_script  # noqa: E402
 
 DIGITS_SCRIPT = ROOT / "training" / "tests" / "scripts" / "digits_cnn.py"
 

@@ -36,12 +36,12 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(1, str(ROOT / "training" / "engine"))  # the harness, as the sandboxed child sees it
+sys.path.insert(1, str(ROOT / "sandbox" / "engine"))  # the harness, as the sandboxed child sees it
 
-from training.engine import buildx_runtime as rt  # noqa: E402
-from training.engine import datasets as ds  # noqa: E402
+from sandbox.engine import buildx_runtime as rt  # noqa: E402
+from sandbox.engine import datasets as ds  # noqa: E402
 
-HARNESS = ROOT / "training" / "engine" / "harness.py"
+HARNESS = ROOT / "sandbox" / "engine" / "harness.py"
 
 MODEL_SOURCE = """
 WIDTH = {width}
@@ -186,7 +186,7 @@ def bench_runtime(
         code = proc.returncode
     else:
         # The same harness, in this process, so that its CPU time can be measured as the other ways' is.
-        import harness  # training/engine is on sys.path
+        import harness  # sandbox/engine is on sys.path
 
         os.environ["BUILDX_EVENTS_FD"] = str(write_fd)
         with contextlib.redirect_stdout(io.StringIO()):

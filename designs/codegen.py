@@ -2,10 +2,10 @@
 
 Nothing the LLM writes runs unchecked. The checks, in order, each only when the one before passed:
 
-1. ``static``: the sandbox's AST allow-list (training.static_check), in this process, no execution;
+1. ``static``: the sandbox's AST allow-list (sandbox.static_check), in this process, no execution;
 2. ``contract``: ``build_model`` and ``train`` defined, the hyperparameter constants present with the
    spec's values and used by name (a literal ``10`` in the loop instead of ``EPOCHS`` fails): ast only;
-3. ``model`` and 4. ``smoke``: ONE sandboxed child (training.sandbox.run_script, the harness with
+3. ``model`` and 4. ``smoke``: ONE sandboxed child (sandbox.runner.run_script, the harness with
    ``"smoke": true``) builds the model on the meta device, compares it with the validation report
    (parameter count and output shape), then trains one batch and evaluates one, on a tiny synthetic
    dataset of the design's input shape. The code is untrusted, so even building the model happens in
@@ -211,7 +211,7 @@ def expected_constants(reference: str) -> dict[str, Any]:
 
 
 def check_static(code: str) -> Check:
-    from training.static_check import check_script, format_findings
+    from sandbox.static_check import check_script, format_findings
 
     findings = check_script(code)
     return Check("static", not findings, format_findings(findings) if findings else "")
@@ -273,8 +273,8 @@ def _show(value: Any) -> str:
 
 
 def prepare_checks() -> None:
-    """Start warming the sandbox the checks fork from (training.warm), if this process has none yet."""
-    from training import warm
+    """Start warming the sandbox the checks fork from (sandbox.warm), if this process has none yet."""
+    from sandbox import warm
 
     warm.prestart()
 
@@ -282,9 +282,9 @@ def prepare_checks() -> None:
 def check_in_sandbox(code: str, *, report: dict, hyperparameters: dict) -> tuple[Check, Check]:
     """(model, smoke): one sandboxed child runs the harness on a synthetic one-batch dataset.
 
-    The child is forked from this worker's warm sandbox where it can be (training.warm), which saves
+    The child is forked from this worker's warm sandbox where it can be (sandbox.warm), which saves
     starting Python and importing torch for every check; the isolation and the limits are the same."""
-    from training import warm
+    from sandbox import warm
 
     started = time.monotonic()
     with warm.check_dir(prefix="buildx-codegen-") as work:
@@ -292,7 +292,7 @@ def check_in_sandbox(code: str, *, report: dict, hyperparameters: dict) -> tuple
         cache.parent.mkdir()
         write_smoke_dataset(cache, report=report)
         events: list[dict] = []
-        from training.sandbox import run_script
+        from sandbox.runner import run_script
 
         config = {
             "dataset_cache": str(cache),

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from designs.models import CodeArtifact, Design, DesignVersion
 
 STARTERS_DIR = Path(__file__).resolve().parent / "starters"
-RUNTIME_PATH = Path(settings.BASE_DIR) / "training" / "engine" / "buildx_runtime.py"
+RUNTIME_PATH = Path(settings.BASE_DIR) / "sandbox" / "engine" / "buildx_runtime.py"
 
 
 class DesignNotValid(Exception):

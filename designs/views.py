@@ -368,10 +368,10 @@ def design_diff(request: HttpRequest, pk: int) -> HttpResponse:
 def dataset_samples(request: HttpRequest, name: str) -> HttpResponse:
     """A PNG grid of sample images of a built-in dataset (one row per class), for the editor's dataset panel.
 
-    Rendered from the engine's dataset cache through its public functions (training.engine.datasets), so the
+    Rendered from the engine's dataset cache through its public functions (sandbox.engine.datasets), so the
     pictures are exactly the pixels a run trains on. Public like the catalog: the datasets are not secret.
     """
-    from training.engine import datasets  # torch is loaded on first use only
+    from sandbox.engine import datasets  # torch is loaded on first use only
 
     try:
         info = datasets.get_info(name)
@@ -393,7 +393,7 @@ def _samples_png(name: str, *, per_class: int) -> bytes:
     import torch
     from PIL import Image
 
-    from training.engine import datasets
+    from sandbox.engine import datasets
 
     path = datasets.ensure_cache(name, data_dir=settings.DATA_DIR, cache_dir=settings.DATA_DIR / "cache")
     data = datasets.load_cache(path)

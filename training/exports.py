@@ -378,7 +378,7 @@ def bundle_bytes(run: Run) -> bytes:
     folder = f"{stem}-run{run.pk}"
     card = model_card(run)
     try:
-        from training.engine import datasets
+        from sandbox.engine import datasets
 
         source_shape = tuple(datasets.get_info(run.dataset).input_shape)
     except KeyError:

@@ -38,7 +38,7 @@ from django.core.cache import cache
 from django.utils.translation import gettext as _
 
 from designs.models import CodeArtifact
-from training.engine import buildx_runtime as rt
+from sandbox.engine import buildx_runtime as rt
 from training.models import Run, RunArtifact
 
 logger = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def check_trusted(run: Run) -> None:
 
 
 def _source_shape(run: Run, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    from training.engine import datasets
+    from sandbox.engine import datasets
 
     try:
         return tuple(datasets.get_info(run.dataset).input_shape)
@@ -400,7 +400,7 @@ def _facts(run: Run, loaded: LoadedModel | None = None) -> ModelFacts:
 
 
 def sandboxed(run: Run, *, images: torch.Tensor | None) -> dict:
-    """Run training/engine/predict_child.py on the run's own script in the training sandbox.
+    """Run sandbox/engine/predict_child.py on the run's own script in the training sandbox.
 
     ``images`` uint8 (N, C, H, W), or None for the run's test split. Returns the child's ``result``
     event. Costs a sandbox start (seconds): nothing of this code is kept in the web process.
@@ -410,7 +410,7 @@ def sandboxed(run: Run, *, images: torch.Tensor | None) -> dict:
     import tempfile
     from pathlib import Path
 
-    from training import sandbox
+    import sandbox.runner as sandbox
 
     artifact = weights_artifact(run)
     base = Path(settings.RUNS_WORK_DIR)
@@ -428,7 +428,7 @@ def sandboxed(run: Run, *, images: torch.Tensor | None) -> dict:
             rt.write_safetensors(run_dir / "images.safetensors", {"images": images.contiguous()}, metadata={})
             config["images"] = str(run_dir / "images.safetensors")
         else:
-            from training.engine import datasets
+            from sandbox.engine import datasets
 
             config["dataset_cache"] = str(datasets.ensure_cache(run.dataset, data_dir=settings.DATA_DIR))
         for name in ("weights.safetensors", "images.safetensors"):
@@ -531,7 +531,7 @@ def png_data_url(image: torch.Tensor) -> str:
 
 def test_split(run: Run) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The run's held-out test images (uint8) and labels, from the dataset cache; None if unavailable."""
-    from training.engine import datasets
+    from sandbox.engine import datasets
 
     try:
         path = datasets.ensure_cache(run.dataset, data_dir=settings.DATA_DIR)

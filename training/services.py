@@ -717,7 +717,7 @@ def _restore_checkpoints(run: Run, run_dir: Path) -> int | None:
 
 def dataset_cache_path(name: str) -> str:
     """Make sure the dataset's tensor cache exists (built outside the sandbox) and return its path."""
-    from training.engine import datasets
+    from sandbox.engine import datasets
 
     return str(datasets.ensure_cache(name, data_dir=settings.DATA_DIR))
 
@@ -783,7 +783,7 @@ def run_execute(*, run: Run) -> Run:
     Returns the run as stored afterwards. When the run was taken from this worker while it trained
     (the stale check marked it interrupted), nothing more is written by this execution.
     """
-    from training import sandbox
+    import sandbox.runner as sandbox
 
     attempt = run.attempt
     base = Path(settings.RUNS_WORK_DIR)

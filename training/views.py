@@ -131,7 +131,9 @@ def run_start(request: HttpRequest) -> HttpResponse:
         # run_code compiles the version when it has no code: only a design with errors gets here.
         messages.error(
             request,
-            _("This version cannot be trained yet: its design has errors. Open it in the editor and fix them."),
+            _(
+                "This version cannot be trained yet: its design has errors. Open it in the editor and fix them."
+            ),
         )
         return redirect(request.META.get("HTTP_REFERER") or "dashboard")
     try:

@@ -112,7 +112,7 @@ def test_the_catalogs_datasets_agree_with_the_contract_and_the_engine():
     }
     assert {name: (d.input_shape, d.num_classes) for name, d in DATASETS.items()} == contract
 
-    engine = Path(__file__).resolve().parents[2] / "training" / "engine"
+    engine = Path(__file__).resolve().parents[2] / "sandbox" / "engine"
     sys.path.insert(0, str(engine))
     try:
         import datasets as engine_datasets

@@ -10,11 +10,11 @@ import re
 
 import pytest
 
+import sandbox.runner as sandbox
 from buildx.testing.openai_server import Reply
 from designs import codegen, services
 from designs.actors import generate_code
 from designs.models import CodeArtifact
-from training import sandbox
 
 
 @pytest.fixture

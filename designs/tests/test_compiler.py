@@ -15,12 +15,12 @@ from designs import compiler, services
 from designs.tests.specs import original_example, small
 from designs.validation import validate
 
-ENGINE = Path(__file__).resolve().parents[2] / "training" / "engine"
+ENGINE = Path(__file__).resolve().parents[2] / "sandbox" / "engine"
 
 
 @pytest.fixture(scope="module")
 def harness():
-    """The real buildx_runtime and harness (training/engine), as the sandboxed child imports them."""
+    """The real buildx_runtime and harness (sandbox/engine), as the sandboxed child imports them."""
     sys.path.insert(0, str(ENGINE))
     try:
         import harness

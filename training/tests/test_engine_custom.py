@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training.engine import buildx_runtime as rt
-from training.engine import custom
+from sandbox.engine import buildx_runtime as rt
+from sandbox.engine import custom
 
 
 def png(size=(12, 10), colour=(200, 30, 30), mode="RGB") -> bytes:

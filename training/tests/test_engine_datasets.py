@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.engine import buildx_runtime as rt
-from training.engine import datasets as ds
+from sandbox.engine import buildx_runtime as rt
+from sandbox.engine import datasets as ds
 
 # --- writers for the standard formats, as the original files are laid out ---------------------------
 

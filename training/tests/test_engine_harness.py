@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from training.engine import datasets as ds
+from sandbox.engine import datasets as ds
 
-ENGINE = Path(__file__).resolve().parents[1] / "engine"
+ENGINE = Path(__file__).resolve().parents[2] / "sandbox" / "engine"
 HARNESS = ENGINE / "harness.py"
 DIGITS_SCRIPT = Path(__file__).resolve().parent / "scripts" / "digits_cnn.py"
 DIGITS_PARAMS = 9930

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
-from training.engine import buildx_runtime as rt
+from sandbox.engine import buildx_runtime as rt
 
 
 @pytest.fixture(autouse=True)

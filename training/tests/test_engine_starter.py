@@ -16,8 +16,8 @@ import pytest
 
 from designs import compiler, services, validation
 from designs.catalog import DATASETS, dataset_lookup
-from training.engine import datasets as ds
-from training.sandbox import run_script
+from sandbox.engine import datasets as ds
+from sandbox.runner import run_script
 
 WALL_LIMIT_S = 300
 

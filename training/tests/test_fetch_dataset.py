@@ -14,8 +14,8 @@ import pytest
 import torch
 from django.core.management import CommandError, call_command
 
-from training.engine import buildx_runtime as rt
-from training.engine import datasets as ds
+from sandbox.engine import buildx_runtime as rt
+from sandbox.engine import datasets as ds
 from training.tests.test_engine_datasets import write_cifar_folder, write_mnist_folder
 
 

@@ -19,9 +19,9 @@ from buildx.testing.browser import CHROMIUM_ARGS
 from designs import compiler
 from designs import services as design_services
 from designs.models import CodeArtifact
+from sandbox.engine import buildx_runtime as rt
+from sandbox.engine import datasets as ds
 from training import exports, predict, sandbox
-from training.engine import buildx_runtime as rt
-from training.engine import datasets as ds
 from training.models import EpochMetric, Run, RunArtifact, RunEvent
 from training.services import artifact_store
 

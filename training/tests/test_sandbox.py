@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from training.engine import datasets as ds
-from training.sandbox import SandboxResult, run_script
+from sandbox.engine import datasets as ds
+from sandbox.runner import SandboxResult, run_script
 
 HOSTILE_DIR = Path(__file__).parent / "hostile"
 HOSTILE = sorted(HOSTILE_DIR.glob("h*.py"))
@@ -214,7 +214,7 @@ def test_the_child_gets_only_the_environment_it_needs(tmp_path):
         "PWD", "LC_CTYPE",
     }  # fmt: skip
     assert env["HOME"] == str(tmp_path / "run")
-    assert env["PYTHONPATH"].endswith("training/engine")
+    assert env["PYTHONPATH"].endswith("sandbox/engine")
     assert SECRET not in json.dumps(events) and DB_PASSWORD not in json.dumps(events)
 
 
@@ -570,7 +570,7 @@ def test_the_child_dies_with_its_worker(tmp_path):
     driver = (
         "import django, sys, time; django.setup()\n"
         "from pathlib import Path\n"
-        "from training.sandbox import run_script\n"
+        "from sandbox.runner import run_script\n"
         "run_script(code='import time\\nprint(\"up\", flush=True)\\ntime.sleep(60)', run_dir=Path(sys.argv[1]),\n"
         "           config={}, on_event=lambda e: print(e.get('line'), flush=True), should_stop=lambda: False,\n"
         "           wall_limit_s=60, entry=[sys.executable, 'script.py'], check_code=False, trusted_code=True)\n"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.static_check import check_script, format_findings
+from sandbox.static_check import check_script, format_findings
 
 DIGITS_SCRIPT = Path(__file__).parent / "scripts" / "digits_cnn.py"
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+import sandbox.runner as sandbox
 from designs import codegen, services
-from training import sandbox, warm
-from training.engine import datasets as ds
+from sandbox import warm
+from sandbox.engine import datasets as ds
 from training.tests.test_sandbox import (  # noqa: F401 - small_limits and worker_secrets: autouse fixtures
     DB_PASSWORD,
     DIGITS_PARAMS,

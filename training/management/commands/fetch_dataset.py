@@ -9,7 +9,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from training.engine import datasets
+from sandbox.engine import datasets
 
 
 class ProgressBar:

@@ -3,7 +3,7 @@
 It is a filter for the obvious (a beginner's `import os`, an LLM's `torch.load`), not the security
 boundary: the sandboxed child process is. Every finding names the line, so that the editor can point
 at it and a beginner can act on it. The same check runs on code written by the LLM before it is
-shown (designs.codegen) and on every script before it is launched (training.sandbox).
+shown (designs.codegen) and on every script before it is launched (sandbox.runner).
 
 The rules follow docs/contracts.md section 1: imports only torch (nn, nn.functional, optim,
 optim.lr_scheduler), math, buildx_runtime and __future__; builtins from a short allow-list; no

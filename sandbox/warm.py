@@ -2,7 +2,7 @@
 
 A code check (designs.codegen) runs the harness in smoke mode: build the model, train one batch. In a
 new sandboxed child most of its time goes to starting Python and importing torch. Here one
-bubblewrap sandbox per worker process, with the same command line and limits as training.sandbox
+bubblewrap sandbox per worker process, with the same command line and limits as sandbox.runner
 gives a run's child, holds engine/forkserver.py, which imported torch and the harness and ran a
 warm-up once; each check is a child it forks, in a folder of its own with its own limits, pipes
 and session, supervised by the same _Supervisor as a new child (output caps, wall clock, disk, the
@@ -41,8 +41,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from training import sandbox
-from training.sandbox import ENGINE_DIR, ForkedChild, SandboxResult
+import sandbox.runner as sandbox
+from sandbox.runner import ENGINE_DIR, ForkedChild, SandboxResult
 
 logger = logging.getLogger(__name__)
 
@@ -379,7 +379,7 @@ def run_forked(
     should_stop: Callable[[], bool],
     wall_limit_s: float,
 ) -> SandboxResult | None:
-    """training.sandbox.run_script(warm=True): the result of the check run in a forked child, or None
+    """sandbox.runner.run_script(warm=True): the result of the check run in a forked child, or None
     when it must start a child of its own (no warm sandbox held, or it could not fork)."""
     global _retry_at
     warm: _WarmSandbox | None = getattr(_local, "sandbox", None)

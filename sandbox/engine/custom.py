@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from training.engine import buildx_runtime as rt
+from sandbox.engine import buildx_runtime as rt
 
 ALLOWED_FORMATS = ("PNG", "JPEG")  # the only parsers Pillow may use on uploads
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
@@ -370,7 +370,7 @@ def extract_to_cache(
             images[i] = pixels.permute(2, 0, 1)
             labels[i] = index[cls]
     train_idx, test_idx = rt.split_indices(labels, share=test_share, seed=seed)
-    from training.engine.datasets import write_cache
+    from sandbox.engine.datasets import write_cache
 
     decoded = {
         "images": images,

@@ -1,6 +1,6 @@
 """Predictions with code the platform did not write, inside the training sandbox.
 
-    python predict_child.py --script script.py --config config.json   (training/engine on sys.path)
+    python predict_child.py --script script.py --config config.json   (sandbox/engine on sys.path)
 
 The web process never imports a script written by the LLM (training/predict.py); for such a run it
 starts this in the same sandbox as training (training/sandbox.py). It builds the script's model, loads

@@ -1,6 +1,6 @@
 """The harness: what the sandboxed child runs around a BuildX script.
 
-    python harness.py --script script.py --config config.json   (training/engine on sys.path)
+    python harness.py --script script.py --config config.json   (sandbox/engine on sys.path)
 
 It imports the script, checks its model against config["expect"] before any training, loads the cached
 dataset, calls the script's train(model, data), then evaluates the final model on the test split (which

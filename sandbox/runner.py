@@ -37,7 +37,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from training.static_check import check_script, format_findings
+from sandbox.static_check import check_script, format_findings
 
 ENGINE_DIR = Path(__file__).resolve().parent / "engine"
 HARNESS = ENGINE_DIR / "harness.py"
@@ -98,7 +98,7 @@ class SandboxResult:
 
 
 class ForkedChild:
-    """A child that a warm sandbox forked for us (training.warm): the part of Popen the supervisor uses,
+    """A child that a warm sandbox forked for us (sandbox.warm): the part of Popen the supervisor uses,
     and the two signals it sends, which go through the process that forked the child."""
 
     returncode: int | None = None  # negative: killed by that signal
@@ -173,7 +173,7 @@ def run_script(
     `entry` (for tests and benches) replaces the harness command line; it runs in `run_dir` with
     the same isolation. `check_code=False` skips the static check, which tests use to prove that
     the sandbox, not the check, contains a hostile script. `warm=True` (code checks on the CPU):
-    when `run_dir` is in a folder from training.warm.check_dir(), the child is forked by this
+    when `run_dir` is in a folder from sandbox.warm.check_dir(), the child is forked by this
     process's warm sandbox instead of started; anywhere else, or without one, it is started as usual.
     `threads` replaces BUILDX_SANDBOX_THREADS for this child.
     """
@@ -209,7 +209,7 @@ def run_script(
     )
     supervisor = _Supervisor(on_event=on_event, limits=limits)
     if warm and mode == "bwrap" and not gpu and not entry:
-        from training import warm as warm_sandbox
+        from sandbox import warm as warm_sandbox
 
         result = warm_sandbox.run_forked(
             supervisor=supervisor,
@@ -484,7 +484,7 @@ def _bwrap_argv(
     argv += bind("--bind", run_dir)
     if read_only_root:
         # With a user namespace, the tmpfs that bubblewrap builds / and /dev in belongs to the child's
-        # uid. A sandbox that runs many checks (training.warm) makes them read-only, so that no check
+        # uid. A sandbox that runs many checks (sandbox.warm) makes them read-only, so that no check
         # leaves anything there for the next.
         argv += ["--remount-ro", "/", "--remount-ro", "/dev"]
     argv += ["--chdir", str(run_dir), "--info-fd", str(info_fd), "--", *prefix, *command]
@@ -740,7 +740,7 @@ class _Supervisor:
         should_stop: Callable[[], bool],
         wall_limit_s: float,
     ) -> SandboxResult | None:
-        """As run(), for a child that a warm sandbox forks (training.warm): `fork` gets the write ends
+        """As run(), for a child that a warm sandbox forks (sandbox.warm): `fork` gets the write ends
         of the child's stdout, stderr and events pipes. None when it could not fork one."""
         pipes = [os.pipe() for _ in range(3)]
         started = time.monotonic()

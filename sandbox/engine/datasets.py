@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from training.engine import buildx_runtime as rt
+from sandbox.engine import buildx_runtime as rt
 
 CACHE_VERSION = 1
 TEST_SHARE = 0.2  # of digits and shapes, which ship without a test split
