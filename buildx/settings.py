@@ -359,23 +359,33 @@ BUILDX_VALIDATION_WARMUP = env_bool("BUILDX_VALIDATION_WARMUP", not DEBUG)
 BUILDX_SANDBOX = env("BUILDX_SANDBOX") or ("bwrap" if shutil.which("bwrap") else "none")
 # Without bubblewrap, code written by the LLM is refused unless the operator accepts the risk.
 BUILDX_ALLOW_UNSANDBOXED_LLM_CODE = env_bool("BUILDX_ALLOW_UNSANDBOXED_LLM_CODE", False)
-# The child runs as this uid/gid when the worker runs as root (65534 = nobody).
-BUILDX_SANDBOX_UID = env_int("BUILDX_SANDBOX_UID", 65534)
-BUILDX_SANDBOX_GID = env_int("BUILDX_SANDBOX_GID", 65534)
+# When the worker runs as root, every sandbox runs as a uid of its own from this pool (the kernel counts
+# processes per uid), leased with a lock file in BUILDX_SANDBOX_LOCK_DIR shared by the host's workers.
+# Give each trainer container on one host its own range.
+BUILDX_SANDBOX_UID_BASE = env_int("BUILDX_SANDBOX_UID_BASE", 200_000)
+BUILDX_SANDBOX_UID_COUNT = env_int("BUILDX_SANDBOX_UID_COUNT", 1000)
+BUILDX_SANDBOX_LOCK_DIR = Path(env("BUILDX_SANDBOX_LOCK_DIR", "/tmp/buildx-sandbox-uids"))
+# The boxes' own folders (the dataset link, passwd); on the same file system as BUILDX_DATA_DIR, so that
+# a dataset is linked into a box, not copied.
+BUILDX_SANDBOX_WORK_DIR = Path(env("BUILDX_SANDBOX_WORK_DIR", str(BASE_DIR / "var" / "sandbox")))
+# Control groups: "auto" (v2 where its controllers are usable, else v1), "v1", "v2", or "off".
+BUILDX_CGROUPS = env("BUILDX_CGROUPS", "auto")
+BUILDX_CGROUP_PARENT = env("BUILDX_CGROUP_PARENT", "buildx")  # the folder of the boxes' groups
+BUILDX_SANDBOX_CPU_WEIGHT = env_int("BUILDX_SANDBOX_CPU_WEIGHT", 50)  # cgroup v2 scale: 100 = a normal process
 BUILDX_SANDBOX_CPU_SECONDS = env_int("BUILDX_SANDBOX_CPU_SECONDS", 6 * 3600)  # all threads together
-BUILDX_SANDBOX_MEMORY_BYTES = env_int("BUILDX_SANDBOX_MEMORY_BYTES", 8 * 2**30)  # RLIMIT_AS, CPU runs only
+# The whole sandbox's memory (its control group), or each process's address space where there is none.
+BUILDX_SANDBOX_MEMORY_BYTES = env_int("BUILDX_SANDBOX_MEMORY_BYTES", 8 * 2**30)
 BUILDX_SANDBOX_OPEN_FILES = env_int("BUILDX_SANDBOX_OPEN_FILES", 1024)
 BUILDX_SANDBOX_FILE_BYTES = env_int("BUILDX_SANDBOX_FILE_BYTES", 2**30)  # largest single file
 BUILDX_SANDBOX_DISK_BYTES = env_int("BUILDX_SANDBOX_DISK_BYTES", 4 * 2**30)  # the whole run directory
 BUILDX_SANDBOX_TMP_BYTES = env_int("BUILDX_SANDBOX_TMP_BYTES", 64 * 2**20)  # the child's tmpfs /tmp
-BUILDX_SANDBOX_PROCESSES = env_int("BUILDX_SANDBOX_PROCESSES", 256)  # threads count too
+BUILDX_SANDBOX_PROCESSES = env_int("BUILDX_SANDBOX_PROCESSES", 512)  # threads count too
 BUILDX_SANDBOX_OUTPUT_BYTES = env_int("BUILDX_SANDBOX_OUTPUT_BYTES", 2 * 2**20)  # stdout + stderr + logs
 BUILDX_SANDBOX_LINE_CHARS = env_int("BUILDX_SANDBOX_LINE_CHARS", 2000)
 BUILDX_SANDBOX_GRACE_SECONDS = float(env("BUILDX_SANDBOX_GRACE_SECONDS", "4"))  # stop: SIGUSR1, then SIGKILL
 BUILDX_SANDBOX_THREADS = env_int("BUILDX_SANDBOX_THREADS", os.cpu_count() or 1)  # OMP/MKL threads
-# Code checks fork their child from a long-lived sandbox that has imported torch (training/warm.py),
-# one per worker process, instead of starting a new one per check (seconds each).
-BUILDX_SANDBOX_WARM = env_bool("BUILDX_SANDBOX_WARM", True)
+# Boxes each worker process keeps started (torch imported) for its next code checks (sandbox/checks.py).
+BUILDX_SANDBOX_PRESPAWN = env_int("BUILDX_SANDBOX_PRESPAWN", 1)
 
 # --- LLM client: timeouts, retries, budget, cost, cache (buildx/llm.py) -------------------------
 
@@ -412,6 +422,8 @@ RUNS_MAX_EPOCHS = env_int("RUNS_MAX_EPOCHS", 100)
 RUNS_MAX_PARAMS = env_int("RUNS_MAX_PARAMS", 5_000_000)
 RUNS_MAX_WALL_SECONDS = env_int("RUNS_MAX_WALL_SECONDS", 3600)  # one execution, enforced by the sandbox
 RUNS_USER_DAILY_SECONDS = env_int("RUNS_USER_DAILY_SECONDS", 8 * 3600)  # training time per user per 24 h
+RUNS_USER_STORAGE_BYTES = env_int("RUNS_USER_STORAGE_BYTES", 2 * 2**30)  # a user's stored run files
+RUNS_EVALUATE_SECONDS = env_int("RUNS_EVALUATE_SECONDS", 600)  # the trusted test evaluation after a run
 # Backstop above the sandbox's own limit: Dramatiq's TimeLimit cannot interrupt C code.
 RUNS_ACTOR_TIME_LIMIT_MS = (RUNS_MAX_WALL_SECONDS + 600) * 1000
 # Liveness: a running run whose heartbeat is older than the timeout is marked interrupted and resumed.
@@ -470,9 +482,6 @@ PREDICT_MISTAKES = env_int("PREDICT_MISTAKES", 24)  # wrongly classified test im
 # Wall-clock limit of the sandboxed check of one LLM script (model check + one-batch smoke run).
 BUILDX_CODEGEN_SMOKE_WALL_S = env_float("BUILDX_CODEGEN_SMOKE_WALL_S", 60.0)
 # Largest EPOCHS an LLM script may declare (the spec's own limit applies first).
-# OMP/MKL threads of a check's smoke run: one batch is too small for threads to gain anything, and on a
-# busy machine threads that wait for each other stall it for a second or more (bench/codegen.py).
-BUILDX_CODEGEN_THREADS = env_int("BUILDX_CODEGEN_THREADS", 1)
 BUILDX_CODEGEN_MAX_EPOCHS = env_int("BUILDX_CODEGEN_MAX_EPOCHS", 1000)
 # The generate_code actor's time limit: three LLM calls with retries and three sandbox checks.
 BUILDX_CODEGEN_TIME_LIMIT_S = env_int("BUILDX_CODEGEN_TIME_LIMIT_S", 15 * 60)

@@ -8,6 +8,7 @@ Layer constructors are written from the catalog: positional arguments where PyTo
 
 from __future__ import annotations
 
+import builtins
 import json
 import keyword
 import re
@@ -415,3 +416,39 @@ def _train_function(hp: dict) -> list[str]:
 def compile_version(version) -> str:
     """The script of a DesignVersion (its stored spec; the report is recomputed, identical for a valid spec)."""
     return compile_spec(version.spec, design_name=version.design.name, version_number=version.number)
+
+
+def _import_runtime_only(name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002
+    """The script's ``import buildx_runtime`` gets the engine's module without touching ``sys.modules``."""
+    if name == "buildx_runtime" and level == 0:
+        from sandbox.engine import buildx_runtime  # torch: only in processes that build a model
+
+        return buildx_runtime
+    return builtins.__import__(name, globals, locals, fromlist, level)
+
+
+def load_compiled(code: str) -> dict[str, Any]:
+    """Execute the compiler's own output and return its module namespace.
+
+    Only ever called with text from ``compile_spec``: never a user's or the LLM's. ``__name__`` is not
+    ``"__main__"``, so the script's ``rt.main(...)`` does not run.
+    """
+    namespace: dict[str, Any] = {
+        "__name__": "buildx_compiled",
+        "__builtins__": {**vars(builtins), "__import__": _import_runtime_only},
+    }
+    exec(compile(code, "<buildx compiled script>", "exec"), namespace)  # noqa: S102 - our compiler's code
+    return namespace
+
+
+def state_dict_shapes(code: str) -> dict[str, list[int]]:
+    """The compiled model's state dict as {name: shape}, built on the meta device (no memory, no time).
+
+    The contract for code written by the LLM: the same names and shapes, so that the trusted
+    evaluation, which builds this model, can load the weights that code trained."""
+    import torch  # a real cost, paid only by the processes that check or run code
+
+    namespace = load_compiled(code)
+    with torch.device("meta"):
+        model = namespace["build_model"]()
+    return {name: list(tensor.shape) for name, tensor in model.state_dict().items()}

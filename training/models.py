@@ -32,6 +32,14 @@ class Run(models.Model):
         CANCELLED = "cancelled", _("Cancelled")
         INTERRUPTED = "interrupted", _("Interrupted")
 
+    class MetricsSource(models.TextChoices):
+        # Measured by the platform: the design's compiled model, the run's weights, the test split,
+        # in a box where no user code runs. What people are judged by.
+        PLATFORM = "platform", _("Measured by BuildX")
+        # Reported by code the platform could not measure (LLM code older than the weights contract):
+        # shown on the run's own page, kept out of course overviews, CSVs and comparisons.
+        SCRIPT = "script", _("Reported by the script")
+
     ACTIVE = (Status.QUEUED, Status.RUNNING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
@@ -61,7 +69,8 @@ class Run(models.Model):
     # {"queue_s", "startup_s", "train_s", "evaluate_s", ...} of the latest execution.
     timings = models.JSONField(default=dict, blank=True)
 
-    metrics = models.JSONField(default=dict, blank=True)  # the harness's test result
+    metrics = models.JSONField(default=dict, blank=True)  # the test result (see metrics_source)
+    metrics_source = models.CharField(max_length=16, choices=MetricsSource.choices, blank=True)
     cause = models.CharField(max_length=32, blank=True)  # exception | contract | out_of_memory | ...
     error = models.TextField(blank=True)  # short, for a beginner
     traceback = models.TextField(blank=True)

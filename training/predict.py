@@ -1,19 +1,20 @@
 """Predictions with a trained run's model, in the web process.
 
 What is trusted. A run's script may have been written by the LLM: building its model would execute
-that code, so the web process never imports an artifact's code. For a run of *compiled* code the
-model is rebuilt from the design version's spec by the platform's own compiler (deterministic, and
-its output only contains the layer constructors the catalog knows), the run's checkpoint must fit
-that model exactly (same keys, same shapes), and the model stays in a per-process cache. A run of
-LLM code predicts in the training sandbox instead (``sandboxed``: engine/predict_child.py in a
-bubblewrap child, one per request, seconds each, nothing cached here); ONNX, which needs the model
-in this process, is refused for it with a 409 that says why.
+that code, so the web process never imports an artifact's code. The model of a run whose metrics
+BuildX measured (compiled code, and LLM code under the weights contract) is rebuilt from the design
+version's spec by the platform's own compiler (deterministic, and its output only contains the layer
+constructors the catalog knows), the run's weights must fit that model exactly (same keys, same
+shapes), and the model stays in a per-process cache: it is the model the test metrics describe. A
+run of older LLM code predicts in a box of its own instead (``sandboxed``: the harness's "predict"
+mode, one per request, seconds each, nothing cached here); ONNX, which needs the model in this
+process, is refused for it with a 409 that says why.
 
-Which weights. The harness's test metrics describe the model as it was when ``train`` returned,
-which is the ``last`` checkpoint of a finished run: predictions, the grid of mistakes and the
-exports use ``last`` so that they agree with the accuracy the run page shows. ``best`` (or the
-stored model) is the fallback when a script saved no ``last``. Checkpoints are read as safetensors
-only: nothing is unpickled.
+Which weights. The test metrics describe the model as it was when ``train`` returned, stored as the
+run's ``model``: predictions, the grid of mistakes and the exports use it so that they agree with
+the accuracy the run page shows. ``last`` (then ``best``) is the fallback for runs from before the
+final model was kept. Files are read as safetensors only (nothing is unpickled), the model's tensors
+alone, from a local file (mapped, not read whole).
 
 Preprocessing is the training pipeline: an image becomes the dataset's own channel count and size
 (as the custom-dataset decoder does: EXIF orientation, Pillow's L/RGB conversion, bilinear resize),
@@ -23,13 +24,15 @@ uint8, then ``/ 255`` and the script's ``EVAL_TRANSFORM``, as ``Split.batches`` 
 from __future__ import annotations
 
 import base64
-import builtins
 import collections
+import contextlib
 import io
 import logging
+import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,15 +40,18 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils.translation import gettext as _
 
+from designs import compiler
 from designs.models import CodeArtifact
+from sandbox import runner as sandbox_runner
 from sandbox.engine import buildx_runtime as rt
+from sandbox.engine import datasets
 from training.models import Run, RunArtifact
 
 logger = logging.getLogger(__name__)
 
 ALLOWED_FORMATS = ("PNG", "JPEG")
 # Which stored weights a prediction uses, in order of preference (see the module docstring).
-WEIGHT_KINDS = (RunArtifact.Kind.CHECKPOINT_LAST, RunArtifact.Kind.MODEL, RunArtifact.Kind.CHECKPOINT_BEST)
+WEIGHT_KINDS = (RunArtifact.Kind.MODEL, RunArtifact.Kind.CHECKPOINT_LAST, RunArtifact.Kind.CHECKPOINT_BEST)
 
 
 class PredictRefused(Exception):
@@ -85,33 +91,9 @@ class LoadedModel:
 # --- Building the model ------------------------------------------------------------------------------
 
 
-def _import_runtime_only(name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002
-    """The script's ``import buildx_runtime`` gets our module without touching ``sys.modules``."""
-    if name == "buildx_runtime" and level == 0:
-        return rt
-    return builtins.__import__(name, globals, locals, fromlist, level)
-
-
 def compiled_script(run: Run) -> str:
     """The platform compiler's script for the run's design version (never the stored artifact's text)."""
-    from designs import compiler
-
-    version = run.design_version
-    return compiler.compile_spec(version.spec, design_name=version.design.name, version_number=version.number)
-
-
-def execute_compiled(code: str) -> dict[str, Any]:
-    """Execute the compiler's own output and return its module namespace.
-
-    Only ever called with ``compiled_script()``: text from our compiler, not from a user or the LLM.
-    ``__name__`` is not ``"__main__"``, so the script's ``rt.main(...)`` does not run.
-    """
-    namespace: dict[str, Any] = {
-        "__name__": "buildx_compiled",
-        "__builtins__": {**vars(builtins), "__import__": _import_runtime_only},
-    }
-    exec(compile(code, "<buildx compiled script>", "exec"), namespace)  # noqa: S102 - trusted, see above
-    return namespace
+    return compiler.compile_version(run.design_version)
 
 
 def weights_artifact(run: Run) -> RunArtifact | None:
@@ -122,19 +104,45 @@ def weights_artifact(run: Run) -> RunArtifact | None:
     return None
 
 
+@contextlib.contextmanager
+def local_copy(artifact: RunArtifact):
+    """A path to the artifact's file on this machine: its own where the storage is a local disk, else a
+    temporary copy streamed from the storage (S3 and its kin)."""
+    try:
+        yield Path(artifact.file.path)
+        return
+    except NotImplementedError:
+        pass  # a remote storage has no path
+    with tempfile.NamedTemporaryFile(suffix=".safetensors") as tmp, artifact.file.open("rb") as src:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            tmp.write(chunk)
+        tmp.flush()
+        yield Path(tmp.name)
+
+
+def checkpoint_name(artifact: RunArtifact) -> str:
+    return {RunArtifact.Kind.CHECKPOINT_LAST: "last", RunArtifact.Kind.CHECKPOINT_BEST: "best"}.get(
+        artifact.kind, "model"
+    )
+
+
 def read_weights(artifact: RunArtifact) -> dict[str, torch.Tensor]:
-    """The model's state dict from a checkpoint file: safetensors only, ``model.`` prefix removed."""
-    from safetensors.torch import load as load_safetensors
+    """The model's state dict from a weights or checkpoint file: safetensors only, ``model.`` prefix
+    removed, an optimizer's state never loaded."""
+    from safetensors import safe_open
 
     try:
-        with artifact.file.open("rb") as f:
-            tensors = load_safetensors(f.read())
+        with local_copy(artifact) as path, safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            prefixed = any(k.startswith("model.") for k in keys)
+            return {
+                (k[len("model.") :] if prefixed else k): f.get_tensor(k)
+                for k in keys
+                if not prefixed or k.startswith("model.")
+            }
     except Exception as e:  # a file missing from storage or damaged: an answer, not a 500
         logger.exception("Run %s: could not read %s", artifact.run_id, artifact.kind)
         raise PredictRefused("no_weights", _("This run's saved weights could not be read.")) from e
-    if any(k.startswith("model.") for k in tensors):  # the runtime's checkpoints; optimizer state is dropped
-        tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    return tensors
 
 
 def check_predictable(run: Run) -> None:
@@ -151,7 +159,9 @@ def check_predictable(run: Run) -> None:
 
 
 def is_trusted(run: Run) -> bool:
-    """Compiled code: the model may be rebuilt in this process from the spec (module docstring)."""
+    """The design's compiled model describes this run (module docstring): rebuilt in this process."""
+    if run.metrics_source:
+        return run.metrics_source == Run.MetricsSource.PLATFORM
     return run.code_artifact.source == CodeArtifact.Source.COMPILED
 
 
@@ -162,15 +172,14 @@ def check_trusted(run: Run) -> None:
         raise PredictRefused(
             "untrusted_code",
             _(
-                "This run trained code written by the assistant. BuildX runs such code only inside the "
-                "sandbox, so it cannot export it to ONNX. Train the compiled code of the same design to get one."
+                "This run trained code written by the assistant that BuildX cannot rebuild as the design's "
+                "model, so it runs only inside the sandbox and cannot be exported to ONNX. Train the "
+                "compiled code of the same design, or generate the code again, to get one."
             ),
         )
 
 
 def _source_shape(run: Run, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    from sandbox.engine import datasets
-
     try:
         return tuple(datasets.get_info(run.dataset).input_shape)
     except (KeyError, ValueError):
@@ -185,7 +194,7 @@ def build(run: Run) -> LoadedModel:
         raise PredictRefused("no_weights", _("This run saved no weights, so there is no model to use."))
     try:
         code = compiled_script(run)
-        namespace = execute_compiled(code)
+        namespace = compiler.load_compiled(code)
         model = namespace["build_model"]()  # its initial weights are replaced below
     except Exception as e:  # a spec the compiler no longer accepts: an answer, not a 500
         logger.exception("Run %s: could not rebuild the model from its spec", run.pk)
@@ -203,10 +212,7 @@ def build(run: Run) -> LoadedModel:
     model.eval()
     input_shape = tuple(int(x) for x in namespace["INPUT_SHAPE"])
     nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    name = {
-        RunArtifact.Kind.CHECKPOINT_LAST: "last",
-        RunArtifact.Kind.CHECKPOINT_BEST: "best",
-    }.get(artifact.kind, "model")
+    name = checkpoint_name(artifact)
     class_names = (run.metrics or {}).get("class_names") or _class_names(run, namespace)
     return LoadedModel(
         run_id=run.pk,
@@ -393,60 +399,44 @@ def _facts(run: Run, loaded: LoadedModel | None = None) -> ModelFacts:
     dataset = report.get("dataset") or {}
     names = (run.metrics or {}).get("class_names") or dataset.get("class_names") or []
     shape = tuple(dataset.get("input_shape") or report.get("input_shape") or ())
-    name = {RunArtifact.Kind.CHECKPOINT_LAST: "last", RunArtifact.Kind.CHECKPOINT_BEST: "best"}.get(
-        artifact.kind, "model"
-    )
+    name = checkpoint_name(artifact)
     return ModelFacts([str(c) for c in names], _source_shape(run, shape), name, artifact.epoch)
 
 
 def sandboxed(run: Run, *, images: torch.Tensor | None) -> dict:
-    """Run sandbox/engine/predict_child.py on the run's own script in the training sandbox.
+    """The run's own script predicts in a box of its own (the harness's "predict" mode).
 
     ``images`` uint8 (N, C, H, W), or None for the run's test split. Returns the child's ``result``
     event. Costs a sandbox start (seconds): nothing of this code is kept in the web process.
     """
-    import shutil
-    import sys
-    import tempfile
-    from pathlib import Path
-
-    import sandbox.runner as sandbox
-
     artifact = weights_artifact(run)
     base = Path(settings.RUNS_WORK_DIR)
     base.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix=f"predict-{run.pk}-", dir=base))
-    # bubblewrap enters the folder before it drops to the sandbox's uid, without CAP_DAC_OVERRIDE:
-    # mkdtemp's 0700 would shut it out once the folder belongs to that uid.
-    run_dir.chmod(0o755)
     events: list[dict] = []
-    try:
-        with artifact.file.open("rb") as f:
-            (run_dir / "weights.safetensors").write_bytes(f.read())
-        config: dict[str, Any] = {"weights": str(run_dir / "weights.safetensors")}
-        if images is not None:
-            rt.write_safetensors(run_dir / "images.safetensors", {"images": images.contiguous()}, metadata={})
-            config["images"] = str(run_dir / "images.safetensors")
-        else:
-            from sandbox.engine import datasets
-
-            config["dataset_cache"] = str(datasets.ensure_cache(run.dataset, data_dir=settings.DATA_DIR))
-        for name in ("weights.safetensors", "images.safetensors"):
-            if (run_dir / name).exists():
-                (run_dir / name).chmod(0o644)  # the child runs as another user
-        child = sandbox.ENGINE_DIR / "predict_child.py"
-        result = sandbox.run_script(
-            code=run.code_artifact.code,
-            run_dir=run_dir,
-            config=config,
-            on_event=events.append,
-            should_stop=lambda: False,
-            wall_limit_s=settings.PREDICT_SANDBOX_SECONDS,
-            trusted_code=False,
-            entry=[sys.executable, "-s", str(child), "--script", "script.py", "--config", "config.json"],
-        )
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"predict-{run.pk}-", dir=base) as work:
+        run_dir = Path(work) / "run"
+        config: dict[str, Any] = {"mode": "predict", "weights": "weights.safetensors", "epochs": 1}
+        dataset = None
+        with contextlib.ExitStack() as stack:
+            inputs = {"weights.safetensors": stack.enter_context(artifact.file.open("rb"))}
+            if images is not None:
+                path = Path(work) / "images.safetensors"
+                rt.write_safetensors(path, {"images": images.contiguous()}, metadata={})
+                inputs["images.safetensors"] = stack.enter_context(open(path, "rb"))
+                config["images"] = "images.safetensors"
+            else:
+                dataset = datasets.ensure_cache(run.dataset, data_dir=settings.DATA_DIR)
+            result = sandbox_runner.run_script(
+                code=run.code_artifact.code,
+                run_dir=run_dir,
+                config=config,
+                dataset=dataset,
+                inputs=inputs,
+                on_event=events.append,
+                should_stop=lambda: False,
+                wall_limit_s=settings.PREDICT_SANDBOX_SECONDS,
+                trusted_code=False,
+            )
     found = next((e for e in events if e.get("kind") == "result"), None)
     if result.status != "succeeded" or found is None:
         error = next((e for e in events if e.get("kind") == "error"), {})
@@ -531,8 +521,6 @@ def png_data_url(image: torch.Tensor) -> str:
 
 def test_split(run: Run) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The run's held-out test images (uint8) and labels, from the dataset cache; None if unavailable."""
-    from sandbox.engine import datasets
-
     try:
         path = datasets.ensure_cache(run.dataset, data_dir=settings.DATA_DIR)
         dataset = rt.load_cache(path)

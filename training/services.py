@@ -20,17 +20,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.db import close_old_connections, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from designs import compiler
 from designs.models import CodeArtifact, DesignVersion
+from sandbox import checks as sandbox_checks
+from sandbox import files as sandbox_files
+from sandbox import runner as sandbox_runner
 from training import publish
 from training.consumers import run_group, user_group
 from training.models import EpochMetric, Run, RunArtifact, RunEvent
@@ -39,6 +43,25 @@ logger = logging.getLogger(__name__)
 
 MAX_LINE_CHARS = 2000
 METRIC_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+CHECKPOINT_META_MAX_BYTES = 1 << 20  # a checkpoint's JSON: the epoch, metrics, optimizer's plain state
+FILE_MARGIN_BYTES = 16 << 20  # safetensors headers and buffers (batch norm statistics) beyond the params
+
+
+def checkpoint_max_bytes(params: int | None) -> int:
+    """The largest checkpoint a model of `params` parameters can honestly write: its weights and up to
+    three optimizer slots per parameter (Adam keeps two), in float64 at most, plus a margin. A child
+    that writes more is not saving that model."""
+    return 8 * 4 * int(params or settings.RUNS_MAX_PARAMS) + FILE_MARGIN_BYTES
+
+
+def model_max_bytes(params: int | None) -> int:
+    """The largest weights-only file for `params` parameters (float64 at most)."""
+    return 8 * int(params or settings.RUNS_MAX_PARAMS) + FILE_MARGIN_BYTES
+
+
+def storage_used(owner_id: int) -> int:
+    """Bytes of run files the user has in storage."""
+    return RunArtifact.objects.filter(run__owner_id=owner_id).aggregate(s=Sum("size"))["s"] or 0
 
 
 class RunRefused(Exception):
@@ -387,6 +410,7 @@ class EventSink:
             per_second=settings.RUNS_LOG_LINES_PER_SECOND,
         )
         self.progress_base: tuple[float, float] | None = None  # (monotonic, progress) at first progress
+        self.quota_noted = False
         # An epoch's metrics wait (briefly) for that epoch's `last` checkpoint, so that the two are
         # committed in one transaction: a worker killed between them would otherwise resume from the
         # previous checkpoint and report that epoch twice (or, the other way round, lose it).
@@ -403,6 +427,10 @@ class EventSink:
             self._handle(event)
         except Exception:  # a bad event must not kill the supervisor; it is logged for us
             logger.exception("Run %s: could not handle event %r", self.run.pk, event.get("kind"))
+
+    def add_platform_line(self, line: str) -> None:
+        """A line of the platform's own in the run's log (a resume, a refused file)."""
+        self._add("run.log", {"stream": "platform", "line": str(line)})
 
     def _add(self, kind: str, payload: dict, *, now: bool = False, **updates: Any) -> None:
         with self.lock:
@@ -521,40 +549,64 @@ class EventSink:
                     "Run %s: epoch metrics not stored yet; checkpoint %s left for later", self.run.pk, name
                 )
                 return
-        files = self._read_checkpoint(name, epoch)
-        if files is None:
+        stored = self._copy_checkpoint(name, epoch)
+        if stored is None:
             with self.lock:
                 self.held_epoch = None
             return
-        weights, meta = files
         kind = RunArtifact.Kind.CHECKPOINT_LAST if name == "last" else RunArtifact.Kind.CHECKPOINT_BEST
         meta_kind = (
             RunArtifact.Kind.CHECKPOINT_LAST_META if name == "last" else RunArtifact.Kind.CHECKPOINT_BEST_META
         )
+        weights, meta = stored
 
-        def store() -> None:
-            artifact_store(
-                run=self.run, kind=kind, filename=f"{name}.safetensors", content=weights, epoch=epoch
-            )
-            artifact_store(run=self.run, kind=meta_kind, filename=f"{name}.json", content=meta, epoch=epoch)
+        def record() -> None:
+            artifact_record(run=self.run, kind=kind, written=weights, epoch=epoch)
+            artifact_record(run=self.run, kind=meta_kind, written=meta, epoch=epoch)
 
         payload = {"epoch": epoch, "name": name, "metric": event.get("metric")}
         extra = {"checkpoint_epoch": epoch} if name == "last" else {}
-        # The checkpoint, the epoch's metrics and everything before them: one transaction.
-        self.flush(also=store, event=("run.checkpoint", payload), updates=extra)
+        # The checkpoint's rows, the epoch's metrics and everything before them: one transaction. The
+        # files were written before it, so the run's row lock is held for milliseconds, not a copy.
+        if not self.flush(also=record, event=("run.checkpoint", payload), updates=extra):
+            weights.discard()
+            meta.discard()
 
-    def _read_checkpoint(self, name: str, epoch: int) -> tuple[bytes, bytes] | None:
-        folder = self.run_dir / "checkpoints"
-        # The runtime replaces files atomically; read the state, the weights, then the state again,
-        # so a save that lands between the two reads is noticed and retried.
+    def _copy_checkpoint(self, name: str, epoch: int) -> tuple[Written, Written] | None:
+        """Copy checkpoint `name` of `epoch` from the run folder to storage, or None (and say why).
+
+        The child owns the folder: the files are read only as the regular files they claim to be
+        (sandbox.files), within what this model's checkpoint can weigh, and streamed."""
+        limit = checkpoint_max_bytes(self.run.params)
         for _attempt in range(5):
             try:
-                meta = (folder / f"{name}.json").read_bytes()
-                weights = (folder / f"{name}.safetensors").read_bytes()
-                if (folder / f"{name}.json").read_bytes() == meta:
+                meta = sandbox_files.read_bytes(
+                    self.run_dir, f"checkpoints/{name}.json", max_bytes=CHECKPOINT_META_MAX_BYTES
+                )
+                with sandbox_files.open_regular(
+                    self.run_dir, f"checkpoints/{name}.safetensors", max_bytes=limit
+                ) as weights_file:
+                    # The runtime replaces the JSON after the weights: the same JSON after the copy
+                    # means the weights belong to it.
+                    if not self._quota_allows(weights_file.size + len(meta)):
+                        return None
+                    weights = artifact_write(
+                        run=self.run,
+                        kind=f"checkpoint_{name}",
+                        filename=f"{name}.safetensors",
+                        source=weights_file,
+                    )
+                again = sandbox_files.read_bytes(
+                    self.run_dir, f"checkpoints/{name}.json", max_bytes=CHECKPOINT_META_MAX_BYTES
+                )
+                if again == meta:
                     break
+                weights.discard()
             except FileNotFoundError:
                 time.sleep(0.05)
+            except sandbox_files.Refused as refused:
+                self._refuse(name, refused)
+                return None
         else:
             logger.warning("Run %s: checkpoint %s changed while copying; skipped", self.run.pk, name)
             return None
@@ -563,10 +615,38 @@ class EventSink:
         try:
             saved_epoch = int(json.loads(meta)["epoch"])
         except (ValueError, KeyError, TypeError):
-            saved_epoch = epoch
+            saved_epoch = -1
         if saved_epoch != epoch:
+            weights.discard()
             return None
-        return weights, meta
+        return weights, artifact_write(
+            run=self.run, kind=f"checkpoint_{name}_meta", filename=f"{name}.json", source=meta
+        )
+
+    def _refuse(self, name: str, refused: sandbox_files.Refused) -> None:
+        logger.warning("Run %s: checkpoint %s refused: %s", self.run.pk, name, refused)
+        self.add_platform_line(
+            _(
+                "The checkpoint '%(name)s' was not kept: %(reason)s. Checkpoints are written by "
+                "rt.save_checkpoint as ordinary files."
+            )
+            % {"name": name, "reason": refused}
+        )
+
+    def _quota_allows(self, size: int) -> bool:
+        used = storage_used(self.run.owner_id)
+        if used + size <= settings.RUNS_USER_STORAGE_BYTES:
+            return True
+        if not self.quota_noted:
+            self.quota_noted = True
+            self.add_platform_line(
+                _(
+                    "Your runs' files take %(used)s MB of your %(max)s MB, so this checkpoint was not "
+                    "kept. Delete runs you no longer need to make room."
+                )
+                % {"used": used // 2**20, "max": settings.RUNS_USER_STORAGE_BYTES // 2**20}
+            )
+        return False
 
     # The flusher thread.
     def _flush_loop(self) -> None:
@@ -593,11 +673,11 @@ class EventSink:
         event: tuple[str, dict] | None = None,
         updates: dict | None = None,
         force: bool = False,
-    ) -> None:
+    ) -> bool:
         """Store and publish what is pending, then ``event``; ``also`` runs in the same transaction.
 
         While an epoch waits for its checkpoint, nothing is flushed (its checkpoint's flush takes it),
-        for at most ``RUNS_CHECKPOINT_WAIT`` seconds.
+        for at most ``RUNS_CHECKPOINT_WAIT`` seconds. False when ``also`` did not commit.
         """
         with self.flush_lock:
             with self.lock:
@@ -605,19 +685,19 @@ class EventSink:
                     settings.RUNS_CHECKPOINT_WAIT
                 )
                 if held and not (force or also):
-                    return
+                    return True
                 self.held_epoch = None
                 if event is not None:
                     self.pending.append(event)
                 self.updates.update(updates or {})
-            self._flush(also=also)
+            return self._flush(also=also)
 
-    def _flush(self, *, also: Callable[[], None] | None) -> None:
+    def _flush(self, *, also: Callable[[], None] | None) -> bool:
         with self.lock:
             batch, updates, metrics = self.pending, self.updates, self.metrics
             self.pending, self.updates, self.metrics = [], {}, []
         if not batch and not updates and also is None:
-            return
+            return True
         events = _coalesce(batch)
         log_lines = sum(len(p["lines"]) for k, p in events if k == "run.log")
         updates["log_lines"] = F("log_lines") + log_lines
@@ -643,11 +723,12 @@ class EventSink:
                 for k, v in updates.items():
                     self.updates.setdefault(k, v)
             close_old_connections()
-            return
+            return False
         if rows is None:
             self.lost = True
-            return
+            return False
         events_publish(owner_id=self.run.owner_id, run_id=self.run.pk, rows=rows)
+        return True
 
     def close(self) -> None:
         for stream, line in self.limiter.finish():
@@ -680,25 +761,57 @@ def _coalesce(batch: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
     return out
 
 
-def artifact_store(
-    *, run: Run, kind: str, filename: str, content: bytes, epoch: int | None = None
-) -> RunArtifact:
-    """Put a file of the run into Django's storage, replacing the previous file of that kind."""
+@dataclass
+class Written:
+    """A file put in storage that no row points at yet (artifact_record gives it one)."""
+
+    name: str
+    filename: str
+    size: int
+
+    def discard(self) -> None:
+        RunArtifact.file.field.storage.delete(self.name)
+
+
+def artifact_write(*, run: Run, kind: str, filename: str, source: BinaryIO | bytes) -> Written:
+    """Put a run's file in Django's storage under a new name, streamed (never whole in memory).
+
+    Outside any transaction: the copy of a large checkpoint must not hold the run's row lock."""
+    field_ = RunArtifact.file.field
+    content = ContentFile(source) if isinstance(source, bytes) else File(source)
+    name = field_.storage.save(field_.generate_filename(RunArtifact(run=run), f"{kind}/{filename}"), content)
+    return Written(name=name, filename=filename, size=field_.storage.size(name))
+
+
+def artifact_record(*, run: Run, kind: str, written: Written, epoch: int | None = None) -> RunArtifact:
+    """Point the run's artifact of `kind` at a written file; the file it replaces goes once committed
+    (a rolled-back transaction leaves the previous file in place)."""
     artifact = RunArtifact.objects.filter(run=run, kind=kind).first()
     old = artifact.file.name if artifact is not None and artifact.file else None
     if artifact is None:
         artifact = RunArtifact(run=run, kind=kind)
-    artifact.filename = filename
-    artifact.size = len(content)
+    artifact.file.name = written.name
+    artifact.filename = written.filename
+    artifact.size = written.size
     artifact.epoch = epoch
-    # The new file takes a new name; the old one goes once the row pointing at the new one is
-    # committed, so a rolled-back transaction leaves the previous file in place.
-    artifact.file.save(f"{kind}/{filename}", ContentFile(content), save=False)
     artifact.save()
-    if old and old != artifact.file.name:
+    if old and old != written.name:
         storage = artifact.file.storage
         transaction.on_commit(lambda: storage.delete(old))
     return artifact
+
+
+def artifact_store(
+    *, run: Run, kind: str, filename: str, content: bytes | BinaryIO, epoch: int | None = None
+) -> RunArtifact:
+    """Write and record a run's file at once (small files, or outside any transaction)."""
+    written = artifact_write(run=run, kind=kind, filename=filename, source=content)
+    try:
+        with transaction.atomic():
+            return artifact_record(run=run, kind=kind, written=written, epoch=epoch)
+    except BaseException:
+        written.discard()
+        raise
 
 
 def _restore_checkpoints(run: Run, run_dir: Path) -> int | None:
@@ -707,19 +820,23 @@ def _restore_checkpoints(run: Run, run_dir: Path) -> int | None:
     folder.mkdir(parents=True, exist_ok=True)
     epoch = None
     for artifact in run.artifacts.filter(kind__startswith="checkpoint_"):
-        with artifact.file.open("rb") as src:
-            content = src.read()
-        (folder / artifact.filename).write_bytes(content)
+        with artifact.file.open("rb") as src, open(folder / artifact.filename, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
         if artifact.kind == RunArtifact.Kind.CHECKPOINT_LAST_META:
-            epoch = int(json.loads(content)["epoch"])  # what the runtime will resume from
+            epoch = int(
+                json.loads((folder / artifact.filename).read_bytes())["epoch"]
+            )  # what resume starts from
     return epoch
 
 
-def dataset_cache_path(name: str) -> str:
-    """Make sure the dataset's tensor cache exists (built outside the sandbox) and return its path."""
-    from sandbox.engine import datasets
+def dataset_caches(name: str) -> tuple[Path, Path]:
+    """The dataset's tensor caches, built outside the sandbox: (without the test split, whole).
 
-    return str(datasets.ensure_cache(name, data_dir=settings.DATA_DIR))
+    A training child gets the first: the test images are only for the platform's evaluation."""
+    from sandbox.engine import datasets  # torch: only the worker that trains loads it
+
+    whole = datasets.ensure_cache(name, data_dir=settings.DATA_DIR)
+    return datasets.training_cache(whole), whole
 
 
 class _Heartbeat:
@@ -777,14 +894,23 @@ def _final_status(result_status: str) -> str:
     }.get(result_status, Run.Status.FAILED)
 
 
+def evaluated_by_platform(artifact: CodeArtifact) -> bool:
+    """Whether the platform can measure what this code trains: compiled code, or LLM code whose check
+    proved its weights have the compiled model's names and shapes (designs.codegen, "weights")."""
+    if artifact.source == CodeArtifact.Source.COMPILED:
+        return True
+    return any(c.get("name") == "weights" and c.get("ok") for c in artifact.checks or [])
+
+
 def run_execute(*, run: Run) -> Run:
     """Train a claimed (running) run in the sandbox to its end and record everything.
 
-    Returns the run as stored afterwards. When the run was taken from this worker while it trained
-    (the stale check marked it interrupted), nothing more is written by this execution.
+    The script's child trains on the dataset without its test split and leaves its final weights; the
+    test metrics stored on the run come from ``run_evaluate``, a second box that runs no user code.
+    Every execution is charged to the owner's training time, an interrupted one too. Returns the run
+    as stored afterwards. When the run was taken from this worker while it trained (the stale check
+    marked it interrupted), nothing more is written by this execution but the time it used.
     """
-    import sandbox.runner as sandbox
-
     attempt = run.attempt
     base = Path(settings.RUNS_WORK_DIR)
     base.mkdir(parents=True, exist_ok=True)
@@ -793,12 +919,14 @@ def run_execute(*, run: Run) -> Run:
     run_dir.chmod(0o755)
     heartbeat = _Heartbeat(run, attempt)
     sink = EventSink(run=run, attempt=attempt, run_dir=run_dir)
+    trusted = evaluated_by_platform(run.code_artifact)
+    if trusted:
+        sandbox_checks.prepare()  # the evaluation's box imports torch while the run trains
     t0 = time.monotonic()
     result = None
     failure: tuple[str, str, str] | None = None
     try:
         code = run.code_artifact.code
-        (run_dir / "script.py").write_text(code, encoding="utf-8")
         if not run.artifacts.filter(kind=RunArtifact.Kind.SCRIPT).exists():
             artifact_store(run=run, kind=RunArtifact.Kind.SCRIPT, filename="script.py", content=code.encode())
         resume_epoch = _restore_checkpoints(run, run_dir) if run.resume else None
@@ -810,23 +938,35 @@ def run_execute(*, run: Run) -> Run:
             else:
                 note = _("No checkpoint was saved before the interruption: starting again from epoch 1.")
                 EpochMetric.objects.filter(run=run).delete()
-            sink._add("run.log", {"stream": "platform", "line": note})
+            sink.add_platform_line(note)
         hp = run.hyperparameters
+        training_cache, whole_cache = dataset_caches(run.dataset)
         config = {
-            "dataset_cache": dataset_cache_path(run.dataset),
+            "mode": "train",
             "resume": resume_epoch is not None,
             "checkpoint_dir": "checkpoints",
             "expect": _expect(run.design_version.report),
             "val_split": float(hp.get("val_split", 0.1)),
             "seed": int(hp.get("seed", 42)),
             "max_epochs": settings.RUNS_MAX_EPOCHS,
+            "epochs": run.epochs,
             "device": settings.RUNS_DEVICE,
         }
+        if trusted and run.code_artifact.source != CodeArtifact.Source.COMPILED:
+            # The weights contract is checked again at the start of the run, in the run's own box.
+            config["expect"]["state_dict"] = compiler.state_dict_shapes(
+                compiler.compile_version(run.design_version)
+            )
+        if not trusted:
+            # Code the platform's model cannot measure (written before the weights contract): its own
+            # test metrics, labelled as the script's and kept out of comparisons.
+            config["report_test"] = True
         t_ready = time.monotonic()
-        result = sandbox.run_script(
+        result = sandbox_runner.run_script(
             code=code,
             run_dir=run_dir,
             config=config,
+            dataset=training_cache if trusted else whole_cache,
             on_event=sink.handle,
             should_stop=heartbeat.should_stop,
             wall_limit_s=settings.RUNS_MAX_WALL_SECONDS,
@@ -841,23 +981,39 @@ def run_execute(*, run: Run) -> Run:
         heartbeat.close()
         sink.close()
 
-    elapsed = time.monotonic() - t0
     lost = heartbeat.lost.is_set() or sink.lost
+    t_trained = time.monotonic()
+    metrics: dict | None = None
+    source = ""
     try:
-        if not lost:
-            _store_model(run, run_dir, result)
+        if not lost and failure is None and result is not None and result.status == "succeeded":
+            try:
+                if trusted:
+                    metrics, failure = _store_model_and_evaluate(run, run_dir, whole_cache)
+                    source = Run.MetricsSource.PLATFORM
+                else:
+                    _store_model(run, run_dir)
+                    metrics, source = sink.outcome.result or {}, Run.MetricsSource.SCRIPT
+            except Exception as exc:
+                logger.exception("Run %s: storing or evaluating the model failed", run.pk)
+                failure = (
+                    "evaluation",
+                    _("The platform could not measure the trained model: %(e)s") % {"e": exc},
+                    "",
+                )
+        # Charged whatever happens next, also when this worker lost the run: the time was used.
+        elapsed = time.monotonic() - t0
+        Run.objects.filter(pk=run.pk).update(run_seconds=F("run_seconds") + elapsed)
         if lost:
             logger.warning("Run %s was taken from this worker while it trained", run.pk)
         else:
-            _finish(
-                run=run,
-                attempt=attempt,
-                result=result,
-                failure=failure,
-                outcome=sink.outcome,
-                elapsed=elapsed,
-                timings={"setup_s": t_ready - t0, "sandbox_s": time.monotonic() - t_ready},
-            )
+            timings = {
+                "setup_s": t_ready - t0,
+                "sandbox_s": t_trained - t_ready,
+                "evaluate_s": time.monotonic() - t_trained,
+            }
+            _finish(run=run, attempt=attempt, result=result, failure=failure, outcome=sink.outcome,
+                    metrics=metrics, source=source, timings=timings)  # fmt: skip
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     run.refresh_from_db()
@@ -868,21 +1024,81 @@ def run_execute(*, run: Run) -> Run:
     return run
 
 
-def _store_model(run: Run, run_dir: Path, result) -> None:
-    if result is None or result.status != "succeeded":
-        return
-    folder = run_dir / "checkpoints"
-    for name in ("best", "last"):
-        path = folder / f"{name}.safetensors"
-        if path.exists():
-            artifact_store(
-                run=run, kind=RunArtifact.Kind.MODEL, filename="model.safetensors", content=path.read_bytes()
+def _store_model(run: Run, run_dir: Path) -> RunArtifact:
+    """The final weights the child left (model.safetensors), read as untrusted input and stored."""
+    with sandbox_files.open_regular(run_dir, "model.safetensors", max_bytes=model_max_bytes(run.params)) as f:
+        return artifact_store(run=run, kind=RunArtifact.Kind.MODEL, filename="model.safetensors", content=f)
+
+
+def _store_model_and_evaluate(
+    run: Run, run_dir: Path, whole_cache: Path
+) -> tuple[dict | None, tuple[str, str, str] | None]:
+    """Store the final weights, then measure them: (test metrics, None) or (None, a failure)."""
+    try:
+        model = _store_model(run, run_dir)
+    except (FileNotFoundError, sandbox_files.Refused) as refused:
+        logger.warning("Run %s: the final weights were refused: %s", run.pk, refused)
+        return None, (
+            "evaluation",
+            _("The script left no usable trained model (%(reason)s), so it could not be measured.")
+            % {"reason": refused if str(refused) else _("no model.safetensors")},
+            "",
+        )
+    with model.file.open("rb") as weights:
+        test, error = run_evaluate(run=run, weights=weights, dataset=whole_cache)
+    if test is None:
+        return None, ("evaluation", error, "")
+    return test, None
+
+
+def run_evaluate(*, run: Run, weights: BinaryIO, dataset: Path) -> tuple[dict | None, str]:
+    """The test metrics of `weights`, measured by the platform: (metrics, "") or (None, why not).
+
+    A fresh box builds the design's model with the compiler (no user code runs there), loads the
+    weights (safetensors: nothing is unpickled) and evaluates the dataset's test split. Whatever the
+    training script reported itself is never used for these numbers."""
+    code = compiler.compile_version(run.design_version)
+    events: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix=f"evaluate-{run.pk}-", dir=settings.RUNS_WORK_DIR) as work:
+        Path(work).chmod(0o755)
+        outcome = sandbox_checks.run_check(
+            code=code,
+            config={"mode": "evaluate", "weights": "weights.safetensors", "epochs": 1, "device": "cpu"},
+            dataset=dataset,
+            inputs={"weights.safetensors": weights},
+            on_event=events.append,
+            wall_limit_s=settings.RUNS_EVALUATE_SECONDS,
+            work_dir=Path(work) / "run",
+        )
+    found = next((e for e in events if e.get("kind") == "result"), None)
+    test = found.get("test") if found else None
+    if (
+        outcome.status != "succeeded"
+        or not isinstance(test, dict)
+        or not isinstance(test.get("accuracy"), float)
+    ):
+        error = next((e.get("message") for e in events if e.get("kind") == "error"), "") or outcome.cause
+        logger.warning("Run %s: the evaluation failed: %s", run.pk, error)
+        return None, str(
+            _(
+                "BuildX could not measure the trained model on the test split (%(error)s). The saved "
+                "weights may not fit the design's model."
             )
-            return
+            % {"error": error[:300]}
+        )
+    return test, ""
 
 
 def _finish(
-    *, run: Run, attempt: int, result, failure, outcome: _Outcome, elapsed: float, timings: dict
+    *,
+    run: Run,
+    attempt: int,
+    result,
+    failure,
+    outcome: _Outcome,
+    metrics: dict | None,
+    source: str,
+    timings: dict,
 ) -> None:
     if failure is not None:
         status, cause, error, tb = Run.Status.FAILED, failure[0], failure[1], failure[2]
@@ -890,6 +1106,10 @@ def _finish(
         status = _final_status(result.status)
         err = outcome.error or {}
         cause = err.get("cause") or ("" if status != Run.Status.FAILED else result.status)
+        if result.killed_for == "events":
+            cause = "event_limit"
+        elif result.killed_for == "memory":
+            cause = "out_of_memory"
         error = result.cause or err.get("message", "") if status == Run.Status.FAILED else ""
         tb = result.traceback or err.get("traceback", "") if status == Run.Status.FAILED else ""
     fresh = Run.objects.get(pk=run.pk)
@@ -899,7 +1119,6 @@ def _finish(
         "cause": cause[:32],
         "error": error,
         "traceback": tb,
-        "run_seconds": F("run_seconds") + elapsed,
         "timings": {**fresh.timings, **timings},
         "eta_seconds": None,
         "stop_requested": False,
@@ -913,9 +1132,11 @@ def _finish(
         "epochs": fresh.epochs,
     }
     if status == Run.Status.SUCCEEDED:
-        updates["metrics"] = outcome.result or {}
+        updates["metrics"] = metrics or {}
+        updates["metrics_source"] = source
         updates["progress"] = 1.0
-        done["metrics"] = outcome.result or {}
+        done["metrics"] = metrics or {}
+        done["metrics_source"] = source
         done["progress"] = 1.0
     if status == Run.Status.CANCELLED and outcome.stopped_epoch is not None:
         done["stopped_epoch"] = outcome.stopped_epoch

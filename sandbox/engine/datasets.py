@@ -376,6 +376,33 @@ def load_cache(path: Path) -> dict[str, Any]:
     return rt.load_cache(path)
 
 
+def training_cache(path: Path) -> Path:
+    """The cache without its test split, beside it (made once): what a training child gets.
+
+    A script that could read the test images could train on them; the test split is only ever given to
+    the platform's own evaluation (sandbox/engine/harness.py, "evaluate"), which runs no user code.
+    Keyed by the full cache's size and time, so a rebuilt cache gets a new one.
+    """
+    path = Path(path)
+    info = path.stat()
+    out = path.with_name(f"{path.stem}.train-{info.st_size:x}-{int(info.st_mtime_ns):x}.pt")
+    if out.exists():
+        return out
+    data = rt.load_cache(path)
+    idx = data["train_idx"]
+    decoded = {
+        "images": data["images"].index_select(0, idx),
+        "labels": data["labels"].index_select(0, idx),
+        "class_names": data["class_names"],
+        "train_idx": torch.arange(len(idx)),
+        "test_idx": torch.zeros(0, dtype=torch.long),
+    }
+    for old in path.parent.glob(f"{path.stem}.train-*.pt"):
+        if old != out:
+            old.unlink(missing_ok=True)  # an earlier version of the same cache
+    return write_cache(out, decoded, name=str(data.get("name", path.stem)))
+
+
 # --- Fetching (where the machine has internet) ------------------------------------------------------------
 
 

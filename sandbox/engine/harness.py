@@ -1,11 +1,25 @@
-"""The harness: what the sandboxed child runs around a BuildX script.
+"""The harness: what every sandboxed child runs around a BuildX script.
 
-    python harness.py --script script.py --config config.json   (sandbox/engine on sys.path)
+    python harness.py --script script.py --config config.json   (sandbox/engine on sys.path, in /box)
 
-It imports the script, checks its model against config["expect"] before any training, loads the cached
-dataset, calls the script's train(model, data), then evaluates the final model on the test split (which
-the script never sees) and emits a `result` event. Events go to the file descriptor named by
-BUILDX_EVENTS_FD, one JSON object a line (docs/contracts.md, section 3). Plain torch: no Django here.
+It imports torch and the runtime, then waits for one line on stdin: a box may be started ahead of
+time and used later (sandbox.checks), and a box started on demand gets the line at once, so both
+behave the same. Then it reads config.json (and deletes it: the script has no business reading the
+platform's instructions), imports the script and does what config["mode"] says:
+
+- "train" (the default): check the model against config["expect"] before any training (parameter
+  count, output shape and, when given, every state-dict name and shape), call the script's
+  train(model, data), then save the final weights as model.safetensors. The test split is not in
+  this child's dataset: test metrics come from a trusted evaluation in another box.
+- "smoke" (code checks): the same with EPOCHS = 1 and one batch per split.
+- "evaluate" (the platform's compiled script, no user code): load config["weights"] into the model
+  and emit one `result` event with the test metrics of config["dataset_cache"]'s test split.
+- "predict": load config["weights"] and emit the softmax probabilities of config["images"] (a
+  safetensors file with one uint8 tensor `images`), or the predicted class and its probability for
+  each test image.
+
+Events go to the file descriptor named by BUILDX_EVENTS_FD, one JSON object a line (docs/contracts.md,
+section 3). Plain torch: no Django here.
 
 Exit codes: 0 finished or stopped, 1 the script failed, 2 the script broke the contract.
 """
@@ -37,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the script's `import
 import buildx_runtime as rt  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_CONTRACT = 0, 1, 2
+PREDICT_BATCH = 256
 
 
 class ContractError(Exception):
@@ -52,8 +67,8 @@ def load_script(path: Path) -> ModuleType:
     return module
 
 
-def probe_model(module: ModuleType, input_shape: Any, *, device: str) -> tuple[int, Any]:
-    """Build the model on `device` and run a batch of two through it: (parameter count, output)."""
+def probe_model(module: ModuleType, input_shape: Any, *, device: str) -> tuple[int, Any, torch.nn.Module]:
+    """Build the model on `device` and run a batch of two through it: (parameter count, output, model)."""
     with torch.device(device):
         model = module.build_model()
         if not isinstance(model, torch.nn.Module):
@@ -69,7 +84,7 @@ def probe_model(module: ModuleType, input_shape: Any, *, device: str) -> tuple[i
             raise ContractError(
                 f"The model cannot take a batch of shape {tuple(input_shape)}: {type(e).__name__}: {e}"
             ) from e
-    return params, out
+    return params, out, model
 
 
 def check_contract(module: ModuleType, config: dict[str, Any]) -> tuple[int, list[int]]:
@@ -91,12 +106,12 @@ def check_contract(module: ModuleType, config: dict[str, Any]) -> tuple[int, lis
         raise ContractError(f"EPOCHS is {epochs}; this platform allows at most {max_epochs}.")
 
     try:
-        params, out = probe_model(module, input_shape, device="meta")
+        params, out, model = probe_model(module, input_shape, device="meta")
     except ContractError:
         raise
     except Exception:
         # A model whose code reads values (an .item(), a branch on data) has no meta run: use the CPU.
-        params, out = probe_model(module, input_shape, device="cpu")
+        params, out, model = probe_model(module, input_shape, device="cpu")
     if not isinstance(out, torch.Tensor):
         raise ContractError("The model's forward() must return a tensor of class scores.")
     output_shape = list(out.shape[1:])
@@ -112,6 +127,8 @@ def check_contract(module: ModuleType, config: dict[str, Any]) -> tuple[int, lis
             f"The script's model outputs {output_shape} per sample but the design outputs "
             f"{list(expect['output_shape'])}."
         )
+    if isinstance(expect.get("state_dict"), dict):
+        check_state_dict(model, expect["state_dict"])
     return params, output_shape
 
 
@@ -152,16 +169,74 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def check_state_dict(model: torch.nn.Module, expected: dict[str, list[int]]) -> None:
+    """The model's weights must have the design's names and shapes, so that the trusted evaluation
+    (which builds the design's model with the compiler) can load what this script trained."""
+    found = {k: list(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [k for k in expected if k in found and found[k] != list(expected[k])]
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if missing:
+        parts.append("missing " + ", ".join(missing[:5]))
+    if unexpected:
+        parts.append("unexpected " + ", ".join(unexpected[:5]))
+    if wrong:
+        parts.append(", ".join(f"{k} is {found[k]} instead of {list(expected[k])}" for k in wrong[:5]))
+    raise ContractError(
+        "The model's weights must have exactly the names and shapes of the design's model "
+        "(one attribute per block, named as in the design): " + "; ".join(parts) + "."
+    )
+
+
+def wait_for_go() -> bool:
+    """Block until the supervisor says go (one line on stdin); False when it closed stdin without it."""
+    try:
+        line = sys.stdin.readline()
+    except (OSError, ValueError):
+        return False
+    with contextlib.suppress(OSError):
+        fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(fd, 0)  # the script's input() and sys.stdin read nothing
+        os.close(fd)
+    return line.strip() == "go"
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    config = json.loads(path.read_text())
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return config
+
+
+def final_weights(model: torch.nn.Module, path: Path) -> None:
+    """The model as train() left it: what the trusted evaluation measures and predictions use."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    rt.write_safetensors(path, tensors, metadata={})
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    tensors, _metadata = rt.read_safetensors(path)
+    if any(k.startswith("model.") for k in tensors):
+        tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(tensors, strict=True)
+
+
 def run(script: Path, config: dict[str, Any]) -> int:
+    mode = config.get("mode") or ("smoke" if config.get("smoke") else "train")
     fd = os.environ.get("BUILDX_EVENTS_FD")
     rt.configure(
         events_fd=int(fd) if fd else None,
-        device=config.get("device", "auto"),
+        device=config.get("device", "auto") if mode in ("train", "smoke") else "cpu",
         checkpoint_dir=config.get("checkpoint_dir", "checkpoints"),
         resume=bool(config.get("resume", False)),
     )
     if _stop_before_runtime:
         rt._request_stop(signal.SIGUSR1, None)
+    if mode in ("evaluate", "predict"):
+        return measure(script, config, mode=mode)
     device = rt._device()
     seed = int(config.get("seed", 42))
     try:
@@ -174,15 +249,13 @@ def run(script: Path, config: dict[str, Any]) -> int:
             dataset, val_split=float(config.get("val_split", 0.1)), seed=seed, device=device
         )
         check_data_shape(module, data, eval_transform)
-        if config.get("smoke"):
+        if mode == "smoke":
             data = smoke_data(module, data)
     except ContractError as e:
         rt._emit("error", cause="contract", message=str(e), traceback="")
         return EXIT_CONTRACT
     except Exception as e:
-        rt._emit(
-            "error", cause="exception", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()
-        )
+        rt._emit("error", cause="exception", message=f"{type(e).__name__}: {e}", traceback=short_traceback())
         return EXIT_FAILED
 
     rt._emit("status", status="running", device=str(device), torch=torch.__version__, params=params)
@@ -196,10 +269,15 @@ def run(script: Path, config: dict[str, Any]) -> int:
         if rt.stop_requested():  # the stop came after the last batch: honour it all the same
             rt.finish_stop()
             return EXIT_OK
-        if config.get("smoke"):
+        if mode == "smoke":
             rt._emit("log", line="Smoke run finished: one batch trained and evaluated.", stream="runtime")
             return EXIT_OK
-        result = rt.evaluate_test(model, test, class_names=data.class_names, transform=eval_transform)
+        final_weights(model, Path(config.get("final_weights", "model.safetensors")))
+        if config.get("report_test"):
+            # Code whose weights the platform's model cannot load: its own measurement, labelled so.
+            result = rt.evaluate_test(model, test, class_names=data.class_names, transform=eval_transform)
+            rt._emit("result", test=result)
+            return EXIT_OK
     except rt.StopTraining:
         rt.finish_stop()
         return EXIT_OK
@@ -207,19 +285,72 @@ def run(script: Path, config: dict[str, Any]) -> int:
         if isinstance(e, SystemExit) and e.code in (0, None):
             e = RuntimeError("the script called exit() before training finished")
         cause = "out_of_memory" if is_out_of_memory(e) else "exception"
-        rt._emit("error", cause=cause, message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        rt._emit("error", cause=cause, message=f"{type(e).__name__}: {e}", traceback=short_traceback())
         return EXIT_FAILED
-    rt._emit("result", test=result)
+    rt._emit(
+        "log", line="Training finished. BuildX now measures the model on the test split.", stream="runtime"
+    )
     return EXIT_OK
 
 
+def measure(script: Path, config: dict[str, Any], *, mode: str) -> int:
+    """The "evaluate" and "predict" modes: the script's model with saved weights, nothing trained."""
+    try:
+        module = load_script(script)
+        model = module.build_model()
+        load_weights(model, Path(config["weights"]))
+        model.eval()
+        transform = getattr(module, "EVAL_TRANSFORM", None)
+        if mode == "evaluate":
+            dataset = rt.load_cache(config["dataset_cache"])
+            test = rt.Split(
+                dataset["images"].index_select(0, dataset["test_idx"]),
+                dataset["labels"].index_select(0, dataset["test_idx"]),
+                name="test",
+            )
+            result = rt.evaluate_test(model, test, class_names=dataset["class_names"], transform=transform)
+            rt._emit("result", test=result)
+            return EXIT_OK
+        if config.get("images"):
+            images = rt.read_safetensors(Path(config["images"]))[0]["images"]
+        else:
+            dataset = rt.load_cache(config["dataset_cache"])
+            images = dataset["images"].index_select(0, dataset["test_idx"])
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, len(images), PREDICT_BATCH):
+                x = images[start : start + PREDICT_BATCH].float().div_(255.0)
+                if transform is not None:
+                    x = transform(x)
+                rows.append(model(x).float().softmax(1))
+        probs = torch.cat(rows) if rows else torch.zeros(0, 0)
+    except BaseException as e:  # noqa: BLE001 - every failure becomes an error event
+        rt._emit("error", cause="exception", message=f"{type(e).__name__}: {e}", traceback=short_traceback())
+        return EXIT_FAILED
+    if config.get("images"):
+        rt._emit("result", predictions=[[round(float(p), 6) for p in row] for row in probs])
+    else:  # a whole test split: the class and its probability per image keep the event small
+        top = probs.max(1)
+        rt._emit(
+            "result", predicted=top.indices.tolist(), probability=[round(float(p), 4) for p in top.values]
+        )
+    return EXIT_OK
+
+
+def short_traceback() -> str:
+    """The end of the traceback: an error event must stay small (sandbox.events)."""
+    return traceback.format_exc()[-8000:]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run a BuildX training script inside the sandbox.")
+    parser = argparse.ArgumentParser(description="Run a BuildX script inside the sandbox.")
     parser.add_argument("--script", required=True, type=Path)
     parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--no-wait", action="store_true", help="start at once (tests, benches)")
     args = parser.parse_args(argv)
-    config = json.loads(args.config.read_text())
-    return run(args.script, config)
+    if not args.no_wait and not wait_for_go():
+        return EXIT_OK  # the box was discarded before it was used
+    return run(args.script, read_config(args.config))
 
 
 def exit_now(code: int) -> None:

@@ -1,0 +1,13 @@
+"""Running code nobody reviewed: the bottom layer, which imports no app.
+
+Designs (code checks), training (runs, trusted evaluations) and predictions use it through these
+names only (docs/contracts.md, section 3):
+
+- `sandbox.runner.run_script(...) -> SandboxResult`: one script in a new box, supervised to its end;
+- `sandbox.checks.run_check(...)`, `sandbox.checks.prepare()`: code checks in boxes started ahead;
+- `sandbox.files.open_regular(folder, name, max_bytes=...)`: a file the child left, read safely;
+- `sandbox.static_check.check_script(code)`: the AST allow-list (a filter, not the boundary);
+- `sandbox.launcher.host()`: what isolation this worker gives (for /readyz);
+- `sandbox.events`: what a child may say, and the limits on it;
+- `sandbox.engine`: the torch-only code that runs inside (harness, buildx_runtime, datasets, custom).
+"""
