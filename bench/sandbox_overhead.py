@@ -34,7 +34,7 @@ from django.conf import settings  # noqa: E402
 from sandbox.engine import datasets as ds  # noqa: E402
 from sandbox.runner import run_script  # noqa: E402
 
-DIGITS_SCRIPT = ROOT / "training" / "tests" / "scripts" / "digits_cnn.py"
+DIGITS_SCRIPT = ROOT / "sandbox" / "tests" / "scripts" / "digits_cnn.py"
 
 
 def one_run(*, mode: str, code: str, entry: list[str] | None, config: dict) -> float:

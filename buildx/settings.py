@@ -371,7 +371,9 @@ BUILDX_SANDBOX_WORK_DIR = Path(env("BUILDX_SANDBOX_WORK_DIR", str(BASE_DIR / "va
 # Control groups: "auto" (v2 where its controllers are usable, else v1), "v1", "v2", or "off".
 BUILDX_CGROUPS = env("BUILDX_CGROUPS", "auto")
 BUILDX_CGROUP_PARENT = env("BUILDX_CGROUP_PARENT", "buildx")  # the folder of the boxes' groups
-BUILDX_SANDBOX_CPU_WEIGHT = env_int("BUILDX_SANDBOX_CPU_WEIGHT", 50)  # cgroup v2 scale: 100 = a normal process
+BUILDX_SANDBOX_CPU_WEIGHT = env_int(
+    "BUILDX_SANDBOX_CPU_WEIGHT", 50
+)  # cgroup v2 scale: 100 = a normal process
 BUILDX_SANDBOX_CPU_SECONDS = env_int("BUILDX_SANDBOX_CPU_SECONDS", 6 * 3600)  # all threads together
 # The whole sandbox's memory (its control group), or each process's address space where there is none.
 BUILDX_SANDBOX_MEMORY_BYTES = env_int("BUILDX_SANDBOX_MEMORY_BYTES", 8 * 2**30)

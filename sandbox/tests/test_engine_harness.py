@@ -65,7 +65,7 @@ class Child:
         read_fd, write_fd = os.pipe()
         env = {"PATH": os.environ.get("PATH", ""), "BUILDX_EVENTS_FD": str(write_fd), "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, str(HARNESS), "--script", "script.py", "--config", "config.json"],
+            [sys.executable, str(HARNESS), "--no-wait", "--script", "script.py", "--config", "config.json"],
             cwd=run_dir,
             env=env,
             pass_fds=(write_fd,),
