@@ -1026,8 +1026,11 @@ def run_execute(*, run: Run) -> Run:
 
 def _store_model(run: Run, run_dir: Path) -> RunArtifact:
     """The final weights the child left (model.safetensors), read as untrusted input and stored."""
+    epoch = Run.objects.values_list("epoch", flat=True).get(pk=run.pk)
     with sandbox_files.open_regular(run_dir, "model.safetensors", max_bytes=model_max_bytes(run.params)) as f:
-        return artifact_store(run=run, kind=RunArtifact.Kind.MODEL, filename="model.safetensors", content=f)
+        return artifact_store(
+            run=run, kind=RunArtifact.Kind.MODEL, filename="model.safetensors", content=f, epoch=epoch
+        )
 
 
 def _store_model_and_evaluate(

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-import sandbox.runner as sandbox
+from sandbox import checks as sandbox_checks
 from buildx.testing.openai_server import Reply
 from designs import codegen, services
 from designs.actors import generate_code
@@ -30,15 +30,15 @@ def good_code(version):
 
 @pytest.fixture
 def sandboxed(monkeypatch):
-    """Every script the sandbox is asked to run (a spy: the real run_script still runs)."""
+    """Every script the sandbox is asked to check (a spy: the real check still runs)."""
     seen: list[str] = []
-    real = sandbox.run_script
+    real = sandbox_checks.run_check
 
     def spy(**kwargs):
         seen.append(kwargs["code"])
         return real(**kwargs)
 
-    monkeypatch.setattr(sandbox, "run_script", spy)
+    monkeypatch.setattr(sandbox_checks, "run_check", spy)
     return seen
 
 
@@ -74,7 +74,7 @@ def test_good_code_is_accepted_after_every_check_with_its_attempt_recorded(
     artifact = generate(version, alice)
 
     assert artifact.status == CodeArtifact.Status.READY
-    assert [c["name"] for c in artifact.checks] == ["static", "contract", "model", "smoke"]
+    assert [c["name"] for c in artifact.checks] == ["static", "contract", "model", "weights", "smoke"]
     assert all(c["ok"] for c in artifact.checks)
     assert artifact.code == good_code
     [attempt] = artifact.attempts

@@ -212,9 +212,9 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def final_weights(model: torch.nn.Module, path: Path) -> None:
-    """The model as train() left it: what the trusted evaluation measures and predictions use."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    rt.write_safetensors(path, tensors, metadata={})
+    """The model as train() left it (a plain state dict): what the trusted evaluation measures and
+    predictions use."""
+    rt.write_safetensors(path, dict(model.state_dict()), metadata={})
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:

@@ -16,7 +16,7 @@ from django.core.management import CommandError, call_command
 
 from sandbox.engine import buildx_runtime as rt
 from sandbox.engine import datasets as ds
-from training.tests.test_engine_datasets import write_cifar_folder, write_mnist_folder
+from sandbox.tests.test_engine_datasets import write_cifar_folder, write_mnist_folder
 
 
 class Mirror:

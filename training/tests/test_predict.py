@@ -21,7 +21,9 @@ from designs import services as design_services
 from designs.models import CodeArtifact
 from sandbox.engine import buildx_runtime as rt
 from sandbox.engine import datasets as ds
-from training import exports, predict, sandbox
+from sandbox import checks, files
+from sandbox import runner as sandbox_runner
+from training import exports, predict
 from training.models import EpochMetric, Run, RunArtifact, RunEvent
 from training.services import artifact_store
 
@@ -55,21 +57,31 @@ def trained(tmp_path_factory) -> dict:
                 checkpoints[name] = (run_dir / "checkpoints" / name).read_bytes()
 
     config = {
-        "dataset_cache": str(cache),
         "resume": False,
         "checkpoint_dir": "checkpoints",
         "expect": {"params": report["totals"]["params"], "output_shape": report["output_shape"]},
         "val_split": 0.1,
         "seed": 42,
         "max_epochs": 10,
+        "epochs": EPOCHS,
         "device": "cpu",
     }
-    result = sandbox.run_script(
+    result = sandbox_runner.run_script(
         code=code, run_dir=run_dir, config=config, on_event=on_event, should_stop=lambda: False,
-        wall_limit_s=300, trusted_code=True,
+        wall_limit_s=300, trusted_code=True, dataset=ds.training_cache(cache),
     )  # fmt: skip
     assert result.status == "succeeded", (result.cause, result.traceback, events)
-    return {"data_dir": data_dir, "cache": cache, "code": code, "events": events, "checkpoints": checkpoints}
+    model = (run_dir / "model.safetensors").read_bytes()
+    # The platform's measurement, as the runs app takes it: the compiled model, these weights, the test split.
+    with files.open_regular(run_dir, "model.safetensors", max_bytes=2**24) as weights:
+        measured = checks.run_check(
+            code=code, config={"mode": "evaluate", "weights": "weights.safetensors"}, dataset=cache,
+            inputs={"weights.safetensors": weights}, on_event=events.append, wall_limit_s=300,
+            work_dir=run_dir.parent / "evaluate",
+        )  # fmt: skip
+    assert measured.status == "succeeded", (measured.cause, events)
+    return {"data_dir": data_dir, "cache": cache, "code": code, "events": events, "checkpoints": checkpoints,
+            "model": model}  # fmt: skip
 
 
 def store_run(owner, trained: dict, *, source: str = CodeArtifact.Source.COMPILED, status=Run.Status.SUCCEEDED,
@@ -92,6 +104,10 @@ def store_run(owner, trained: dict, *, source: str = CodeArtifact.Source.COMPILE
         hyperparameters=version.spec["hyperparameters"], status=status, epochs=EPOCHS, epoch=EPOCHS,
         progress=1.0, device=status_event["device"], params=status_event["params"],
         metrics=result if status == Run.Status.SUCCEEDED else {}, last_seq=1, run_seconds=3.0, attempt=1,
+        metrics_source=(
+            (Run.MetricsSource.PLATFORM if source == CodeArtifact.Source.COMPILED else Run.MetricsSource.SCRIPT)
+            if status == Run.Status.SUCCEEDED else ""
+        ),
     )  # fmt: skip
     RunEvent.objects.create(run=run, seq=1, kind=RunEvent.Kind.STATUS, payload={
         k: status_event.get(k) for k in ("status", "device", "torch", "params")})  # fmt: skip
@@ -99,14 +115,17 @@ def store_run(owner, trained: dict, *, source: str = CodeArtifact.Source.COMPILE
         if e["kind"] == "epoch":
             EpochMetric.objects.create(run=run, **{k: e.get(k) for k in (
                 "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")})  # fmt: skip
-    files = trained["checkpoints"]
+    checkpoint_files = trained["checkpoints"]
     for kind, name in (
         (RunArtifact.Kind.CHECKPOINT_LAST, "last.safetensors"),
         (RunArtifact.Kind.CHECKPOINT_LAST_META, "last.json"),
         (RunArtifact.Kind.CHECKPOINT_BEST, "best.safetensors"),
         (RunArtifact.Kind.CHECKPOINT_BEST_META, "best.json"),
     ):
-        artifact_store(run=run, kind=kind, filename=name, content=files[name], epoch=EPOCHS)
+        artifact_store(run=run, kind=kind, filename=name, content=checkpoint_files[name], epoch=EPOCHS)
+    if status == Run.Status.SUCCEEDED:
+        artifact_store(run=run, kind=RunArtifact.Kind.MODEL, filename="model.safetensors", content=trained["model"],
+                       epoch=EPOCHS)
     return run
 
 
@@ -175,7 +194,7 @@ def test_a_prediction_answers_classes_with_probabilities(alice_client, alice_run
     assert response.status_code == 200
     body = response.json()
     assert body["class_names"] == [str(i) for i in range(10)]
-    assert body["checkpoint"] == {"name": "last", "epoch": EPOCHS}
+    assert body["checkpoint"] == {"name": "model", "epoch": EPOCHS}  # the final weights: what the metrics measured
     first = body["predictions"][0]
     assert first["name"] == "a.png"
     assert len(first["top"]) == 3 and first["top"][0]["class"] == first["class"]
@@ -375,7 +394,7 @@ def test_the_exported_weights_load_into_the_scripts_model(alice_client, alice_ru
     assert response["Content-Disposition"] == f'attachment; filename="tinycnn-run{alice_run.pk}.safetensors"'
     tensors = load_safetensors(response.content)
 
-    namespace = predict.execute_compiled(trained["code"])
+    namespace = compiler.load_compiled(trained["code"])
     model = namespace["build_model"]()
     model.load_state_dict(tensors, strict=True)
     model.eval()
@@ -596,7 +615,7 @@ def test_a_prediction_costs_a_fixed_number_of_queries_with_a_warm_cache(alice_cl
 
 
 def test_damaged_weights_in_storage_are_a_409_not_a_crash(alice_client, alice_run, trained):
-    artifact = alice_run.artifacts.get(kind=RunArtifact.Kind.CHECKPOINT_LAST)
+    artifact = predict.weights_artifact(alice_run)  # the final model's file
     Path(artifact.file.path).write_bytes(b"\x00\x01 not safetensors")
     images, _ = held_out_images(trained)
 
