@@ -42,7 +42,7 @@ import sandbox.runner as sandbox  # noqa: E402
 from designs import compiler, validation  # noqa: E402
 from designs import services as design_services  # noqa: E402
 from feedback.diagnosis import apply_suggestion, describe_suggestion, diagnose  # noqa: E402
-from training.services import _expect, dataset_cache_path  # noqa: E402
+from training.services import dataset_cache_path, design_expectation  # noqa: E402
 
 
 def _worse(slug: str, *, dataset: str = "digits", **hp) -> dict:
@@ -103,7 +103,7 @@ def train(spec: dict, *, wall_s: float) -> tuple[list[dict], dict | None, dict, 
         "dataset_cache": dataset_cache_path(normalised["dataset"]),
         "resume": False,
         "checkpoint_dir": "checkpoints",
-        "expect": _expect(report),
+        "expect": design_expectation(report),
         "val_split": float(hp.get("val_split", 0.1)),
         "seed": int(hp.get("seed", 42)),
         "max_epochs": settings.RUNS_MAX_EPOCHS,

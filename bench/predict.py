@@ -154,7 +154,7 @@ def main() -> None:
 def bench_sandboxed(run: Run, args: argparse.Namespace) -> None:
     view = RunPredict.as_view()
     factory = APIRequestFactory()
-    facts = predict._facts(run)
+    facts = predict.model_facts(run)
     name, data = image_bytes(facts.source_shape, photo=args.photo)
     samples: list[float] = []
     started = time.perf_counter()

@@ -389,7 +389,7 @@ class ModelFacts:
     epoch: int | None
 
 
-def _facts(run: Run, loaded: LoadedModel | None = None) -> ModelFacts:
+def model_facts(run: Run, loaded: LoadedModel | None = None) -> ModelFacts:
     if loaded is not None:
         return ModelFacts(loaded.class_names, loaded.source_shape, loaded.checkpoint, loaded.epoch)
     artifact = weights_artifact(run)
@@ -466,7 +466,7 @@ def predict(*, run: Run, images: list[bytes], top_k: int = 3) -> dict:
     """Classes and probabilities for each image. Raises PredictRefused or ImageRejected (with ``index``)."""
     check_predictable(run)
     loaded = get_model(run) if is_trusted(run) else None
-    facts = _facts(run, loaded)
+    facts = model_facts(run, loaded)
     batch = []
     for i, data in enumerate(images):
         try:
@@ -553,7 +553,7 @@ def mistakes(*, run: Run, limit: int | None = None) -> dict:
     """Test images the model classifies wrongly (the first ``limit``), computed once and cached."""
     check_predictable(run)
     limit = limit or settings.PREDICT_MISTAKES
-    facts = _facts(run, get_model(run) if is_trusted(run) else None)
+    facts = model_facts(run, get_model(run) if is_trusted(run) else None)
     artifact = weights_artifact(run)
     key = f"predict:mistakes:{run.pk}:{artifact.pk}:{artifact.updated_at.timestamp()}:{limit}"
     found = cache.get(key)

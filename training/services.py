@@ -93,7 +93,7 @@ def _spec_dataset(spec: dict) -> str:
     return str(dataset or "digits")
 
 
-def _expect(report: dict) -> dict:
+def design_expectation(report: dict) -> dict:
     """The validation report's promise that the harness checks before training."""
     totals = report.get("totals") or {}
     params = totals.get("params", report.get("params"))
@@ -247,7 +247,7 @@ def run_create(*, owner, version: DesignVersion, artifact: CodeArtifact) -> Run:
         )
     hp = _hyperparameters(version.spec)
     epochs = int(hp.get("epochs") or 1)
-    params = _expect(version.report).get("params")
+    params = design_expectation(version.report).get("params")
     with transaction.atomic():
         # Serialise one user's creates so two quick clicks cannot both pass the concurrency quota.
         get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
@@ -698,7 +698,7 @@ class EventSink:
             self.pending, self.updates, self.metrics = [], {}, []
         if not batch and not updates and also is None:
             return True
-        events = _coalesce(batch)
+        events = coalesce(batch)
         log_lines = sum(len(p["lines"]) for k, p in events if k == "run.log")
         updates["log_lines"] = F("log_lines") + log_lines
         updates["log_dropped"] = self.limiter.dropped
@@ -740,7 +740,7 @@ class EventSink:
         self.flush(force=True)
 
 
-def _coalesce(batch: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+def coalesce(batch: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
     """One ``run.log`` event per run of same-stream lines; only the latest progress of a batch."""
     out: list[tuple[str, dict]] = []
     last_progress = max((i for i, (k, _p) in enumerate(batch) if k == "run.progress"), default=-1)
@@ -945,7 +945,7 @@ def run_execute(*, run: Run) -> Run:
             "mode": "train",
             "resume": resume_epoch is not None,
             "checkpoint_dir": "checkpoints",
-            "expect": _expect(run.design_version.report),
+            "expect": design_expectation(run.design_version.report),
             "val_split": float(hp.get("val_split", 0.1)),
             "seed": int(hp.get("seed", 42)),
             "max_epochs": settings.RUNS_MAX_EPOCHS,

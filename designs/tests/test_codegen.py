@@ -10,11 +10,11 @@ import re
 
 import pytest
 
-from sandbox import checks as sandbox_checks
 from buildx.testing.openai_server import Reply
 from designs import codegen, services
 from designs.actors import generate_code
 from designs.models import CodeArtifact
+from sandbox import checks as sandbox_checks
 
 
 @pytest.fixture

@@ -92,13 +92,13 @@ class _State:
         self.last_progress = 0.0
 
 
-_state = _State()
+state = _State()
 
 
-def _emit(kind: str, **fields: Any) -> None:
+def emit(kind: str, **fields: Any) -> None:
     """Send one event: a JSON line on the events pipe, or a readable line when standalone."""
-    if _state.events is not None:
-        _state.events.write(json.dumps({"kind": kind, **fields}, default=_json_default) + "\n")
+    if state.events is not None:
+        state.events.write(json.dumps({"kind": kind, **fields}, default=_json_default) + "\n")
         return
     if kind == "log":
         print(fields["line"], flush=True)
@@ -127,15 +127,15 @@ def configure(
     epochs: int | None = None,
 ) -> None:
     """Set the runtime up for one run (the harness and main() call this; scripts do not)."""
-    global _state
-    _state = _State()
+    global state
+    state = _State()
     if events_fd is not None:
-        _state.events = os.fdopen(events_fd, "w", buffering=1, encoding="utf-8", closefd=False)
-    _state.device = pick_device(device)
+        state.events = os.fdopen(events_fd, "w", buffering=1, encoding="utf-8", closefd=False)
+    state.device = pick_device(device)
     if checkpoint_dir is not None:
-        _state.checkpoint_dir = Path(checkpoint_dir)
-    _state.resume = resume
-    _state.epochs = epochs
+        state.checkpoint_dir = Path(checkpoint_dir)
+    state.resume = resume
+    state.epochs = epochs
     _install_stop_handler()
 
 
@@ -146,29 +146,29 @@ def pick_device(device: torch.device | str | None = None) -> torch.device:
     return torch.device(device)
 
 
-def _device() -> torch.device:
-    if _state.device is None:
-        _state.device = pick_device()
-    return _state.device
+def current_device() -> torch.device:
+    if state.device is None:
+        state.device = pick_device()
+    return state.device
 
 
-def _request_stop(signum: int, frame: Any) -> None:
+def request_stop(signum: int, frame: Any) -> None:
     # Only a flag: the loop notices it at the next batch boundary, where model and optimizer agree.
-    _state.stop = True
+    state.stop = True
 
 
 def _install_stop_handler() -> None:
     with contextlib.suppress(ValueError):  # not the main thread: nobody can signal us anyway
-        signal.signal(signal.SIGUSR1, _request_stop)
+        signal.signal(signal.SIGUSR1, request_stop)
 
 
 def stop_requested() -> bool:
-    return _state.stop
+    return state.stop
 
 
 def log(*parts: Any) -> None:
     """A log line from the script, e.g. rt.log("learning rate", lr)."""
-    _emit("log", line=" ".join(str(p) for p in parts), stream="runtime")
+    emit("log", line=" ".join(str(p) for p in parts), stream="runtime")
 
 
 def seed_everything(seed: int) -> None:
@@ -184,7 +184,7 @@ def seed_everything(seed: int) -> None:
 
 def autocast() -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA; a no-op on the CPU (where bf16 is slower for small CNNs)."""
-    if _device().type == "cuda":
+    if current_device().type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -231,7 +231,7 @@ class Split:
         channels_last = self.device.type == "cuda"
         for b in range(batches):
             if watch:
-                if _state.stop:
+                if state.stop:
                     raise StopTraining()
                 _progress(b, batches)
             if order is None:
@@ -252,14 +252,14 @@ class Split:
 
 def _progress(batch: int, batches: int) -> None:
     now = time.monotonic()
-    if now - _state.last_progress < PROGRESS_EVERY_S:
+    if now - state.last_progress < PROGRESS_EVERY_S:
         return
-    _state.last_progress = now
-    if _state.events is not None:
-        _emit(
+    state.last_progress = now
+    if state.events is not None:
+        emit(
             "progress",
-            epoch=_state.completed_epochs + 1,
-            epochs=_state.epochs,
+            epoch=state.completed_epochs + 1,
+            epochs=state.epochs,
             batch=batch,
             batches=batches,
         )
@@ -643,10 +643,10 @@ def report_epoch(
 ) -> None:
     """One `epoch` event and a printed line."""
     now = time.monotonic()
-    seconds = now - _state.epoch_started
-    _state.epoch_started = now
-    _state.completed_epochs = epoch
-    _state.epochs = epochs
+    seconds = now - state.epoch_started
+    state.epoch_started = now
+    state.completed_epochs = epoch
+    state.epochs = epochs
     fields = {
         "epoch": epoch,
         "epochs": epochs,
@@ -657,8 +657,8 @@ def report_epoch(
         "lr": float(lr),
         "seconds": round(seconds, 3),
     }
-    if _state.events is not None:
-        _emit("epoch", **fields)
+    if state.events is not None:
+        emit("epoch", **fields)
     print(
         f"Epoch {epoch}/{epochs}  train loss {train_loss:.4f} acc {train_acc:.1%}  "
         f"val loss {val_loss:.4f} acc {val_acc:.1%}  lr {lr:.3g}  {seconds:.1f}s",
@@ -667,11 +667,11 @@ def report_epoch(
 
 
 def _register(model: nn.Module, optimizer: torch.optim.Optimizer | None, scheduler: Any) -> None:
-    _state.model = model
+    state.model = model
     if optimizer is not None:
-        _state.optimizer = optimizer
+        state.optimizer = optimizer
     if scheduler is not None:
-        _state.scheduler = scheduler
+        state.scheduler = scheduler
 
 
 def save_checkpoint(
@@ -684,12 +684,12 @@ def save_checkpoint(
 ) -> None:
     """Write `last` (and `best` when `metric` improves) as safetensors + JSON, each atomically."""
     _register(model, optimizer, scheduler)
-    _state.completed_epochs = max(_state.completed_epochs, epoch)
+    state.completed_epochs = max(state.completed_epochs, epoch)
     metric = None if metric is None else float(metric)
-    _state.last_metric = metric
-    improved = metric is not None and (_state.best_metric is None or metric > _state.best_metric)
+    state.last_metric = metric
+    improved = metric is not None and (state.best_metric is None or metric > state.best_metric)
     if improved:
-        _state.best_metric = metric
+        state.best_metric = metric
     _write_checkpoint(
         "last", model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, metric=metric
     )
@@ -702,7 +702,7 @@ def _link_best(*, epoch: int, metric: float) -> None:
 
     Safe because `last` is only ever replaced by a rename, which leaves the linked files untouched.
     """
-    directory = _state.checkpoint_dir
+    directory = state.checkpoint_dir
     for suffix in (".safetensors", ".json"):
         tmp = directory / f".best{suffix}.tmp"
         tmp.unlink(missing_ok=True)
@@ -711,7 +711,7 @@ def _link_best(*, epoch: int, metric: float) -> None:
         except OSError:  # a file system without hard links
             shutil.copyfile(directory / f"last{suffix}", tmp)
         os.replace(tmp, directory / f"best{suffix}")
-    _emit("checkpoint", epoch=epoch, name="best", metric=metric)
+    emit("checkpoint", epoch=epoch, name="best", metric=metric)
 
 
 def _write_checkpoint(
@@ -724,7 +724,7 @@ def _write_checkpoint(
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
         "metric": metric,
-        "best_metric": _state.best_metric,
+        "best_metric": state.best_metric,
         "optimizer": _flatten(optimizer.state_dict(), "optimizer", tensors)
         if optimizer is not None
         else None,
@@ -732,13 +732,13 @@ def _write_checkpoint(
         if scheduler is not None
         else None,
     }
-    directory = _state.checkpoint_dir
+    directory = state.checkpoint_dir
     directory.mkdir(parents=True, exist_ok=True)
     # The safetensors file carries the metadata too, so that it is complete on its own; its rename is the
     # commit point. The JSON beside it is the platform's quick read.
     write_safetensors(directory / f"{name}.safetensors", tensors, metadata={"buildx": json.dumps(meta)})
     _atomic_write(directory / f"{name}.json", json.dumps(meta, indent=1).encode())
-    _emit("checkpoint", epoch=epoch, name=name, metric=metric)
+    emit("checkpoint", epoch=epoch, name=name, metric=metric)
 
 
 def _flatten(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -777,9 +777,9 @@ def resume(*, model: nn.Module, optimizer: torch.optim.Optimizer | None, schedul
     Also registers model, optimizer and scheduler, so that a stop mid-epoch can save them.
     """
     _register(model, optimizer, scheduler)
-    path = _state.checkpoint_dir / "last.safetensors"
-    if not _state.resume or not path.exists():
-        _state.epoch_started = time.monotonic()
+    path = state.checkpoint_dir / "last.safetensors"
+    if not state.resume or not path.exists():
+        state.epoch_started = time.monotonic()
         return 0
     tensors, metadata = read_safetensors(path)
     meta = json.loads(metadata["buildx"])
@@ -789,27 +789,27 @@ def resume(*, model: nn.Module, optimizer: torch.optim.Optimizer | None, schedul
         optimizer.load_state_dict(_unflatten(meta["optimizer"], tensors))
     if scheduler is not None and meta.get("scheduler") is not None:
         scheduler.load_state_dict(_unflatten(meta["scheduler"], tensors))
-    _state.completed_epochs = int(meta["epoch"])
-    _state.last_metric = meta.get("metric")
-    _state.best_metric = meta.get("best_metric")
-    _state.epoch_started = time.monotonic()
-    log(f"Resumed from the checkpoint after epoch {_state.completed_epochs}.")
-    return _state.completed_epochs
+    state.completed_epochs = int(meta["epoch"])
+    state.last_metric = meta.get("metric")
+    state.best_metric = meta.get("best_metric")
+    state.epoch_started = time.monotonic()
+    log(f"Resumed from the checkpoint after epoch {state.completed_epochs}.")
+    return state.completed_epochs
 
 
 def finish_stop() -> int:
     """After StopTraining: save `last` with the completed-epoch count, emit `stopped`; returns that count."""
-    epoch = _state.completed_epochs
-    if _state.model is not None:
+    epoch = state.completed_epochs
+    if state.model is not None:
         _write_checkpoint(
             "last",
-            model=_state.model,
-            optimizer=_state.optimizer,
-            scheduler=_state.scheduler,
+            model=state.model,
+            optimizer=state.optimizer,
+            scheduler=state.scheduler,
             epoch=epoch,
-            metric=_state.last_metric,
+            metric=state.last_metric,
         )
-    _emit("stopped", epoch=epoch)
+    emit("stopped", epoch=epoch)
     return epoch
 
 
@@ -1121,7 +1121,7 @@ def _print_result(result: dict[str, Any]) -> None:
 
 def _first_ctrl_c(signum: int, frame: Any) -> None:
     """Ctrl-C asks for a clean stop (a checkpoint is saved); a second one interrupts at once."""
-    _request_stop(signum, frame)
+    request_stop(signum, frame)
     print("\nStopping at the next batch (Ctrl-C again to quit at once)...", flush=True)
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -1159,10 +1159,10 @@ def main(
 
     seed_everything(seed)
     decoded = read_dataset_folder(args.data)
-    data, test = make_data(decoded, val_split=val_split, seed=seed, device=_device())
+    data, test = make_data(decoded, val_split=val_split, seed=seed, device=current_device())
     print(f"{dataset}: {data}", flush=True)
-    model = build_model().to(_device())
-    _state.model = model
+    model = build_model().to(current_device())
+    state.model = model
     try:
         train(model, data)
     except StopTraining:

@@ -151,7 +151,7 @@ def smoke_data(module: ModuleType, data: rt.Data) -> rt.Data:
     Used to check code written by an LLM before it is offered: the whole train() runs, briefly.
     """
     module.EPOCHS = 1  # train() reads the module's constant when it runs
-    rt._state.epochs = 1
+    rt.state.epochs = 1
     size = getattr(module, "BATCH_SIZE", 8)
     size = size if isinstance(size, int) and size > 0 else 8
 
@@ -234,15 +234,15 @@ def run(script: Path, config: dict[str, Any]) -> int:
         resume=bool(config.get("resume", False)),
     )
     if _stop_before_runtime:
-        rt._request_stop(signal.SIGUSR1, None)
+        rt.request_stop(signal.SIGUSR1, None)
     if mode in ("evaluate", "predict"):
         return measure(script, config, mode=mode)
-    device = rt._device()
+    device = rt.current_device()
     seed = int(config.get("seed", 42))
     try:
         module = load_script(script)
         params, _ = check_contract(module, config)
-        rt._state.epochs = module.EPOCHS
+        rt.state.epochs = module.EPOCHS
         eval_transform = getattr(module, "EVAL_TRANSFORM", None)
         dataset = rt.load_cache(config["dataset_cache"])
         data, test = rt.make_data(
@@ -252,31 +252,31 @@ def run(script: Path, config: dict[str, Any]) -> int:
         if mode == "smoke":
             data = smoke_data(module, data)
     except ContractError as e:
-        rt._emit("error", cause="contract", message=str(e), traceback="")
+        rt.emit("error", cause="contract", message=str(e), traceback="")
         return EXIT_CONTRACT
     except Exception as e:
-        rt._emit("error", cause="exception", message=f"{type(e).__name__}: {e}", traceback=short_traceback())
+        rt.emit("error", cause="exception", message=f"{type(e).__name__}: {e}", traceback=short_traceback())
         return EXIT_FAILED
 
-    rt._emit("status", status="running", device=str(device), torch=torch.__version__, params=params)
+    rt.emit("status", status="running", device=str(device), torch=torch.__version__, params=params)
     try:
         rt.seed_everything(seed)  # the same weights on every run of the same script
         model = module.build_model().to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)  # batches arrive channels_last on CUDA
-        rt._state.model = model  # a stop before the script registers anything still saves the weights
+        rt.state.model = model  # a stop before the script registers anything still saves the weights
         module.train(model, data)
         if rt.stop_requested():  # the stop came after the last batch: honour it all the same
             rt.finish_stop()
             return EXIT_OK
         if mode == "smoke":
-            rt._emit("log", line="Smoke run finished: one batch trained and evaluated.", stream="runtime")
+            rt.emit("log", line="Smoke run finished: one batch trained and evaluated.", stream="runtime")
             return EXIT_OK
         final_weights(model, Path(config.get("final_weights", "model.safetensors")))
         if config.get("report_test"):
             # Code whose weights the platform's model cannot load: its own measurement, labelled so.
             result = rt.evaluate_test(model, test, class_names=data.class_names, transform=eval_transform)
-            rt._emit("result", test=result)
+            rt.emit("result", test=result)
             return EXIT_OK
     except rt.StopTraining:
         rt.finish_stop()
@@ -285,9 +285,9 @@ def run(script: Path, config: dict[str, Any]) -> int:
         if isinstance(e, SystemExit) and e.code in (0, None):
             e = RuntimeError("the script called exit() before training finished")
         cause = "out_of_memory" if is_out_of_memory(e) else "exception"
-        rt._emit("error", cause=cause, message=f"{type(e).__name__}: {e}", traceback=short_traceback())
+        rt.emit("error", cause=cause, message=f"{type(e).__name__}: {e}", traceback=short_traceback())
         return EXIT_FAILED
-    rt._emit(
+    rt.emit(
         "log", line="Training finished. BuildX now measures the model on the test split.", stream="runtime"
     )
     return EXIT_OK
@@ -309,7 +309,7 @@ def measure(script: Path, config: dict[str, Any], *, mode: str) -> int:
                 name="test",
             )
             result = rt.evaluate_test(model, test, class_names=dataset["class_names"], transform=transform)
-            rt._emit("result", test=result)
+            rt.emit("result", test=result)
             return EXIT_OK
         if config.get("images"):
             images = rt.read_safetensors(Path(config["images"]))[0]["images"]
@@ -325,13 +325,13 @@ def measure(script: Path, config: dict[str, Any], *, mode: str) -> int:
                 rows.append(model(x).float().softmax(1))
         probs = torch.cat(rows) if rows else torch.zeros(0, 0)
     except BaseException as e:  # noqa: BLE001 - every failure becomes an error event
-        rt._emit("error", cause="exception", message=f"{type(e).__name__}: {e}", traceback=short_traceback())
+        rt.emit("error", cause="exception", message=f"{type(e).__name__}: {e}", traceback=short_traceback())
         return EXIT_FAILED
     if config.get("images"):
-        rt._emit("result", predictions=[[round(float(p), 6) for p in row] for row in probs])
+        rt.emit("result", predictions=[[round(float(p), 6) for p in row] for row in probs])
     else:  # a whole test split: the class and its probability per image keep the event small
         top = probs.max(1)
-        rt._emit(
+        rt.emit(
             "result", predicted=top.indices.tolist(), probability=[round(float(p), 4) for p in top.values]
         )
     return EXIT_OK
@@ -359,7 +359,7 @@ def exit_now(code: int) -> None:
     Tearing down an interpreter with torch loaded takes seconds on a busy machine (2-3 s measured here),
     which a stop would otherwise wait for; checkpoints are already closed and the events flushed.
     """
-    for stream in (sys.stdout, sys.stderr, rt._state.events):
+    for stream in (sys.stdout, sys.stderr, rt.state.events):
         if stream is not None:
             with contextlib.suppress(Exception):
                 stream.flush()

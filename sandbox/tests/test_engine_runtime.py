@@ -48,7 +48,7 @@ def test_a_stop_request_raises_stop_training_at_the_next_batch_boundary():
     with pytest.raises(rt.StopTraining):
         for _ in split.batches(2):
             taken += 1
-            rt._request_stop(0, None)
+            rt.request_stop(0, None)
     assert taken == 1
     assert rt.stop_requested()
     # StopTraining is not an Exception: a script's `except Exception` cannot swallow it.
@@ -260,7 +260,7 @@ def test_events_go_to_the_pipe_as_json_lines_with_the_contract_fields(tmp_path, 
     list(split.batches(2))
     rt.log("hello", 3)
     rt.report_epoch(epoch=1, epochs=2, train_loss=0.5, train_acc=0.75, val_loss=0.25, val_acc=0.8, lr=0.01)
-    rt._state.events.flush()
+    rt.state.events.flush()
     os.close(write_fd)
     with os.fdopen(read_fd, encoding="utf-8") as pipe:
         events = [json.loads(line) for line in pipe]

@@ -157,7 +157,9 @@ def processes_in(directory: Path) -> list[int]:
     straggler would look like: inside a box, a process's cwd reads as /box)."""
     from django.conf import settings
 
-    pool = range(settings.BUILDX_SANDBOX_UID_BASE, settings.BUILDX_SANDBOX_UID_BASE + settings.BUILDX_SANDBOX_UID_COUNT)
+    pool = range(
+        settings.BUILDX_SANDBOX_UID_BASE, settings.BUILDX_SANDBOX_UID_BASE + settings.BUILDX_SANDBOX_UID_COUNT
+    )
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from training.services import LogLimiter, _coalesce
+from training.services import LogLimiter, coalesce
 
 
 def test_it_keeps_at_most_n_lines_a_second_and_says_how_many_it_left_out():
@@ -34,7 +34,7 @@ def test_a_batch_becomes_one_log_event_per_stream_and_only_its_last_progress():
         ("run.log", {"stream": "stderr", "line": "c"}),
         ("run.progress", {"batch": 2}),
     ]
-    assert _coalesce(batch) == [
+    assert coalesce(batch) == [
         ("run.log", {"stream": "stdout", "lines": ["a", "b"]}),
         ("run.log", {"stream": "stderr", "lines": ["c"]}),
         ("run.progress", {"batch": 2}),

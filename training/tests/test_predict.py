@@ -19,10 +19,10 @@ from buildx.testing.browser import CHROMIUM_ARGS
 from designs import compiler
 from designs import services as design_services
 from designs.models import CodeArtifact
-from sandbox.engine import buildx_runtime as rt
-from sandbox.engine import datasets as ds
 from sandbox import checks, files
 from sandbox import runner as sandbox_runner
+from sandbox.engine import buildx_runtime as rt
+from sandbox.engine import datasets as ds
 from training import exports, predict
 from training.models import EpochMetric, Run, RunArtifact, RunEvent
 from training.services import artifact_store
@@ -124,8 +124,13 @@ def store_run(owner, trained: dict, *, source: str = CodeArtifact.Source.COMPILE
     ):
         artifact_store(run=run, kind=kind, filename=name, content=checkpoint_files[name], epoch=EPOCHS)
     if status == Run.Status.SUCCEEDED:
-        artifact_store(run=run, kind=RunArtifact.Kind.MODEL, filename="model.safetensors", content=trained["model"],
-                       epoch=EPOCHS)
+        artifact_store(
+            run=run,
+            kind=RunArtifact.Kind.MODEL,
+            filename="model.safetensors",
+            content=trained["model"],
+            epoch=EPOCHS,
+        )
     return run
 
 
@@ -194,7 +199,10 @@ def test_a_prediction_answers_classes_with_probabilities(alice_client, alice_run
     assert response.status_code == 200
     body = response.json()
     assert body["class_names"] == [str(i) for i in range(10)]
-    assert body["checkpoint"] == {"name": "model", "epoch": EPOCHS}  # the final weights: what the metrics measured
+    assert body["checkpoint"] == {
+        "name": "model",
+        "epoch": EPOCHS,
+    }  # the final weights: what the metrics measured
     first = body["predictions"][0]
     assert first["name"] == "a.png"
     assert len(first["top"]) == 3 and first["top"][0]["class"] == first["class"]

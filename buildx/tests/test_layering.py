@@ -1,0 +1,101 @@
+"""The layers' rules, read from the source: every import (function-level ones too) and every use of a
+name that another module keeps private.
+
+The sandbox layer runs code nobody reviewed; it is the bottom of the stack and imports no app, so that
+nothing an app does can widen what a sandboxed child reaches, and so that the apps' order stays one way.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = ("accounts", "designs", "training", "feedback")
+PROJECT = ("sandbox", "buildx", *APPS)
+ENGINE_MODULES = ("buildx_runtime", "harness", "datasets", "custom")  # imported by path inside a box
+
+
+def python_files() -> list[Path]:
+    return sorted(
+        path
+        for top in (*PROJECT, "bench")
+        for path in (ROOT / top).rglob("*.py")
+        if "migrations" not in path.parts and "__pycache__" not in path.parts
+    )
+
+
+def imports(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, module) of every import in the tree, at any depth."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.append((node.lineno, node.module))
+            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+    return found
+
+
+def app_imports(tree: ast.AST) -> list[str]:
+    """Imports of an app or of the composition root (what the sandbox layer may not have)."""
+    return [
+        f"{line}: {module}" for line, module in imports(tree) if module.split(".")[0] in (*APPS, "buildx")
+    ]
+
+
+def private_uses(tree: ast.AST) -> list[str]:
+    """Names of another project module that start with an underscore, imported or reached as attributes."""
+    found = []
+    aliases: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in (*PROJECT, *ENGINE_MODULES):
+                    aliases.add(alias.asname or alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            if node.module.split(".")[0] not in (*PROJECT, *ENGINE_MODULES):
+                continue
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"{node.lineno}: from {node.module} import {alias.name}")
+                aliases.add(alias.asname or alias.name)
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_the_sandbox_layer_imports_no_app_and_not_the_composition_root():
+    offenders = []
+    for path in (ROOT / "sandbox").rglob("*.py"):
+        if "tests" in path.relative_to(ROOT).parts:
+            continue  # its tests may build a design with the compiler to run in a box
+        offenders += [f"{path.relative_to(ROOT)}:{o}" for o in app_imports(ast.parse(path.read_text()))]
+    assert offenders == []
+
+
+def test_no_module_uses_another_modules_private_names():
+    offenders = []
+    for path in python_files():
+        offenders += [f"{path.relative_to(ROOT)}:{o}" for o in private_uses(ast.parse(path.read_text()))]
+    assert offenders == []
+
+
+def test_the_checks_find_what_they_look_for():
+    # Positive controls: a function-level import of an app, and private names taken both ways.
+    planted = ast.parse(
+        "import os\n"
+        "def f():\n"
+        "    from training import services\n"
+        "    from sandbox.engine.harness import _hidden\n"
+        "    return services._private, os._exit\n"
+    )
+    assert app_imports(planted) == ["3: training", "3: training.services"]
+    assert private_uses(planted) == ["4: from sandbox.engine.harness import _hidden", "5: services._private"]
