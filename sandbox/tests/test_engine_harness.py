@@ -118,7 +118,7 @@ def run_in_process(run_dir: Path) -> tuple[int, list[dict]]:
     try:
         os.chdir(run_dir)
         code = harness.run(Path("script.py"), json.loads(Path("config.json").read_text()))
-        harness.rt._state.events.flush()
+        harness.rt.state.events.flush()
     finally:
         os.chdir(cwd)
         del os.environ["BUILDX_EVENTS_FD"]
