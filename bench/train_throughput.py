@@ -191,7 +191,7 @@ def bench_runtime(
         os.environ["BUILDX_EVENTS_FD"] = str(write_fd)
         with contextlib.redirect_stdout(io.StringIO()):
             code = harness.run(run_dir / "script.py", config)
-        harness.rt._state.events.close()
+        harness.rt.state.events.close()
         os.close(write_fd)
         stderr = ""
     reader.join()

@@ -61,14 +61,12 @@ def private_uses(tree: ast.AST) -> list[str]:
                     found.append(f"{node.lineno}: from {node.module} import {alias.name}")
                 aliases.add(alias.asname or alias.name)
     for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Name)
-            and node.value.id in aliases
-            and node.attr.startswith("_")
-            and not node.attr.startswith("__")
-        ):
-            found.append(f"{node.lineno}: {node.value.id}.{node.attr}")
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value  # harness.rt._state: the chain starts at a module too
+            if isinstance(root, ast.Name) and root.id in aliases:
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
     return found
 
 
@@ -95,7 +93,11 @@ def test_the_checks_find_what_they_look_for():
         "def f():\n"
         "    from training import services\n"
         "    from sandbox.engine.harness import _hidden\n"
-        "    return services._private, os._exit\n"
+        "    return services._private, os._exit, services.rt._state\n"
     )
     assert app_imports(planted) == ["3: training", "3: training.services"]
-    assert private_uses(planted) == ["4: from sandbox.engine.harness import _hidden", "5: services._private"]
+    assert private_uses(planted) == [
+        "4: from sandbox.engine.harness import _hidden",
+        "5: services._private",
+        "5: services.rt._state",
+    ]

@@ -505,11 +505,11 @@ class ColorJitter:
             g = _gray(x)
             x = g + (x - g) * self._rand(x, self.saturation)
         if x.shape[1] == 3 and self.hue:
-            x = self._rotate_hue(x, self._rand(x, self.hue) * (2 * math.pi))
+            x = self.rotate_hue(x, self._rand(x, self.hue) * (2 * math.pi))
         return x.clamp(0.0, 1.0)
 
     @staticmethod
-    def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    def rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
         to_yiq = torch.tensor(
             [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=x.device
         )

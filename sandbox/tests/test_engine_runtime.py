@@ -110,7 +110,7 @@ def test_rotation_and_color_jitter_keep_the_batch_shape_and_range():
     assert not torch.allclose(jittered, x)
     # hue 0 and the rest 0: the colours stay as they were
     assert torch.allclose(rt.ColorJitter()(x), x)
-    assert torch.allclose(rt.ColorJitter._rotate_hue(x, torch.zeros(8, 1, 1, 1)), x, atol=1e-5)
+    assert torch.allclose(rt.ColorJitter.rotate_hue(x, torch.zeros(8, 1, 1, 1)), x, atol=1e-5)
 
 
 class Tiny(nn.Module):
