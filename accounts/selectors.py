@@ -6,7 +6,7 @@ that importing accounts never pulls in training.
 
 from __future__ import annotations
 
-from django.db.models import Count, FloatField, Max, Q, QuerySet
+from django.db.models import Case, Count, FloatField, Max, Q, QuerySet, When
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
@@ -15,9 +15,17 @@ from accounts.models import Course, Membership, User
 RECENT_RUNS = 25  # runs shown on a course's overview page
 
 
-def accuracy_of(prefix: str = "") -> Cast:
-    """The test accuracy stored in ``Run.metrics`` (the harness's result), as a float in SQL."""
-    return Cast(KeyTextTransform("accuracy", f"{prefix}metrics"), FloatField())
+def accuracy_of(prefix: str = "") -> Case:
+    """The test accuracy stored in ``Run.metrics``, as a float in SQL, when BuildX measured it; None when
+    only the script reported it (code the platform could not evaluate: people are not judged by it)."""
+    return Case(
+        When(
+            **{f"{prefix}metrics_source": "platform"},
+            then=Cast(KeyTextTransform("accuracy", f"{prefix}metrics"), FloatField()),
+        ),
+        default=None,
+        output_field=FloatField(),
+    )
 
 
 def course_student_results(*, course: Course) -> QuerySet[User]:

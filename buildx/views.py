@@ -6,6 +6,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 
+from sandbox.launcher import host as sandbox_host
+
 
 def home(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
@@ -71,5 +73,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
         if connections["default"].vendor == "sqlite":
             embedded.insert(0, "database (SQLite)")
     ready = all(check["ok"] for check in checks.values())
-    body = {"status": "ready" if ready else "not ready", "checks": checks, "embedded": embedded}
+    body = {
+        "status": "ready" if ready else "not ready",
+        "checks": checks,
+        "embedded": embedded,
+        # What a sandbox started by this process gets, and what it lacks (no control groups, no uid
+        # pool): said here so that an operator sees it, not only in each run's isolation list.
+        "sandbox": sandbox_host().summary(),
+    }
     return JsonResponse(body, status=200 if ready else 503)

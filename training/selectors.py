@@ -63,6 +63,9 @@ def _percent(value: float | None) -> str:
 
 
 def _accuracy(run: Run) -> float | None:
+    """The test accuracy BuildX measured; None when only the script reported one (not compared)."""
+    if run.metrics_source != Run.MetricsSource.PLATFORM:
+        return None
     value = (run.metrics or {}).get("accuracy")
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 

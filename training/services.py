@@ -198,6 +198,16 @@ def _check_quotas(*, owner, epochs: int, params: int | None) -> None:
             )
             % {"n": active, "max": settings.RUNS_MAX_CONCURRENT_PER_USER},
         )
+    stored = storage_used(owner.pk)
+    if stored >= settings.RUNS_USER_STORAGE_BYTES:
+        raise RunRefused(
+            "quota_storage",
+            _(
+                "Your runs' files take %(used)s MB, your limit is %(max)s MB. Delete runs you no longer "
+                "need, then train again."
+            )
+            % {"used": stored // 2**20, "max": settings.RUNS_USER_STORAGE_BYTES // 2**20},
+        )
     since = timezone.now() - timedelta(days=1)
     used = Run.objects.filter(owner=owner, created_at__gte=since).aggregate(s=Sum("run_seconds"))["s"] or 0
     if used >= settings.RUNS_USER_DAILY_SECONDS:

@@ -29,6 +29,7 @@ def make_run(
     run_seconds: float = 42.0,
     epochs: int = 2,
     log_lines: int = 3,
+    metrics_source: str = Run.MetricsSource.PLATFORM,
 ) -> Run:
     """A run with its design, version, code, epoch metrics and ``log_lines`` log events."""
     if design is None:
@@ -55,6 +56,7 @@ def make_run(
         device=device,
         run_seconds=run_seconds,
         metrics={"accuracy": accuracy, "f1": accuracy} if accuracy is not None else {},
+        metrics_source=metrics_source if accuracy is not None else "",
         last_seq=log_lines,
         log_lines=log_lines,
     )

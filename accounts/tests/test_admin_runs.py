@@ -148,6 +148,23 @@ def test_the_course_overview_lists_students_runs_and_best_accuracy(carol_client,
 
 
 @pytest.mark.django_db
+def test_accuracy_a_script_reported_itself_is_not_in_the_overview_or_the_csv(carol_client, alice, course_a):
+    make_run(alice, design_name="Measured", accuracy=0.81)
+    make_run(alice, design_name="Self-reported", accuracy=1.0, metrics_source=Run.MetricsSource.SCRIPT)
+
+    response = carol_client.get(f"/admin/accounts/course/{course_a.pk}/overview/")
+    [alice_row] = [s for s in response.context["students"] if s.email == "alice@example.com"]
+    assert alice_row.best_accuracy == pytest.approx(0.81)
+    assert {r.design_version.design.name: r.test_accuracy for r in response.context["runs"]} == {
+        "Measured": pytest.approx(0.81),
+        "Self-reported": None,
+    }
+    assert "100.0%" not in response.content.decode()
+    csv_body = carol_client.get(f"/admin/accounts/course/{course_a.pk}/results.csv").content.decode("utf-8-sig")
+    assert list(csv.reader(io.StringIO(csv_body)))[1][6] == "0.8100"
+
+
+@pytest.mark.django_db
 def test_a_csv_cell_that_looks_like_a_formula_is_defused(carol_client, alice, courses):
     make_run(alice, design_name='=HYPERLINK("http://evil")', accuracy=0.5)
     response = post_action(

@@ -71,3 +71,20 @@ def test_home_sends_a_logged_in_user_to_the_dashboard(alice_client):
     response = alice_client.get("/")
     assert response.status_code == 302
     assert response["Location"] == "/dashboard/"
+
+
+def test_readyz_says_what_isolation_a_sandbox_gets_here(client):
+    body = client.get("/readyz").json()
+
+    assert body["sandbox"]["mode"] == "bwrap"
+    assert body["sandbox"]["cgroups"] == "v1"  # this machine mounts memory, pids and cpu as v1
+    assert body["sandbox"]["uid_pool"][1] > 0
+    assert body["sandbox"]["problems"] == []
+
+
+def test_readyz_says_when_control_groups_are_missing(client, settings):
+    settings.BUILDX_CGROUPS = "off"
+    body = client.get("/readyz").json()
+
+    assert body["sandbox"]["cgroups"] is None
+    assert any("memory is limited per process" in problem for problem in body["sandbox"]["problems"])

@@ -99,6 +99,24 @@ def test_it_refuses_a_run_once_the_daily_training_time_is_used(alice, alice_clie
     assert response.status_code == 400 and response.json()["error"]["code"] == "quota_wall_time"
 
 
+def test_it_refuses_a_run_once_the_users_stored_files_reach_their_limit(alice, bob, alice_client, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    settings.RUNS_USER_STORAGE_BYTES = 3 * 2**20
+    version, artifact = make_design(alice)
+    run = services.run_create(owner=alice, version=version, artifact=artifact)
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.SUCCEEDED)
+    services.artifact_store(run=run, kind="model", filename="model.safetensors", content=b"\0" * 3 * 2**20)
+
+    response = _post_run(alice_client, version, artifact)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "quota_storage" and "your limit is 3 MB" in error["message"]
+    assert Run.objects.filter(owner=alice).count() == 1
+    # Bob's files are his own: alice's use is not his.
+    bob_version, bob_artifact = make_design(bob)
+    assert services.run_create(owner=bob, version=bob_version, artifact=bob_artifact).status == Run.Status.QUEUED
+
+
 def test_it_refuses_code_that_is_not_ready(alice, alice_client):
     version, artifact = make_design(alice)
     artifact.status = artifact.Status.REJECTED
