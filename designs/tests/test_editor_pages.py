@@ -205,6 +205,7 @@ def test_the_dashboard_shows_each_designs_best_accuracy_and_my_recent_runs(alice
             epochs=3,
             epoch=3,
             metrics={"accuracy": accuracy} if accuracy else {},
+            metrics_source="platform" if accuracy else "",
         )
     bobs = services.design_create_from_starter(owner=bob, slug="tiny_cnn_digits")
     Run.objects.create(
@@ -214,6 +215,7 @@ def test_the_dashboard_shows_each_designs_best_accuracy_and_my_recent_runs(alice
         status="succeeded",
         code_artifact=services.artifact_compile(version=bobs.latest_version),
         metrics={"accuracy": 0.99},
+        metrics_source="platform",
     )
 
     page = alice_client.get(reverse("dashboard")).content.decode()

@@ -40,7 +40,11 @@ def trained(owner, version: DesignVersion, *, accuracy: float = 0.85) -> Run:
         owner=owner, version=version, artifact=run_services.run_code(version=version)
     )
     Run.objects.filter(pk=run.pk).update(
-        status=Run.Status.SUCCEEDED, metrics={"accuracy": accuracy}, epoch=len(HEALTHY), progress=1.0
+        status=Run.Status.SUCCEEDED,
+        metrics={"accuracy": accuracy},
+        metrics_source="platform",
+        epoch=len(HEALTHY),
+        progress=1.0,
     )
     for epoch, (tl, ta, vl, va) in enumerate(HEALTHY, start=1):
         EpochMetric.objects.create(run=run, epoch=epoch, train_loss=tl, train_acc=ta, val_loss=vl, val_acc=va)

@@ -32,7 +32,12 @@ def finished_run(owner, *, status=Run.Status.SUCCEEDED, curves=OVERFIT, **fields
     run = run_services.run_create(owner=owner, version=version, artifact=artifact)
     metrics = {"accuracy": 0.71, "class_names": [str(i) for i in range(10)]} if status == "succeeded" else {}
     Run.objects.filter(pk=run.pk).update(
-        status=status, metrics=metrics, epoch=len(curves), progress=1.0, **fields
+        status=status,
+        metrics=metrics,
+        metrics_source="platform" if metrics else "",
+        epoch=len(curves),
+        progress=1.0,
+        **fields,
     )
     for epoch, (tl, ta, vl, va) in enumerate(curves, start=1):
         EpochMetric.objects.create(run=run, epoch=epoch, train_loss=tl, train_acc=ta, val_loss=vl, val_acc=va)

@@ -99,7 +99,9 @@ def test_it_refuses_a_run_once_the_daily_training_time_is_used(alice, alice_clie
     assert response.status_code == 400 and response.json()["error"]["code"] == "quota_wall_time"
 
 
-def test_it_refuses_a_run_once_the_users_stored_files_reach_their_limit(alice, bob, alice_client, settings, tmp_path):
+def test_it_refuses_a_run_once_the_users_stored_files_reach_their_limit(
+    alice, bob, alice_client, settings, tmp_path
+):
     settings.MEDIA_ROOT = tmp_path
     settings.RUNS_USER_STORAGE_BYTES = 3 * 2**20
     version, artifact = make_design(alice)
@@ -114,7 +116,9 @@ def test_it_refuses_a_run_once_the_users_stored_files_reach_their_limit(alice, b
     assert Run.objects.filter(owner=alice).count() == 1
     # Bob's files are his own: alice's use is not his.
     bob_version, bob_artifact = make_design(bob)
-    assert services.run_create(owner=bob, version=bob_version, artifact=bob_artifact).status == Run.Status.QUEUED
+    assert (
+        services.run_create(owner=bob, version=bob_version, artifact=bob_artifact).status == Run.Status.QUEUED
+    )
 
 
 def test_it_refuses_code_that_is_not_ready(alice, alice_client):

@@ -20,7 +20,9 @@ def _finished_run(owner) -> Run:
         "confusion_matrix": [[5, 0], [3, 3]],
         "samples": 11,
     }
-    Run.objects.filter(pk=run.pk).update(status=Run.Status.SUCCEEDED, metrics=metrics, epoch=3, progress=1.0)
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.Status.SUCCEEDED, metrics=metrics, metrics_source="platform", epoch=3, progress=1.0
+    )
     for epoch in (1, 2, 3):
         EpochMetric.objects.create(
             run=run,
