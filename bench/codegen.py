@@ -10,8 +10,8 @@ the design, `import os` + open(), a 429 before the answer, timeouts.
 
 Two check paths, both reported:
 - "sandboxed" (the production path) for the first --sandboxed designs: model check and one-batch smoke
-  run in a child forked from this process's warm sandbox (training/warm.py, torch imported once; the
-  first check waits for its start-up). BUILDX_SANDBOX_WARM=false measures a new sandboxed child per
+  run in a box started ahead of time (sandbox/checks.py: its harness has imported torch and waits;
+  the first check waits for its start-up). BUILDX_SANDBOX_PRESPAWN=0 measures a box started per
   check instead, whose cost is mostly its start-up (importing torch).
 - "in-process" for the rest: static + contract exactly as in production, then the model check on the
   meta device in this process (the bench's scripted code is its own, so running it here is safe) and
@@ -144,8 +144,8 @@ def replies(kind: str, good: str) -> list[Reply | str]:
 
 
 def in_process_model_check(
-    code: str, *, report: dict, hyperparameters: dict
-) -> tuple[codegen.Check, codegen.Check]:
+    code: str, *, report: dict, hyperparameters: dict, reference: str
+) -> tuple[codegen.Check, codegen.Check, codegen.Check]:
     """The bench's cheap path: the harness's own contract check on the meta device, in this process."""
     engine = str(ROOT / "sandbox" / "engine")
     if engine not in sys.path:
@@ -156,12 +156,17 @@ def in_process_model_check(
     module = types.ModuleType("bench_script")
     try:
         exec(compile(code, "script.py", "exec"), module.__dict__)  # noqa: S102 - the bench's own scripted code
-        expect = {"params": report["totals"]["params"], "output_shape": report["output_shape"]}
+        expect = {
+            "params": report["totals"]["params"],
+            "output_shape": report["output_shape"],
+            "state_dict": codegen.state_dict_shapes(reference),
+        }
         harness.check_contract(module, {"expect": expect})
         model = codegen.Check("model", True, "", int((time.monotonic() - started) * 1000))
     except Exception as e:  # noqa: BLE001
         model = codegen.Check("model", False, str(e), int((time.monotonic() - started) * 1000))
-    return model, codegen.Check("smoke", model.ok, "not run (in-process bench path)", 0)
+    weights = codegen.Check("weights", model.ok, "", 0)
+    return model, weights, codegen.Check("smoke", model.ok, "not run (in-process bench path)", 0)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -236,8 +241,8 @@ def main() -> None:
     n = len(rows)
     print(
         f"{n} designs ({len(services.starter_list())} starters + mutations), seed {args.seed}, "
-        f"{time.monotonic() - started_all:.0f} s in all; warm sandbox "
-        f"{'on' if settings.BUILDX_SANDBOX_WARM else 'off'}; load average "
+        f"{time.monotonic() - started_all:.0f} s in all; boxes started ahead: "
+        f"{settings.BUILDX_SANDBOX_PRESPAWN}; load average "
         + " ".join(f"{load:.2f}" for load in os.getloadavg())
     )
     for outcome in ("accepted", "repaired", "fallback"):

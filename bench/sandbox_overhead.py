@@ -32,6 +32,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 
 from sandbox.engine import datasets as ds  # noqa: E402
+from sandbox.launcher import python_executable  # noqa: E402
 from sandbox.runner import run_script  # noqa: E402
 
 DIGITS_SCRIPT = ROOT / "sandbox" / "tests" / "scripts" / "digits_cnn.py"
@@ -67,7 +68,11 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, median of {args.repeats}")
     compare(
-        "start-up", repeats=args.repeats, code="print('ok')", entry=[sys.executable, "script.py"], config={}
+        "start-up",
+        repeats=args.repeats,
+        code="print('ok')",
+        entry=[python_executable(), "script.py"],
+        config={},
     )
     if args.train:
         with tempfile.TemporaryDirectory() as cache_dir:

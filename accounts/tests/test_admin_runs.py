@@ -160,7 +160,9 @@ def test_accuracy_a_script_reported_itself_is_not_in_the_overview_or_the_csv(car
         "Self-reported": None,
     }
     assert "100.0%" not in response.content.decode()
-    csv_body = carol_client.get(f"/admin/accounts/course/{course_a.pk}/results.csv").content.decode("utf-8-sig")
+    csv_body = carol_client.get(f"/admin/accounts/course/{course_a.pk}/results.csv").content.decode(
+        "utf-8-sig"
+    )
     assert list(csv.reader(io.StringIO(csv_body)))[1][6] == "0.8100"
 
 

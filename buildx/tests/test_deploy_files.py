@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,17 @@ def test_the_readme_starts_with_the_two_commands():
     readme = (ROOT / "README.md").read_text()
     first_block = readme.split("```")[1]
     assert "make run" in first_block and "make test" in first_block
+
+
+def test_the_containers_that_run_sandboxes_get_root_namespaces_and_a_delegated_cgroup(compose):
+
+    for name in ("worker", "trainer"):
+        service = compose["services"][name]
+        assert service["user"] == "0:0"  # a uid of its own for every box
+        assert service["cgroup"] == "private"
+        assert "SYS_ADMIN" in service["cap_add"]
+        assert service["entrypoint"] == ["/app/deploy/sandbox-entrypoint.sh"]
+    assert "user" not in compose["services"]["web"]  # the web process never runs a sandbox
+    script = ROOT / "deploy" / "sandbox-entrypoint.sh"
+    assert os.access(script, os.X_OK)
+    assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
