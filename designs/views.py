@@ -198,6 +198,7 @@ def _editor_strings() -> dict:
         "check_static": _("Safe code: only allowed imports and calls"),
         "check_contract": _("Script contract: the design's constants, build_model and train"),
         "check_model": _("The model matches the design (parameters and output shape)"),
+        "check_weights": _("The weights fit the design's model (names and shapes), so BuildX can measure it"),
         "check_smoke": _("A trial run of one batch"),
         "check_sandbox": _("A sandbox to run the check in"),
         "check_fallback": _("The compiled script is offered instead"),

@@ -521,6 +521,11 @@ class Box:
         if self.closed:
             return
         self.closed = True
+        if "go" in self.pipes and self.process is not None:
+            # Started ahead of time and never used: end of input makes the harness leave by itself.
+            os.close(self.pipes.pop("go"))
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=2)
         self.kill()
         if self.process is not None:
             if self.process.returncode is None:

@@ -201,10 +201,15 @@ class Supervisor:
             os.kill(self.child_pid, signal.SIGUSR1)
 
     def _kill(self) -> None:
-        # The box's group holds everything; without one, bwrap's pid 1 dying takes its pid namespace.
+        # Python is pid 1 of the box's pid namespace: killing it takes every process of the namespace,
+        # and bwrap, its parent, reaps it and exits. Killing the whole group at once would orphan it
+        # to the host's init, a zombie holding the box's uid until init gets round to it.
         if self.child_pid is not None and self.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(self.child_pid, signal.SIGKILL)
+            deadline = time.monotonic() + 2.0
+            while self._reap(block=False) is None and time.monotonic() < deadline:
+                time.sleep(0.01)
         self.box.kill()
 
     # Pipes into events -------------------------------------------------------------------

@@ -121,8 +121,8 @@ def test_generated_code_that_passes_its_checks_appears_and_train_uses_it(server,
     expect(result).to_have_attribute("data-outcome", "accepted", timeout=90_000)
     expect(page.locator("#ai-result-summary")).to_contain_text("passed every check")
     assert page.locator("#editor").get_attribute("data-socket") == "open"  # told by code.ready
-    expect(page.locator("#ai-result-checks li")).to_have_count(4)
-    assert page.locator("#ai-result-checks li.check-ok").count() == 4
+    expect(page.locator("#ai-result-checks li")).to_have_count(5)
+    assert page.locator("#ai-result-checks li.check-ok").count() == 5
     artifact = CodeArtifact.objects.get(version=version, source=CodeArtifact.Source.LLM)
     assert artifact.status == CodeArtifact.Status.READY
     # The AI's script is shown, escaped, and chosen for Train; the compiled one stays a choice.

@@ -152,24 +152,20 @@ def lines(events: list[dict], stream: str | None = None) -> list[str]:
     return [e["line"] for e in events if e["kind"] == "log" and (stream is None or e["stream"] == stream)]
 
 
-def processes_in(directory: Path) -> list[int]:
-    """Pids whose working directory is inside `directory`, or that run as a sandbox uid (what a
-    straggler would look like: inside a box, a process's cwd reads as /box)."""
-    from django.conf import settings
+def box_uid(result: SandboxResult) -> int:
+    return int(next(i for i in result.isolation if i.startswith("uid "))[4:])
 
-    pool = range(
-        settings.BUILDX_SANDBOX_UID_BASE, settings.BUILDX_SANDBOX_UID_BASE + settings.BUILDX_SANDBOX_UID_COUNT
-    )
+
+def processes_of(uid: int) -> list[int]:
+    """Live pids running as the box's uid (what a straggler would look like: each box has a uid of its own)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                cwd = os.readlink(f"/proc/{entry}/cwd")
-                uid = os.stat(f"/proc/{entry}").st_uid
+                if os.stat(f"/proc/{entry}").st_uid == uid and "\nState:\tZ" not in open(f"/proc/{entry}/status").read():
+                    found.append(int(entry))
             except OSError:
                 continue
-            if cwd.startswith(str(directory)) or uid in pool:
-                found.append(int(entry))
     return found
 
 
@@ -355,7 +351,7 @@ def test_a_stop_kills_a_child_that_ignores_it_after_the_grace_period(tmp_path):
     assert result.status == "cancelled"
     assert result.exit_code == -9
     assert elapsed < 5
-    assert processes_in(tmp_path) == []
+    assert processes_of(box_uid(result)) == []
 
 
 def test_the_wall_clock_limit_stops_an_endless_script(tmp_path):
@@ -366,7 +362,7 @@ def test_the_wall_clock_limit_stops_an_endless_script(tmp_path):
     assert result.status == "timeout"
     assert result.cause == "The run took longer than its time limit (2 s) and was stopped."
     assert [e["cause"] for e in events if e["kind"] == "error"] == ["timeout"]
-    assert processes_in(tmp_path) == []
+    assert processes_of(box_uid(result)) == []
 
 
 # --- The real harness in the sandbox -------------------------------------------------------------
@@ -538,7 +534,7 @@ def _assert_contained(tmp_path: Path, events: list[dict], canary: Canary) -> Non
     for word in ("CONNECTED", "ROOT", "UNSHARED", "HARDLINKED", "DOWNLOADED", "RAISED"):
         assert word not in text
     assert [p for p in run_dir.rglob("*") if p.is_symlink()] == []
-    assert processes_in(tmp_path) == []
+    assert processes_of(box_uid(result)) == []
     assert all(
         e["kind"] in {"status", "log", "progress", "epoch", "checkpoint", "result", "stopped", "error"}
         for e in events
@@ -583,7 +579,7 @@ def test_the_child_dies_with_its_worker(tmp_path):
         "from pathlib import Path\n"
         "from sandbox.launcher import python_executable\n"
         "from sandbox.runner import run_script\n"
-        "run_script(code='import time\\nprint(\"up\", flush=True)\\ntime.sleep(60)', run_dir=Path(sys.argv[1]),\n"
+        "run_script(code='import os, time\\nprint(\"up\", os.getuid(), flush=True)\\ntime.sleep(60)', run_dir=Path(sys.argv[1]),\n"
         "           config={}, on_event=lambda e: print(e.get('line'), flush=True), should_stop=lambda: False,\n"
         "           wall_limit_s=60, entry=[python_executable(), 'script.py'], check_code=False, trusted_code=True)\n"
     )
@@ -592,14 +588,14 @@ def test_the_child_dies_with_its_worker(tmp_path):
         [sys.executable, "-c", driver, str(tmp_path / "run")], env=env, stdout=subprocess.PIPE, text=True
     )
     try:
-        assert worker.stdout.readline().strip() == "up"
-        assert processes_in(tmp_path) != []
+        up, uid = worker.stdout.readline().split()
+        assert up == "up" and processes_of(int(uid)) != []
         worker.kill()
         worker.wait()
         deadline = time.monotonic() + 5
-        while processes_in(tmp_path) and time.monotonic() < deadline:
+        while processes_of(int(uid)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert processes_in(tmp_path) == []
+        assert processes_of(int(uid)) == []
     finally:
         worker.kill()
         worker.stdout.close()
