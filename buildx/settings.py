@@ -113,6 +113,9 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    # Before anything reads a body (CSRF reads forms, DRF and allauth parse JSON); after the locale,
+    # so that its refusals speak the user's language.
+    "buildx.middleware.JSONBodyLimits",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -274,6 +277,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "buildx.api.exception_handler",
 }
+# Deepest nesting of arrays and objects a JSON body may have (a spec has a few levels): Python's
+# parser recurses per level, and a body of 100,000 "[" would end in a RecursionError, a 500.
+MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 64)
 SPECTACULAR_SETTINGS = {
     "TITLE": "BuildX API",
     "DESCRIPTION": "Build, train and understand CNNs.",
