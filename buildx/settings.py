@@ -472,6 +472,11 @@ if REDIS_URL:
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]},
         }
+# --- WebSockets (training/consumers.py) ---------------------------------------------------------
+
+# A replay of stored events goes out in frames of at most this many bytes (a larger event goes alone).
+WS_REPLAY_PAGE_BYTES = env_int("WS_REPLAY_PAGE_BYTES", 256 * 1024)
+
 # --- Predictions and exports (issue 9) -----------------------------------------------------------
 
 # Models kept loaded per web process: at most this many, and at most this many bytes of weights.

@@ -27,9 +27,11 @@ import asyncio
 import functools
 import json
 import logging
+from collections.abc import Iterator
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,27 @@ def _events_between(run_id: int, after: int, upto: int | None) -> list[dict]:
     if upto is not None:
         qs = qs.filter(seq__lt=upto)
     return [e.as_message() for e in qs.order_by("seq")[:REPLAY_PAGE]]
+
+
+def replay_frames(events: list[dict], *, max_bytes: int) -> Iterator[tuple[str, int]]:
+    """Consecutive events as JSON arrays of at most ``max_bytes`` each, with the last ``seq`` of each.
+
+    500 events of a chatty run can weigh megabytes: one frame of them makes the browser hold and parse
+    it all at once, and a proxy's frame limit may drop the socket. An event larger than ``max_bytes``
+    goes alone, so that every event is still sent once, in order.
+    """
+    parts: list[str] = []
+    size, last_seq = 2, 0  # 2: the brackets
+    for event in events:
+        text = json.dumps(event)  # ASCII (ensure_ascii): characters are bytes
+        if parts and size + len(text) + 1 > max_bytes:
+            yield "[" + ",".join(parts) + "]", last_seq
+            parts, size = [], 2
+        parts.append(text)
+        size += len(text) + 1  # and its comma
+        last_seq = event["seq"]
+    if parts:
+        yield "[" + ",".join(parts) + "]", last_seq
 
 
 class RunFanout:
@@ -244,9 +267,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         """Send stored events after the last sent one (and before ``upto``), page by page."""
         while True:
             page = await _events_between(run_id, self.watching[run_id], upto)
-            if page:
-                await self.send_json(page)  # a page of stored events: one frame
-                self.watching[run_id] = page[-1]["seq"]
+            for frame, last_seq in replay_frames(page, max_bytes=settings.WS_REPLAY_PAGE_BYTES):
+                await self.send(text_data=frame)
+                self.watching[run_id] = last_seq
             if len(page) < REPLAY_PAGE:
                 return
 
