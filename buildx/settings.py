@@ -474,6 +474,13 @@ if REDIS_URL:
         }
 # --- WebSockets (training/consumers.py) ---------------------------------------------------------
 
+# Open sockets (browser tabs) one user may hold across all processes, and one Daphne process in all;
+# one over a cap is closed with 4429 (the user's) or 1013 (the process's) and a reason the page shows.
+WS_MAX_PER_USER = env_int("WS_MAX_PER_USER", 20)
+WS_MAX_PER_PROCESS = env_int("WS_MAX_PER_PROCESS", 2000)
+# With Redis, each socket refreshes its entry in its user's count this often (seconds); entries of a
+# crashed process stop counting after three missed heartbeats.
+WS_HEARTBEAT_SECONDS = env_float("WS_HEARTBEAT_SECONDS", 30.0)
 # A replay of stored events goes out in frames of at most this many bytes (a larger event goes alone).
 WS_REPLAY_PAGE_BYTES = env_int("WS_REPLAY_PAGE_BYTES", 256 * 1024)
 
