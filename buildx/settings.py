@@ -498,6 +498,10 @@ PREDICT_TORCH_THREADS = env_int("PREDICT_TORCH_THREADS", 1)
 # A run of code written by the assistant predicts in the training sandbox: one child per request, this long at most.
 PREDICT_SANDBOX_SECONDS = env_int("PREDICT_SANDBOX_SECONDS", 60)
 PREDICT_MISTAKES = env_int("PREDICT_MISTAKES", 24)  # wrongly classified test images on the predict page
+# One user's share of a web process: predictions (and mistakes grids) running at once, and requests a
+# minute; over either, a 429 with Retry-After (training/limits.py; kept in the cache, so across processes).
+PREDICT_MAX_CONCURRENT_PER_USER = env_int("PREDICT_MAX_CONCURRENT_PER_USER", 2)
+PREDICT_RATE_PER_MINUTE = env_int("PREDICT_RATE_PER_MINUTE", 60)  # 0 = no limit
 
 # --- LLM code generation (designs/codegen.py) ---------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""What one user, and one web process, may hold at once: open WebSockets.
+"""What one user, and one web process, may hold at once: open WebSockets and running predictions.
 
 Open WebSockets. Every socket costs the process a task, buffers and channel-layer membership; a script
 that opens thousands (or a user with fifty tabs) must not starve everyone else. A socket takes a slot
@@ -10,6 +10,17 @@ refreshes its member every ``WS_HEARTBEAT_SECONDS``; members not seen for three 
 process crashed) are dropped by the next connect, so a dead process's slots come back on their own.
 Taking a slot is one Lua script (prune, count, add), atomic in Redis: two connects cannot both take
 the last slot. Without Redis (embedded mode: one process) the per-user count is in memory too.
+
+Predictions. A prediction holds a web thread (and, for code written by the assistant, a sandbox) for
+up to ``PREDICT_SANDBOX_SECONDS``: one user sending many at once would hold every thread of a process.
+A user runs at most ``PREDICT_MAX_CONCURRENT_PER_USER`` at a time and asks at most
+``PREDICT_RATE_PER_MINUTE`` a minute; over either the answer is a 429 with ``Retry-After``. Both are
+kept in the Django cache (Redis in production, so across processes) with atomic operations only:
+``add`` (set if absent) takes one of the user's numbered slots and opens a minute's window, ``incr``
+counts the requests in it.
+A slot expires on its own after twice the sandbox's limit, longer than any prediction takes, so a
+request whose process died cannot hold it for ever. While a prediction waits on a sandboxed child it
+holds no database connection (``db_connections_release``): the pool is small, and shared by all.
 """
 
 from __future__ import annotations
@@ -18,12 +29,17 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connections
+from django.utils.translation import gettext as _
 
 logger = logging.getLogger(__name__)
 
@@ -175,3 +191,98 @@ async def socket_slot_take(*, user_id: int) -> SocketSlot | SocketRefused:
     slot = SocketSlot(sockets=sockets, user_id=user_id, member=member)
     slot.heartbeat = asyncio.get_running_loop().create_task(slot._beat())
     return slot
+
+
+# --- Predictions ---------------------------------------------------------------------------------------
+
+# Retry-After for a user whose slots are all taken: most predictions take well under a second.
+BUSY_RETRY_AFTER_S = 2
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Why a request must wait: a sentence for the user, and seconds for ``Retry-After``."""
+
+    message: str
+    retry_after: int
+
+
+def _prediction_rate_hit(user_id: int) -> Busy | None:
+    """Count one request in this minute's window; a Busy once the user is over the rate."""
+    limit = settings.PREDICT_RATE_PER_MINUTE
+    if limit <= 0:
+        return None
+    # A minute's window opens with the user's first request in it (add: the first one wins), and its
+    # count is kept under its start time, so that the next window counts afresh.
+    now = time.time()
+    cache.add(f"predict:rate-window:{user_id}", now, timeout=60)
+    started = cache.get(f"predict:rate-window:{user_id}", now)
+    key = f"predict:rate:{user_id}:{started}"
+    cache.add(key, 0, timeout=90)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # evicted between add and incr: count this request alone
+        count = 1
+    if count <= limit:
+        return None
+    wait = max(1, math.ceil(started + 60 - now))
+    return Busy(
+        message=_(
+            "You have sent %(n)d predictions within a minute, the most BuildX answers. "
+            "Try again in %(s)d seconds."
+        )
+        % {"n": limit, "s": wait},
+        retry_after=wait,
+    )
+
+
+def _prediction_slot_take(user_id: int) -> tuple[str, str] | None:
+    """(key, token) of a free slot of the user's, now taken; None when all are taken."""
+    token = uuid.uuid4().hex
+    lifetime = 2 * settings.PREDICT_SANDBOX_SECONDS  # longer than any prediction takes
+    for number in range(settings.PREDICT_MAX_CONCURRENT_PER_USER):
+        key = f"predict:running:{user_id}:{number}"
+        if cache.add(key, token, timeout=lifetime):
+            return key, token
+    return None
+
+
+def _prediction_slot_release(key: str, token: str) -> None:
+    # Only our own: after its lifetime the slot may be another request's. (Not atomic, but the
+    # lifetime is twice the longest prediction, so the slot is still ours here.)
+    if cache.get(key) == token:
+        cache.delete(key)
+
+
+@contextlib.contextmanager
+def prediction_admitted(*, user_id: int) -> Iterator[Busy | None]:
+    """None while the request may predict (one of the user's slots held until the block ends), or
+    why it must wait."""
+    busy = _prediction_rate_hit(user_id)
+    if busy is not None:
+        yield busy
+        return
+    slot = _prediction_slot_take(user_id)
+    if slot is None:
+        n = settings.PREDICT_MAX_CONCURRENT_PER_USER
+        yield Busy(
+            message=_(
+                "You already have %(n)d predictions running, the most at once. Try again in a few "
+                "seconds, when one has finished."
+            )
+            % {"n": n},
+            retry_after=BUSY_RETRY_AFTER_S,
+        )
+        return
+    try:
+        yield None
+    finally:
+        _prediction_slot_release(*slot)
+
+
+def db_connections_release() -> None:
+    """Give this thread's database connections back (to the pool) before a long wait that needs none;
+    the next query opens one again. Not inside a transaction, which closing would end."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
