@@ -17,10 +17,10 @@ A user runs at most ``PREDICT_MAX_CONCURRENT_PER_USER`` at a time and asks at mo
 ``PREDICT_RATE_PER_MINUTE`` a minute; over either the answer is a 429 with ``Retry-After``. Both are
 kept in the Django cache (Redis in production, so across processes) with atomic operations only:
 ``add`` (set if absent) takes one of the user's numbered slots and opens a minute's window, ``incr``
-counts the requests in it.
-A slot expires on its own after twice the sandbox's limit, longer than any prediction takes, so a
-request whose process died cannot hold it for ever. While a prediction waits on a sandboxed child it
-holds no database connection (``db_connections_release``): the pool is small, and shared by all.
+counts the requests in it. A slot expires on its own after twice the sandbox's limit, longer than any
+prediction takes, so a request whose process died cannot hold it for ever. While a prediction waits on
+a sandboxed child it holds no database connection (``db_connections_release``): the pool is small, and
+shared by all.
 """
 
 from __future__ import annotations
