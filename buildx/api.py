@@ -17,13 +17,18 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
-def error_response(
-    *, code: str, message: str, fields: dict | None = None, http_status: int = 400
-) -> Response:
+def error_body(*, code: str, message: str, fields: dict | None = None) -> dict[str, Any]:
+    """The error shape itself, for answers given outside DRF (middleware)."""
     body: dict[str, Any] = {"error": {"code": code, "message": message}}
     if fields:
         body["error"]["fields"] = fields
-    return Response(body, status=http_status)
+    return body
+
+
+def error_response(
+    *, code: str, message: str, fields: dict | None = None, http_status: int = 400
+) -> Response:
+    return Response(error_body(code=code, message=message, fields=fields), status=http_status)
 
 
 def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:

@@ -113,6 +113,9 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    # Before anything reads a body (CSRF reads forms, DRF and allauth parse JSON); after the locale,
+    # so that its refusals speak the user's language.
+    "buildx.middleware.JSONBodyLimits",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -274,6 +277,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "buildx.api.exception_handler",
 }
+# Deepest nesting of arrays and objects a JSON body may have (a spec has a few levels): Python's
+# parser recurses per level, and a body of 100,000 "[" would end in a RecursionError, a 500.
+MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 64)
 SPECTACULAR_SETTINGS = {
     "TITLE": "BuildX API",
     "DESCRIPTION": "Build, train and understand CNNs.",
@@ -319,14 +325,16 @@ if not DEBUG:
     CSRF_COOKIE_SECURE = True
     LANGUAGE_COOKIE_SECURE = True
 
-# Pages load scripts and styles only from our own static files: no inline script, no CDN.
+# Pages load scripts and styles only from our own static files: no inline script, no CDN. Pages
+# connect only to their own origin: 'self' covers ws:// and wss:// of the same host in CSP level 3
+# browsers, where bare ws: wss: would let an injected script open a socket to any host.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "script-src": ["'self'"],
         "style-src": ["'self'"],
         "img-src": ["'self'", "data:", "blob:"],
-        "connect-src": ["'self'", "ws:", "wss:"],
+        "connect-src": ["'self'"],
         "font-src": ["'self'"],
         "object-src": ["'none'"],
         "base-uri": ["'self'"],
@@ -464,6 +472,18 @@ if REDIS_URL:
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]},
         }
+# --- WebSockets (training/consumers.py) ---------------------------------------------------------
+
+# Open sockets (browser tabs) one user may hold across all processes, and one Daphne process in all;
+# one over a cap is closed with 4429 (the user's) or 1013 (the process's) and a reason the page shows.
+WS_MAX_PER_USER = env_int("WS_MAX_PER_USER", 20)
+WS_MAX_PER_PROCESS = env_int("WS_MAX_PER_PROCESS", 2000)
+# With Redis, each socket refreshes its entry in its user's count this often (seconds); entries of a
+# crashed process stop counting after three missed heartbeats.
+WS_HEARTBEAT_SECONDS = env_float("WS_HEARTBEAT_SECONDS", 30.0)
+# A replay of stored events goes out in frames of at most this many bytes (a larger event goes alone).
+WS_REPLAY_PAGE_BYTES = env_int("WS_REPLAY_PAGE_BYTES", 256 * 1024)
+
 # --- Predictions and exports (issue 9) -----------------------------------------------------------
 
 # Models kept loaded per web process: at most this many, and at most this many bytes of weights.
@@ -478,6 +498,10 @@ PREDICT_TORCH_THREADS = env_int("PREDICT_TORCH_THREADS", 1)
 # A run of code written by the assistant predicts in the training sandbox: one child per request, this long at most.
 PREDICT_SANDBOX_SECONDS = env_int("PREDICT_SANDBOX_SECONDS", 60)
 PREDICT_MISTAKES = env_int("PREDICT_MISTAKES", 24)  # wrongly classified test images on the predict page
+# One user's share of a web process: predictions (and mistakes grids) running at once, and requests a
+# minute; over either, a 429 with Retry-After (training/limits.py; kept in the cache, so across processes).
+PREDICT_MAX_CONCURRENT_PER_USER = env_int("PREDICT_MAX_CONCURRENT_PER_USER", 2)
+PREDICT_RATE_PER_MINUTE = env_int("PREDICT_RATE_PER_MINUTE", 60)  # 0 = no limit
 
 # --- LLM code generation (designs/codegen.py) ---------------------------------------------------
 

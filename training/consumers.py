@@ -15,6 +15,9 @@ Browser -> server: ``{"type": "watch", "run": id, "after_seq": n}``, ``{"type": 
 of the replay, or a live batch). Plus ``code.ready`` and ``feedback.ready`` as sent by their apps,
 status summaries, and ``pong`` / ``error``.
 
+A socket counts against its user's and its process's caps (``training.limits``) from connect to
+disconnect; one over a cap is accepted and closed at once with a code and a reason the page shows.
+
 A watched run gets every event after ``after_seq`` exactly once, in order: the stored ones first
 (replay), then live ones. Live batches that arrive during the replay wait in the socket's backlog;
 afterwards anything at or below the last sent number is a duplicate and is dropped, and a jump (the
@@ -27,9 +30,13 @@ import asyncio
 import functools
 import json
 import logging
+from collections.abc import Iterator
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from training import limits
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +69,27 @@ def _events_between(run_id: int, after: int, upto: int | None) -> list[dict]:
     if upto is not None:
         qs = qs.filter(seq__lt=upto)
     return [e.as_message() for e in qs.order_by("seq")[:REPLAY_PAGE]]
+
+
+def replay_frames(events: list[dict], *, max_bytes: int) -> Iterator[tuple[str, int]]:
+    """Consecutive events as JSON arrays of at most ``max_bytes`` each, with the last ``seq`` of each.
+
+    500 events of a chatty run can weigh megabytes: one frame of them makes the browser hold and parse
+    it all at once, and a proxy's frame limit may drop the socket. An event larger than ``max_bytes``
+    goes alone, so that every event is still sent once, in order.
+    """
+    parts: list[str] = []
+    size, last_seq = 2, 0  # 2: the brackets
+    for event in events:
+        text = json.dumps(event)  # ASCII (ensure_ascii): characters are bytes
+        if parts and size + len(text) + 1 > max_bytes:
+            yield "[" + ",".join(parts) + "]", last_seq
+            parts, size = [], 2
+        parts.append(text)
+        size += len(text) + 1  # and its comma
+        last_seq = event["seq"]
+    if parts:
+        yield "[" + ",".join(parts) + "]", last_seq
 
 
 class RunFanout:
@@ -170,11 +198,28 @@ class RunFanout:
 
 
 class EventsConsumer(AsyncJsonWebsocketConsumer):
+    slot: limits.SocketSlot | None = None  # this socket's place under the open-socket caps
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return
+        taken = await limits.socket_slot_take(user_id=user.id)
+        if isinstance(taken, limits.SocketRefused):
+            # Accepted, then closed: a socket refused during the handshake reaches the page as 1006
+            # with no reason, one closed after it with our code and a reason the page can show.
+            await self.accept()
+            await self.close(code=taken.code, reason=taken.reason)
+            return
+        self.slot = taken
+        try:
+            await self._join(user)
+        except BaseException:
+            await self.slot.release()  # a connect that fails never reaches disconnect()
+            raise
+
+    async def _join(self, user) -> None:
         self.user = user
         self.group = user_group(user.id)
         # run id -> last sequence number sent to this browser
@@ -190,11 +235,15 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
-        if hasattr(self, "group"):
-            for run_id in list(self.watching):
-                await self.fanout.discard(run_id, self)
-            self.watching.clear()
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        try:
+            if hasattr(self, "group"):
+                for run_id in list(self.watching):
+                    await self.fanout.discard(run_id, self)
+                self.watching.clear()
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+        finally:
+            if self.slot is not None:
+                await self.slot.release()
 
     async def receive_json(self, content: dict, **kwargs) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
@@ -244,9 +293,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         """Send stored events after the last sent one (and before ``upto``), page by page."""
         while True:
             page = await _events_between(run_id, self.watching[run_id], upto)
-            if page:
-                await self.send_json(page)  # a page of stored events: one frame
-                self.watching[run_id] = page[-1]["seq"]
+            for frame, last_seq in replay_frames(page, max_bytes=settings.WS_REPLAY_PAGE_BYTES):
+                await self.send(text_data=frame)
+                self.watching[run_id] = last_seq
             if len(page) < REPLAY_PAGE:
                 return
 

@@ -45,6 +45,7 @@ from designs.models import CodeArtifact
 from sandbox import runner as sandbox_runner
 from sandbox.engine import buildx_runtime as rt
 from sandbox.engine import datasets
+from training import limits
 from training.models import Run, RunArtifact
 
 logger = logging.getLogger(__name__)
@@ -426,6 +427,7 @@ def sandboxed(run: Run, *, images: torch.Tensor | None) -> dict:
                 config["images"] = "images.safetensors"
             else:
                 dataset = datasets.ensure_cache(run.dataset, data_dir=settings.DATA_DIR)
+            limits.db_connections_release()  # seconds in the child: no pooled connection held meanwhile
             result = sandbox_runner.run_script(
                 code=run.code_artifact.code,
                 run_dir=run_dir,

@@ -1,7 +1,8 @@
 """/api/v1/runs/{id}/predict/, mistakes/ and export/...: thin views over training.predict and training.exports.
 
 Another user's run is a 404, a run that cannot predict (still training, code from the assistant) a 409
-with the reason, an image that cannot be used a 400 naming it, all in buildx/api.py's one error shape.
+with the reason, an image that cannot be used a 400 naming it, a user over their share of predictions
+(training/limits.py) a 429 with Retry-After, all in buildx/api.py's one error shape.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from buildx.api import error_response
-from training import exports, predict
+from training import exports, limits, predict
 from training.models import Run
 
 
@@ -33,6 +34,12 @@ def own_run(request: Request, pk: int) -> Run:
 
 def refused(exc: predict.PredictRefused) -> Response:
     return error_response(code=exc.code, message=exc.message, http_status=exc.http_status)
+
+
+def too_many(busy: limits.Busy) -> Response:
+    response = error_response(code="too_many_requests", message=busy.message, http_status=429)
+    response["Retry-After"] = str(busy.retry_after)
+    return response
 
 
 def _images_from(request: Request) -> tuple[list[tuple[str, bytes]], Response | None]:
@@ -91,6 +98,12 @@ class RunPredict(APIView):
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="docs/contracts.md section 9")},
     )
     def post(self, request: Request, pk: int) -> Response:
+        with limits.prediction_admitted(user_id=request.user.pk) as busy:
+            if busy is not None:
+                return too_many(busy)
+            return self._predict(request, pk)
+
+    def _predict(self, request: Request, pk: int) -> Response:
         run = own_run(request, pk)
         try:
             predict.check_predictable(run)
@@ -120,11 +133,15 @@ class RunMistakes(APIView):
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="docs/contracts.md section 9")},
     )
     def get(self, request: Request, pk: int) -> Response:
-        run = own_run(request, pk)
-        try:
-            return Response(predict.mistakes(run=run))
-        except predict.PredictRefused as exc:
-            return refused(exc)
+        # The whole test split through the model, or a sandbox for the assistant's code: a prediction.
+        with limits.prediction_admitted(user_id=request.user.pk) as busy:
+            if busy is not None:
+                return too_many(busy)
+            run = own_run(request, pk)
+            try:
+                return Response(predict.mistakes(run=run))
+            except predict.PredictRefused as exc:
+                return refused(exc)
 
 
 def _download(filename: str, content: bytes, content_type: str) -> HttpResponse:

@@ -107,6 +107,8 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "eta": _("about %(t)s left"),
             "stopping": _("Stopping…"),
             "reconnecting": _("Connection lost: reconnecting…"),
+            "too_many_tabs": _("Too many open connections: close other BuildX tabs. Trying again shortly…"),
+            "busy": _("BuildX is busy: trying again in a minute…"),
             "interrupted": _("The worker stopped answering: this run will resume from its last checkpoint."),
         },
         "per_class": list(

@@ -156,3 +156,12 @@ def test_the_browsable_api_loads_its_scripts_from_static_files(alice_client):
     finder.feed(response.content.decode())
     assert finder.script_srcs and all(src.startswith("/static/rest_framework/") for src in finder.script_srcs)
     assert "alice@example.com" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_pages_may_connect_only_to_their_own_origin(alice_client):
+    # A script injected into a page must not be able to open a socket (or fetch) to another host:
+    # no bare ws: / wss: / https: schemes, only 'self' (which covers ws and wss of the same host).
+    policy = alice_client.get("/dashboard/")["Content-Security-Policy"]
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";") if part.strip())
+    assert directives["connect-src"] == "'self'"

@@ -107,6 +107,7 @@
   fetch(root.dataset.mistakesUrl, { credentials: "same-origin", headers: { "Accept": "application/json" } })
     .then(function (response) { return response.json(); })
     .then(function (body) {
+      if (body.error) { mistakesStatus.textContent = body.error.message; return; }  // e.g. a 429: when to retry
       if (!body.available) { mistakesStatus.textContent = mistakesStatus.dataset.unavailable; return; }
       if (!body.wrong) { mistakesStatus.textContent = mistakesStatus.dataset.none; return; }
       mistakesStatus.textContent = mistakesStatus.dataset.summary

@@ -163,12 +163,15 @@
         receive(msg);
       });
     };
-    socket.onclose = function () {
+    socket.onclose = function (e) {
       root.dataset.connected = "0";
       window.clearInterval(pingTimer);
       attempts += 1;
-      var delay = Math.min(30000, 500 * Math.pow(2, attempts - 1)) * (0.75 + Math.random() / 2);
-      connEl.textContent = labels.reconnecting;
+      // Closed over a cap right after opening (4429: this user's tabs, 1013: the server's): say why,
+      // and wait long, since onopen has just reset the backoff.
+      var refused = e.code === 4429 || e.code === 1013;
+      var delay = (refused ? 30000 : Math.min(30000, 500 * Math.pow(2, attempts - 1))) * (0.75 + Math.random() / 2);
+      connEl.textContent = e.code === 4429 ? labels.too_many_tabs : e.code === 1013 ? labels.busy : labels.reconnecting;
       window.setTimeout(connect, delay);
     };
   }
