@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -136,6 +137,7 @@ def main() -> None:
     finally:
         checks.shutdown()
         canary.close()
+        shutil.rmtree(work, ignore_errors=True)  # a disk filler leaves hundreds of megabytes
     print(
         f"\n{len(scripts)} scripts, {sum(counts.values())} runs in {time.monotonic() - started:.0f} s: "
         + ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))

@@ -86,6 +86,7 @@ EXPECT = {
     "h47_huge_status_event": Expect(killed_for="events"),
     "h48_malformed_event_stream": Expect(killed_for="events"),
     "h53_fork_memory_hog": Expect(killed_for="memory"),
+    "h57_disk_burst": Expect(killed_for="disk"),
     # Checkpoints the worker must refuse to copy, and why.
     "h41_checkpoint_link_self_environ": Expect(copies={"best": "link", "last": "link"}),
     "h42_checkpoint_link_pid1_environ": Expect(copies={"best": "link", "last": "link"}),
