@@ -8,6 +8,9 @@ shown (designs.codegen) and on every script before it is launched (sandbox.runne
 The rules follow docs/contracts.md section 1: imports only torch (nn, nn.functional, optim,
 optim.lr_scheduler), math, buildx_runtime and __future__; builtins from a short allow-list; no
 dunder or private attribute access; none of torch's file, pickle, hub, extension or private APIs.
+The names that lead to those (FORBIDDEN_MODULE_ATTRIBUTES: load, hub, os, torch...) are refused
+after any value, not only after an imported module: the check sees names, not values, and a module
+kept in a variable (`G = torch.nn.functional`) would otherwise reach them unseen.
 """
 
 from __future__ import annotations
