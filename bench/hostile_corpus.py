@@ -8,7 +8,8 @@ the static check on or off, in a box started for the script ("cold", run_script)
 ahead of time ("check path", sandbox.checks.run_check, where the harness imports the script). A
 verdict is "rejected at line N" (the static check named the line marked `# HOSTILE`), or how the contained run ended:
 its status and cause (why the supervisor stopped it, else the error event's cause). A run in which a
-secret, a breach word, a canary connection or an escaped file showed up is marked LEAK.
+secret, a breach word, a canary connection or an escaped file showed up is marked LEAK. Last, the runs
+that cost the worker's supervising thread the most CPU time, beside the child's own.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def main() -> None:
     print("-" * (width + 3 + len(header)))
     started = time.monotonic()
     counts: dict[str, int] = {}
+    costs: list[tuple[float, float, str]] = []  # (worker CPU s, child CPU s, which run)
     try:
         for script in scripts:
             code = script.read_text()
@@ -121,6 +123,7 @@ def main() -> None:
                 canary.connections.clear()
                 run_dir = work / "runs" / f"{script.stem}-{way.replace(' ', '-')}-{check}"
                 inputs = hostile_inputs(canary, neighbour)
+                cpu_before = time.thread_time()  # the supervisor runs in this thread
                 if way == "cold":
                     outcome = run_cold(code, check=check, run_dir=run_dir, config=run_config(cache), cache=cache,
                                        inputs=inputs, wall=expect.wall)  # fmt: skip
@@ -129,6 +132,14 @@ def main() -> None:
                         code, check=check, config=check_config(cache), cache=cache, inputs=inputs,
                         wall=expect.wall, work_dir=run_dir, box_work_dir=work / "boxes",
                     )  # fmt: skip
+                worker_cpu = time.thread_time() - cpu_before
+                costs.append(
+                    (
+                        worker_cpu,
+                        outcome.result.cpu_seconds,
+                        f"{script.stem}, check {'on' if check else 'off'}, {way}",
+                    )
+                )
                 cells[(way, check)] = verdict(outcome, canary, marked=hostile_line(code))
                 kind = cells[(way, check)].split(" ")[0].rstrip(",")
                 counts[kind] = counts.get(kind, 0) + 1
@@ -142,6 +153,9 @@ def main() -> None:
         f"\n{len(scripts)} scripts, {sum(counts.values())} runs in {time.monotonic() - started:.0f} s: "
         + ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))
     )
+    print("\nMost CPU time of the worker's supervising thread (seconds), beside the child's own:")
+    for worker_cpu, child_cpu, which in sorted(costs, reverse=True)[:6]:
+        print(f"  worker {worker_cpu:5.2f}   child {child_cpu:5.2f}   {which}")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

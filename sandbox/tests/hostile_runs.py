@@ -78,6 +78,7 @@ EXPECT = {
     "h17_huge_print": Expect(wall=2),
     "h23_signal_games": Expect(wall=2),
     "h38_cpu_burner_threads": Expect(wall=2),
+    "h58_tiny_line_flood": Expect(wall=2),
     # Scripts the supervisor stops for what they did, and says so.
     "h15_memory_hog": Expect(killed_for="memory"),
     "h24_events_garbage": Expect(killed_for="events"),
