@@ -10,8 +10,9 @@ no `result` event gets through, and what a worker copies on a checkpoint event i
 of a believable size. How the scripts are run is in hostile_runs.py (bench/hostile_corpus.py uses it).
 
 Limits are small and scripts without torch run as `python script.py` when cold. Most of the file's
-time (near three minutes on two busy cores) is the torch import of each box started ahead of time:
-run_check uses a box once, and every script that runs there needs a new one (about 2.5 s each).
+time (about two minutes on two quiet cores, three to four when other work shares them) is the torch
+import of each box started ahead of time: run_check uses a box once, and every script that runs
+there needs a new one (about 2.5 s of CPU each).
 """
 
 from __future__ import annotations
