@@ -8,6 +8,9 @@ shown (designs.codegen) and on every script before it is launched (sandbox.runne
 The rules follow docs/contracts.md section 1: imports only torch (nn, nn.functional, optim,
 optim.lr_scheduler), math, buildx_runtime and __future__; builtins from a short allow-list; no
 dunder or private attribute access; none of torch's file, pickle, hub, extension or private APIs.
+The names that lead to those (FORBIDDEN_MODULE_ATTRIBUTES: load, hub, os, torch...) are refused
+after any value, not only after an imported module: the check sees names, not values, and a module
+kept in a variable (`G = torch.nn.functional`) would otherwise reach them unseen.
 """
 
 from __future__ import annotations
@@ -255,16 +258,20 @@ def format_findings(findings: list[Finding]) -> str:
     return "\n".join(finding.message for finding in findings)
 
 
-def _attribute_path(node: ast.AST) -> list[ast.AST]:
-    """The chain a.b.c as [Name a, Attribute b, Attribute c] (root first); empty when the root is no Name."""
-    chain: list[ast.AST] = []
-    while isinstance(node, ast.Attribute):
-        chain.append(node)
-        node = node.value
-    if not isinstance(node, ast.Name):
-        return []
-    chain.append(node)
-    return list(reversed(chain))
+def _attribute_chain(node: ast.Attribute) -> tuple[ast.AST, list[ast.Attribute]]:
+    """The chain a.b.c as (its root `a`, [Attribute b, Attribute c]); the root may be any expression."""
+    segments: list[ast.Attribute] = []
+    root: ast.AST = node
+    while isinstance(root, ast.Attribute):
+        segments.append(root)
+        root = root.value
+    return root, list(reversed(segments))
+
+
+def _shown(node: ast.AST, limit: int = 60) -> str:
+    """The code of `node` as a beginner wrote it, shortened from the left to fit a message."""
+    text = ast.unparse(node)
+    return text if len(text) <= limit else "..." + text[-(limit - 3) :]
 
 
 def _is_dunder(name: str) -> bool:
@@ -367,8 +374,8 @@ class _Checker(ast.NodeVisitor):
             )
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        # The module path first: "'torch.ops' is not allowed" says more than the last attribute.
-        self._check_module_path(node)
+        # The chain first: "'torch.ops' is not allowed" says more than the last attribute.
+        self._check_chain(node)
         self._check_attribute(node)
         # Walk down the chain without re-checking its module path at every level.
         self._visit_chain_base(node.value)
@@ -405,21 +412,45 @@ class _Checker(ast.NodeVisitor):
         else:
             self.visit(node)
 
-    def _check_module_path(self, node: ast.Attribute) -> None:
-        chain = _attribute_path(node)
-        if not chain or chain[0].id not in self.modules:  # type: ignore[attr-defined]
+    def _check_chain(self, node: ast.Attribute) -> None:
+        # Every segment of every chain, whatever its root: `G = torch.nn.functional` then
+        # `G.torch.os` must be refused as `F.torch.os` is, and so must `f().torch`, `[F][0].torch`
+        # and `self.m.torch`. Only a chain rooted at an imported module can name its full path.
+        root, segments = _attribute_chain(node)
+        module = self.modules.get(root.id) if isinstance(root, ast.Name) else None
+        if module is None:
+            for segment in segments:
+                if not self._check_value_segment(segment):
+                    return
             return
-        module = self.modules[chain[0].id]  # type: ignore[attr-defined]
         path = module
-        for segment in chain[1:]:
-            path = f"{path}.{segment.attr}"  # type: ignore[attr-defined]
-            if module == "buildx_runtime" and segment is chain[1] and segment.attr not in RUNTIME_NAMES:  # type: ignore[attr-defined]
+        for segment in segments:
+            path = f"{path}.{segment.attr}"
+            if module == "buildx_runtime" and segment is segments[0] and segment.attr not in RUNTIME_NAMES:
                 self.add(
                     segment, "attribute", _("buildx_runtime has no '%(name)s'.") % {"name": segment.attr}
-                )  # type: ignore[attr-defined]
+                )
                 return
-            if not self._check_segment(segment, segment.attr, path):  # type: ignore[attr-defined]
+            if not self._check_segment(segment, segment.attr, path):
                 return
+
+    def _check_value_segment(self, segment: ast.Attribute) -> bool:
+        """A segment after a root that is not an imported module (a variable, a call, an item)."""
+        if segment.attr in FORBIDDEN_ATTRIBUTES:
+            return False  # refused on its own, with its own message (_check_attribute)
+        reason = FORBIDDEN_MODULE_ATTRIBUTES.get(segment.attr)
+        if reason is None:
+            return True
+        self.add(
+            segment,
+            "attribute",
+            _(
+                "'%(code)s' is not allowed: %(reason)s. The name '.%(attr)s' is refused after any value; "
+                "if it is one of your own, choose another."
+            )
+            % {"code": _shown(segment), "reason": _(reason), "attr": segment.attr},
+        )
+        return False
 
     def _check_segment(self, node: ast.AST, name: str, path: str) -> bool:
         reason = FORBIDDEN_MODULE_ATTRIBUTES.get(name)
@@ -468,6 +499,22 @@ class _Checker(ast.NodeVisitor):
                 "dunder",
                 _("the key '%(key)s' reaches Python's internals and is not allowed.") % {"key": key.value},
             )
+        self.generic_visit(node)
+
+    def visit_MatchClass(self, node: ast.MatchClass) -> None:
+        # `case object(torch=t):` reads the matched value's attribute `torch` as `value.torch` does,
+        # without an attribute in the tree: the same names are refused here.
+        for name in node.kwd_attrs:
+            reason = FORBIDDEN_MODULE_ATTRIBUTES.get(name)
+            if name.startswith("_") or name in FORBIDDEN_ATTRIBUTES:
+                reason = gettext_noop("it reaches Python's internals, private parts or native code")
+            if reason is not None:
+                self.add(
+                    node,
+                    "attribute",
+                    _("'%(name)s=' in a case pattern reads '.%(name)s', which is not allowed: %(reason)s.")
+                    % {"name": name, "reason": _(reason)},
+                )
         self.generic_visit(node)
 
     # --- Definitions --------------------------------------------------------------------------

@@ -1,18 +1,15 @@
-"""The sandboxed runner: events, output caps, stop and time limits, causes, and the hostile corpus.
+"""The sandboxed runner: events, output caps, stop and time limits, causes.
 
-The hostile scripts in hostile/ run twice each: through the static check, and with the check
-bypassed, to show that the child process, not the check, contains them. Limits are small so that
-the whole file stays near a minute on two cores.
+The hostile corpus (hostile/) has its own file, test_hostile_corpus.py. Limits are small so that the
+whole file stays near a minute on two cores.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,8 +19,6 @@ from sandbox.engine import datasets as ds
 from sandbox.launcher import python_executable
 from sandbox.runner import SandboxResult, run_script
 
-HOSTILE_DIR = Path(__file__).parent / "hostile"
-HOSTILE = sorted(HOSTILE_DIR.glob("h*.py"))
 SECRET = "buildx-test-secret-7f3a9c"
 DB_PASSWORD = "db-password-51e0b2"
 PYTHON = [python_executable(), "-s", "script.py"]  # the script alone, without the harness
@@ -54,55 +49,6 @@ def worker_secrets(monkeypatch):
     monkeypatch.setenv("BUILDX_TEST_SECRET", SECRET)
     monkeypatch.setenv("DATABASE_URL", f"postgres://buildx:{DB_PASSWORD}@127.0.0.1:5432/buildx")
     monkeypatch.setenv("REDIS_URL", f"redis://:{DB_PASSWORD}@127.0.0.1:6379/4")
-
-
-class Canary:
-    """A TCP listener on every interface of this machine; records any connection that arrives."""
-
-    def __init__(self) -> None:
-        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.server.bind(("0.0.0.0", 0))
-        self.server.listen(16)
-        self.server.settimeout(0.1)
-        self.port = self.server.getsockname()[1]
-        self.connections: list[tuple] = []
-        self.running = True
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while self.running:
-            try:
-                conn, address = self.server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections.append(address)
-            conn.close()
-
-    def hosts(self) -> list[str]:
-        hosts = {"127.0.0.1", "localhost"}
-        try:
-            hosts.update(
-                info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
-            )
-        except OSError:
-            pass
-        return sorted(hosts)
-
-    def close(self) -> None:
-        self.running = False
-        self.thread.join()
-        self.server.close()
-
-
-@pytest.fixture
-def canary():
-    listener = Canary()
-    yield listener
-    listener.close()
 
 
 def run(
@@ -162,24 +108,14 @@ def processes_of(uid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.stat(f"/proc/{entry}").st_uid == uid and "\nState:\tZ" not in open(f"/proc/{entry}/status").read():
+                if (
+                    os.stat(f"/proc/{entry}").st_uid == uid
+                    and "\nState:\tZ" not in open(f"/proc/{entry}/status").read()
+                ):
                     found.append(int(entry))
             except OSError:
                 continue
     return found
-
-
-def files_outside(root: Path, run_dir: Path) -> list[str]:
-    return sorted(
-        str(path) for path in root.rglob("*") if not path.is_relative_to(run_dir) and path != run_dir
-    )
-
-
-ESCAPE_PATHS = [
-    Path("/tmp/buildx-escape.txt"),
-    Path("/root/buildx-escape.txt"),
-    Path("/work/buildx-escape.txt"),
-]
 
 
 # --- Ordinary runs ------------------------------------------------------------------------------
@@ -444,103 +380,6 @@ def test_the_operator_may_allow_unsandboxed_assistant_code(settings, tmp_path):
     result, _events = run("print('hi')", tmp_path / "run", trusted_code=False)
 
     assert result.status == "succeeded"
-
-
-# --- The hostile corpus -------------------------------------------------------------------------
-
-
-def hostile_line(path: Path) -> int | None:
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if "# HOSTILE" in line:
-            return number
-    return None
-
-
-def test_the_corpus_has_at_least_thirty_scripts():
-    assert len(HOSTILE) >= 30
-
-
-@pytest.mark.parametrize("path", HOSTILE, ids=lambda p: p.stem)
-def test_a_hostile_script_is_rejected_by_the_check_naming_its_line_or_contained(
-    path, tmp_path, canary, digits_cache
-):
-    line = hostile_line(path)
-    config = _config(canary, digits_cache)
-    result, events = run(path.read_text(), tmp_path / "run", check_code=True, wall=_wall(path), config=config)
-    if line is not None:
-        assert result.status == "rejected"
-        assert f"Line {line}: " in result.cause
-        assert not (tmp_path / "run").exists()
-    else:
-        # Nothing in the code for the check to see (loops, memory, prints): the sandbox holds it.
-        assert result.status in {"failed", "timeout", "succeeded"}
-        _assert_contained(tmp_path, events, canary)
-
-
-@pytest.mark.parametrize("path", HOSTILE, ids=lambda p: p.stem)
-def test_a_hostile_script_run_without_the_check_is_contained(path, tmp_path, canary, digits_cache):
-    run_dir = tmp_path / "run"
-    config = _config(canary, digits_cache)
-    result, events = run(path.read_text(), run_dir, check_code=False, wall=_wall(path), config=config)
-
-    assert result.status in {"failed", "timeout", "succeeded"}
-    _assert_contained(tmp_path, events, canary)
-    # The worker survived and runs the next script as usual.
-    after, after_events = run("print('still working')", tmp_path / "next")
-    assert after.status == "succeeded"
-    assert lines(after_events, "stdout") == ["still working"]
-
-
-# The whole corpus runs as `python script.py` to stay fast (the harness imports torch first, seconds
-# per run on a busy machine); these run through the real harness too, where the script's top level
-# runs when the harness loads it, beside the runtime's events pipe and stop handler.
-THROUGH_HARNESS = ["h10_subclasses_walk", "h12_proc_parent_environ", "h23_signal_games",
-                   "h24_events_garbage", "h37_exec_replace"]  # fmt: skip
-
-
-@pytest.mark.parametrize("name", THROUGH_HARNESS)
-def test_a_hostile_script_loaded_by_the_real_harness_is_contained(name, tmp_path, canary, digits_cache):
-    path = HOSTILE_DIR / f"{name}.py"
-    config = _config(canary, digits_cache)
-    result, events = run(
-        path.read_text(), tmp_path / "run", check_code=False, wall=10, entry=None, config=config
-    )
-
-    assert result.status in {"failed", "timeout", "succeeded"}
-    _assert_contained(tmp_path, events, canary)
-
-
-def _wall(path: Path) -> float:
-    # Importing torch takes seconds on a busy machine: the attack after it must get to run.
-    return 20 if "import torch" in path.read_text() else 3
-
-
-def _config(canary: Canary, cache: Path) -> dict:
-    return harness_config(cache, canary_port=canary.port, canary_hosts=canary.hosts())
-
-
-def _assert_contained(tmp_path: Path, events: list[dict], canary: Canary) -> None:
-    run_dir = tmp_path / "run"
-    text = json.dumps(events)
-    assert SECRET not in text and DB_PASSWORD not in text
-    for path in run_dir.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            content = path.read_bytes()
-            assert SECRET.encode() not in content and DB_PASSWORD.encode() not in content
-    assert files_outside(tmp_path, run_dir) == []
-    assert [p for p in ESCAPE_PATHS if p.exists()] == []
-    assert canary.connections == []
-    # The scripts print these words only when an attempt got through.
-    for word in ("CONNECTED", "ROOT", "UNSHARED", "HARDLINKED", "DOWNLOADED", "RAISED"):
-        assert word not in text
-    assert [p for p in run_dir.rglob("*") if p.is_symlink()] == []
-    assert processes_of(box_uid(result)) == []
-    assert all(
-        e["kind"] in {"status", "log", "progress", "epoch", "checkpoint", "result", "stopped", "error"}
-        for e in events
-    )
-    forged = [e for e in events if e["kind"] == "log" and e["stream"] == "platform" and "FORGED" in e["line"]]
-    assert forged == []
 
 
 def test_a_sandbox_that_cannot_start_says_it_is_not_the_scripts_fault(tmp_path):

@@ -144,6 +144,52 @@ def test_each_forbidden_construct_is_named_with_its_line(snippet, expected):
     ]
 
 
+# A module kept in a variable is no module to the check, which sees names, not values: every segment
+# of every chain is checked, whatever its root. The offending line is the last one of each snippet.
+ALIASED = {
+    "alias of a submodule": ("import torch\nG = torch.nn.functional\nG.torch.os.system('id')", "'G.torch'"),
+    "alias of a package, deeper": ("import torch\nN = torch.nn\nN.functional.torch.load('m.pt')", "'N.functional.torch'"),
+    "alias by tuple unpacking": ("import torch\nG, H = torch.nn.functional, torch.optim\nH.torch.load('m.pt')", "'H.torch'"),
+    "a function's return value": ("import torch\ndef helper():\n    return torch.nn.functional\nhelper().torch.os.system('id')", "'helper().torch'"),
+    "a list element": ("import torch\nmodules = [torch.nn.functional]\nmodules[0].torch.os.system('id')", "'modules[0].torch'"),
+    "a dict value": ("import torch\nd = {'f': torch.nn.functional}\nd['f'].torch.hub.load('a/b', 'c')", "'d['f'].torch'"),
+    "a loop variable": ("import torch\nfor m in [torch.nn.functional]:\n    m.torch.os.system('id')", "'m.torch'"),
+    "a default argument": ("import torch\ndef f(m=torch.nn.functional):\n    return m.torch.load('m.pt')", "'m.torch'"),
+    "an attribute of self": ("import torch\nclass A:\n    def __init__(self):\n        self.m = torch.nn.functional\n        self.m.torch.load('m.pt')", "'self.m.torch'"),
+    "an assignment expression": ("import torch\n(G := torch.nn.functional).torch.os.system('id')", "'(G := torch.nn.functional).torch'"),
+    "os straight from an alias": ("import torch\nT = torch.nn.functional\nT.os.system('id')", "'T.os' is not allowed: the os module reaches files and processes"),
+    "load on any value": ("import torch\nopt = torch.optim\nopt.lr_scheduler.torch.serialization.load('m.pt')", "'opt.lr_scheduler.torch'"),
+    "a case pattern": ("import torch\nmatch torch.nn.functional:\n    case object(torch=t): pass", "'torch=' in a case pattern reads '.torch'"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("snippet, expected", ALIASED.values(), ids=ALIASED.keys())
+def test_a_module_reached_through_any_value_is_refused_like_the_module_itself(snippet, expected):
+    line = snippet.count("\n") + 1
+
+    findings = check_script(snippet)
+
+    assert findings, "the check let it through"
+    messages = [f.message for f in findings if f.line == line]
+    assert any(message.startswith(f"Line {line}: ") and expected in message for message in messages), [
+        f.message for f in findings
+    ]
+
+
+def test_the_aliasing_finding_tells_a_beginner_what_to_do():
+    findings = check_script("import torch\nG = torch.nn.functional\nG.torch.os.system('id')\n")
+
+    assert [f.as_dict() for f in findings] == [
+        {
+            "line": 3,
+            "col": 0,
+            "code": "attribute",
+            "message": "Line 3: 'G.torch' is not allowed: use torch directly, not through another module. "
+            "The name '.torch' is refused after any value; if it is one of your own, choose another.",
+        }
+    ]
+
+
 def test_a_syntax_error_names_its_line():
     findings = check_script("import torch\n\ndef broken(:\n    pass\n")
 
@@ -189,6 +235,8 @@ def test_findings_come_sorted_by_line_and_read_as_one_message_each():
         "import torch.nn as nn\nclass Net(nn.Module):\n    def __len__(self):\n        return 1",
         "if __name__ == '__main__':\n    pass",
         "try:\n    pass\nexcept (ValueError, RuntimeError) as error:\n    print(error)",
+        "import torch\nm = torch.nn.Linear(2, 2)\nm.load_state_dict(m.state_dict())\nG = torch.nn.functional\ny = G.relu",
+        "import torch\nmatch torch.zeros(1):\n    case torch.Tensor(shape=s):\n        print(s)",
     ],
 )
 def test_ordinary_python_is_allowed(snippet):
