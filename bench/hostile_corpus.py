@@ -130,7 +130,7 @@ def main() -> None:
                 else:
                     outcome = run_through_check_path(
                         code, check=check, config=check_config(cache), cache=cache, inputs=inputs,
-                        wall=expect.wall, work_dir=run_dir, box_work_dir=work / "boxes",
+                        wall=expect.wall, box_work_dir=work / "boxes",
                     )  # fmt: skip
                 worker_cpu = time.thread_time() - cpu_before
                 costs.append(

@@ -32,7 +32,6 @@ os.environ.pop("DATABASE_URL", None)
 os.environ.pop("REDIS_URL", None)
 os.environ["SQLITE_PATH"] = str(TMP / "bench.sqlite3")
 os.environ["MEDIA_ROOT"] = str(TMP / "media")
-os.environ["RUNS_WORK_DIR"] = str(TMP / "work")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "buildx.settings")
 
 import django  # noqa: E402

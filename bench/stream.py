@@ -467,7 +467,6 @@ def main() -> int:
         "RUNS_MAX_EPOCHS": "100000",
         "RUNS_FLUSH_INTERVAL": str(args.flush),
         "MEDIA_ROOT": str(tmp / "media"),
-        "RUNS_WORK_DIR": str(tmp / "work"),
     }
     procs = [
         start(

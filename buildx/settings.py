@@ -448,7 +448,6 @@ RUNS_CHECKPOINT_WAIT = float(env("RUNS_CHECKPOINT_WAIT", "2"))
 RUNS_LOG_MAX_LINES = env_int("RUNS_LOG_MAX_LINES", 5000)  # stored log lines per run
 RUNS_LOG_LINES_PER_SECOND = env_int("RUNS_LOG_LINES_PER_SECOND", 100)
 RUNS_PUBLISH_TIMEOUT = float(env("RUNS_PUBLISH_TIMEOUT", "2"))  # seconds per channel-layer send
-RUNS_WORK_DIR = Path(env("RUNS_WORK_DIR", str(BASE_DIR / "var" / "runs")))
 RUNS_DEVICE = env("RUNS_DEVICE", "auto")
 RUNS_GPU = env_bool("RUNS_GPU", False)
 DRAMATIQ_BROKER["MIDDLEWARE"].append("training.middleware.StaleRunCheck")

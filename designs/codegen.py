@@ -333,7 +333,6 @@ def check_in_sandbox(
             dataset=cache,
             on_event=events.append,
             wall_limit_s=settings.BUILDX_CODEGEN_SMOKE_WALL_S,
-            work_dir=Path(work) / "run",
         )
     ms = int((time.monotonic() - started) * 1000)
     errors = [e for e in events if e.get("kind") == "error"]

@@ -29,6 +29,7 @@ from django.conf import settings
 
 from sandbox.launcher import Box, Limits, host
 from sandbox.runner import harness_command, run_script
+from sandbox.static_check import check_script, format_findings
 from sandbox.supervisor import SandboxResult
 
 logger = logging.getLogger(__name__)
@@ -113,27 +114,32 @@ def run_check(
     dataset: Path,
     on_event: Callable[[dict], None],
     wall_limit_s: float,
-    work_dir: Path,
     inputs: Mapping[str, BinaryIO] | None = None,
 ) -> SandboxResult:
     """One short job (a code check, a trusted evaluation): a waiting box when there is one, else one
-    started now (`work_dir` is then its run folder). Either way the script sees the same box."""
+    started now. Either way the script sees the same box (its own run folder, as a run's)."""
     limits = check_limits()
-    box = _take(limits) if enabled() else None
+    findings = check_script(code)
+    if findings:  # before a box is taken: a refused script costs no torch import
+        message = format_findings(findings)
+        on_event({"kind": "error", "cause": "rejected", "message": message, "traceback": ""})
+        return SandboxResult("rejected", None, message, "", [])
+    box = (_take(limits) if enabled() else None) or Box.open(limits=limits)
     try:
         return run_script(
             code=code,
-            run_dir=box.run_dir if box is not None else work_dir,
+            run_dir=box.run_dir,
             config=config,
             on_event=on_event,
             should_stop=lambda: False,
             wall_limit_s=wall_limit_s,
             dataset=dataset,
-            limits=limits,
             box=box,
             inputs=inputs,
+            check_code=False,  # checked above
         )
     finally:
+        box.close()
         prepare()
 
 

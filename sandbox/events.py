@@ -85,8 +85,11 @@ class EventRules:
         try:
             event = json.loads(raw)
         except (ValueError, RecursionError):
-            return None
+            event = None
         if not isinstance(event, dict) or event.get("kind") not in KINDS:
+            # Ignored, but not free: a flood of garbage lines costs the worker what a flood of events
+            # would, so it counts against the same rate.
+            self._rate()
             return None
         kind = event["kind"]
         if kind == "log":

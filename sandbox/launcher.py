@@ -221,10 +221,14 @@ class Box:
     isolation: list[str] = field(default_factory=list)
     cpu_at_start: float = 0.0
     closed: bool = False
+    run_tmpfs: bool = False  # run_dir is a tmpfs of limits.disk_bytes: the kernel holds the disk limit
 
     @classmethod
     def open(cls, *, limits: Limits, run_dir: Path | None = None, gpu: bool = False) -> Box:
-        """A new box. `run_dir` None: a fresh folder inside the box's own (code checks)."""
+        """A new box. `run_dir` None: the box's own run folder (runs, checks, evaluations: the same
+        layout on the host too, so that nothing behind the mounts tells one from another); as root,
+        a tmpfs of `limits.disk_bytes`, so that a burst of writes stops at the limit, not a second
+        later when the supervisor looks (its pages count in the box's memory, as the writer's)."""
         host_ = host()
         host_.work_dir.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=f"box-{os.getpid()}-", dir=host_.work_dir))
@@ -235,6 +239,8 @@ class Box:
             (folder / "data").mkdir()
             (folder / "data").chmod(0o755)
             box.run_dir.mkdir(parents=True, exist_ok=True)
+            if run_dir is None and host_.as_root and host_.mode == "bwrap":
+                box.run_tmpfs = mount_tmpfs(box.run_dir, size=limits.disk_bytes)
             if host_.uid_base is not None and (
                 host_.mode == "bwrap" or reachable_by_others(Path(sys.executable))
             ):
@@ -251,6 +257,12 @@ class Box:
             box.close()
             raise
         return box
+
+    def __enter__(self) -> Box:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def uid(self) -> int | None:
@@ -540,12 +552,34 @@ class Box:
         self.pipes = {}
         if self.group is not None:
             self.group.remove()
+        if self.run_tmpfs:
+            unmount(self.run_dir)
         if self.watchdog is not None:
             self.watchdog.release()
         if self.lease is not None:
             self.lease.release()
         if self.folder != Path():
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def mount_tmpfs(path: Path, *, size: int) -> bool:
+    """A size-limited tmpfs at `path` (no devices, no setuid, nothing executable); False if refused."""
+    options = f"size={size},mode=0755,nosuid,nodev,noexec"
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "buildx-box", str(path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+def unmount(path: Path) -> None:
+    # Lazily: a reader the worker still holds (a checkpoint being streamed) keeps its file until closed.
+    subprocess.run(
+        ["umount", "-l", str(path)], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+    )
 
 
 def sweep_folders(work_dir: Path) -> int:
@@ -555,6 +589,8 @@ def sweep_folders(work_dir: Path) -> int:
         for folder in work_dir.glob("box-*-*"):
             pid = folder.name.split("-")[1]
             if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+                if os.path.ismount(folder / "run"):
+                    unmount(folder / "run")
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
     return removed

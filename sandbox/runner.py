@@ -23,6 +23,12 @@ from sandbox.static_check import check_script, format_findings
 from sandbox.supervisor import SandboxResult, Supervisor
 
 
+def open_box(*, limits: Limits | None = None, gpu: bool = False) -> Box:
+    """A box with its own run folder (`box.run_dir`), for a caller that puts files in before the run
+    and reads what the child left after it (the runs app); the caller closes it."""
+    return Box.open(limits=limits or Limits.from_settings(), gpu=gpu)
+
+
 def harness_command() -> list[str]:
     """The command every box runs unless a test or bench names another (relative to /box)."""
     return [python_executable(), "-s", str(HARNESS), "--script", "script.py", "--config", "config.json"]
@@ -51,19 +57,18 @@ def run_script(
     is what the child reads at /box-data/dataset.pt; config["dataset_cache"] is set to that path.
     `entry` (tests, benches) replaces the harness command line. `check_code=False` skips the static
     check, which tests use to prove that the sandbox, not the check, contains a hostile script.
-    `box`: one sandbox.checks started ahead of time (its run_dir is the box's own); it is closed here.
+    `box`: a box from `open_box` or sandbox.checks (then `run_dir` must be its own); the caller closes
+    it. Without one, a box is opened for `run_dir` and closed here.
     `inputs`: files (name -> an open file) the worker puts in the run folder, read-only to the child.
     config["mode"] decides what the child may report (sandbox.events): a `result` only in "evaluate"
     and "predict", or with config["report_test"] (code that cannot be evaluated by the platform).
     """
-    limits = limits or Limits.from_settings()
+    limits = box.limits if box is not None else (limits or Limits.from_settings())
     if check_code:
         findings = check_script(code)
         if findings:
             message = format_findings(findings)
             on_event({"kind": "error", "cause": "rejected", "message": message, "traceback": ""})
-            if box is not None:
-                box.close()
             return SandboxResult("rejected", None, message, "", [])
     if host().mode != "bwrap" and not trusted_code and not settings.BUILDX_ALLOW_UNSANDBOXED_LLM_CODE:
         message = str(
@@ -73,11 +78,10 @@ def run_script(
             )
         )
         on_event({"kind": "error", "cause": "rejected", "message": message, "traceback": ""})
-        if box is not None:
-            box.close()
         return SandboxResult("rejected", None, message, "", [])
 
     config = dict(config)
+    owned = box is None
     if dataset is None and config.get("dataset_cache") and Path(config["dataset_cache"]).is_file():
         dataset = Path(config["dataset_cache"])
     try:
@@ -121,7 +125,7 @@ def run_script(
         on_event({"kind": "error", "cause": "killed", "message": str(message), "traceback": ""})
         return SandboxResult("failed", None, str(message), "", box.isolation if box else [])
     finally:
-        if box is not None:
+        if owned and box is not None:
             box.close()
 
 

@@ -25,7 +25,8 @@ from django.utils.translation import gettext as _
 from sandbox import events as event_rules
 from sandbox.launcher import EXIT_CGROUP_FAILED, Box, info_child_pid
 
-STDERR_TAIL_LINES = 200  # kept (even past the output cap) to find the traceback
+STDERR_TAIL_LINES = 200  # kept to find the traceback
+STDERR_TAIL_BYTES = 64 * 1024  # what is kept of stderr past the output cap, for the same reason
 POLL_SECONDS = 0.1
 SHOULD_STOP_EVERY_SECONDS = 0.25  # should_stop() may query the database
 LIMITS_EVERY_SECONDS = 0.25  # the group's memory and CPU
@@ -61,6 +62,7 @@ class Supervisor:
         self.buffers: dict[str, bytearray] = {}
         self.skipping: dict[str, bool] = {}
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.stderr_raw = bytearray()  # stderr past the output cap, undecoded
         self.child_error: dict | None = None
         self.child_pid: int | None = None  # the pid to signal (python), once known
         self.killed_for: str | None = None
@@ -215,6 +217,14 @@ class Supervisor:
     # Pipes into events -------------------------------------------------------------------
 
     def _feed(self, stream: str, chunk: bytes) -> None:
+        if self.output_cut and stream in ("stdout", "stderr"):
+            # Past the output cap nothing more is shown: no line is split or decoded any more (a flood
+            # of tiny lines would otherwise cost the worker a core), only stderr's end is kept for the
+            # traceback.
+            if stream == "stderr":
+                self.stderr_raw += chunk
+                del self.stderr_raw[:-STDERR_TAIL_BYTES]
+            return
         buffer = self.buffers[stream]
         buffer += chunk
         start = 0
@@ -318,6 +328,13 @@ class Supervisor:
     def _finish(self, *, outcome: str, wall_limit_s: float) -> SandboxResult:
         if self.killed_for is None and not within_disk_limit(self.box.run_dir, self.limits.disk_bytes):
             self.killed_for = "disk"  # it filled the folder between two checks and exited
+        if (
+            self.killed_for is None
+            and self.returncode
+            and self.box.run_tmpfs
+            and folder_full(self.box.run_dir)
+        ):
+            self.killed_for = "disk"  # the kernel held the limit (ENOSPC), and the script failed on it
         if self.killed_for is None and self.box.group is not None:
             if self.box.group.oom_kills() > self.oom_kills_before:
                 self.killed_for = "memory"  # a forked process died for memory and the child went on
@@ -357,6 +374,8 @@ class Supervisor:
         if self.child_error and isinstance(self.child_error.get("traceback"), str):
             return self.child_error["traceback"][-20_000:]
         lines = list(self.stderr_tail)
+        if self.stderr_raw:
+            lines += self.stderr_raw.decode("utf-8", errors="replace").splitlines()[1:]  # [0] may be cut
         starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")]
         if not starts:
             return ""
@@ -472,6 +491,15 @@ def _looks_like_oom(line: str) -> bool:
         or "out of memory" in lowered
         or "can't allocate memory" in lowered
     )
+
+
+def folder_full(path: Path) -> bool:
+    """Whether a size-limited folder (the box's tmpfs) has less than a megabyte left."""
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 2**20
 
 
 def within_disk_limit(run_dir: Path, limit: int) -> bool:

@@ -411,34 +411,33 @@ def sandboxed(run: Run, *, images: torch.Tensor | None) -> dict:
     event. Costs a sandbox start (seconds): nothing of this code is kept in the web process.
     """
     artifact = weights_artifact(run)
-    base = Path(settings.RUNS_WORK_DIR)
-    base.mkdir(parents=True, exist_ok=True)
     events: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix=f"predict-{run.pk}-", dir=base) as work:
-        run_dir = Path(work) / "run"
-        config: dict[str, Any] = {"mode": "predict", "weights": "weights.safetensors", "epochs": 1}
-        dataset = None
-        with contextlib.ExitStack() as stack:
-            inputs = {"weights.safetensors": stack.enter_context(artifact.file.open("rb"))}
-            if images is not None:
-                path = Path(work) / "images.safetensors"
-                rt.write_safetensors(path, {"images": images.contiguous()}, metadata={})
-                inputs["images.safetensors"] = stack.enter_context(open(path, "rb"))
-                config["images"] = "images.safetensors"
-            else:
-                dataset = datasets.ensure_cache(run.dataset, data_dir=settings.DATA_DIR)
-            limits.db_connections_release()  # seconds in the child: no pooled connection held meanwhile
-            result = sandbox_runner.run_script(
-                code=run.code_artifact.code,
-                run_dir=run_dir,
-                config=config,
-                dataset=dataset,
-                inputs=inputs,
-                on_event=events.append,
-                should_stop=lambda: False,
-                wall_limit_s=settings.PREDICT_SANDBOX_SECONDS,
-                trusted_code=False,
-            )
+    config: dict[str, Any] = {"mode": "predict", "weights": "weights.safetensors", "epochs": 1}
+    dataset = None
+    with contextlib.ExitStack() as stack:
+        box = stack.enter_context(sandbox_runner.open_box())
+        inputs = {"weights.safetensors": stack.enter_context(artifact.file.open("rb"))}
+        if images is not None:
+            buffer = stack.enter_context(tempfile.TemporaryFile())
+            rt.write_safetensors_file(buffer, {"images": images.contiguous()}, metadata={})
+            buffer.seek(0)
+            inputs["images.safetensors"] = buffer
+            config["images"] = "images.safetensors"
+        else:
+            dataset = datasets.ensure_cache(run.dataset, data_dir=settings.DATA_DIR)
+        limits.db_connections_release()  # seconds in the child: no pooled connection held meanwhile
+        result = sandbox_runner.run_script(
+            code=run.code_artifact.code,
+            run_dir=box.run_dir,
+            config=config,
+            dataset=dataset,
+            inputs=inputs,
+            on_event=events.append,
+            should_stop=lambda: False,
+            wall_limit_s=settings.PREDICT_SANDBOX_SECONDS,
+            trusted_code=False,
+            box=box,
+        )
     found = next((e for e in events if e.get("kind") == "result"), None)
     if result.status != "succeeded" or found is None:
         error = next((e for e in events if e.get("kind") == "error"), {})

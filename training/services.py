@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -922,11 +921,9 @@ def run_execute(*, run: Run) -> Run:
     marked it interrupted), nothing more is written by this execution but the time it used.
     """
     attempt = run.attempt
-    base = Path(settings.RUNS_WORK_DIR)
-    base.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix=f"run-{run.pk}-", dir=base))
-    # mkdtemp makes it 0700; the sandbox (capabilities dropped, then another uid) must enter it.
-    run_dir.chmod(0o755)
+    # The box's own run folder, as a code check's: the same layout behind every mount.
+    box = sandbox_runner.open_box(gpu=settings.RUNS_GPU)
+    run_dir = box.run_dir
     heartbeat = _Heartbeat(run, attempt)
     sink = EventSink(run=run, attempt=attempt, run_dir=run_dir)
     trusted = evaluated_by_platform(run.code_artifact)
@@ -980,8 +977,8 @@ def run_execute(*, run: Run) -> Run:
             on_event=sink.handle,
             should_stop=heartbeat.should_stop,
             wall_limit_s=settings.RUNS_MAX_WALL_SECONDS,
-            gpu=settings.RUNS_GPU,
             trusted_code=run.code_artifact.source == CodeArtifact.Source.COMPILED,
+            box=box,
         )
     except Exception as exc:
         logger.exception("Run %s failed in the platform", run.pk)
@@ -1025,7 +1022,7 @@ def run_execute(*, run: Run) -> Run:
             _finish(run=run, attempt=attempt, result=result, failure=failure, outcome=sink.outcome,
                     metrics=metrics, source=source, timings=timings)  # fmt: skip
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        box.close()
     run.refresh_from_db()
     if not lost:
         from feedback.services import run_finished  # feedback's one hook: queue the diagnosis
@@ -1072,17 +1069,14 @@ def run_evaluate(*, run: Run, weights: BinaryIO, dataset: Path) -> tuple[dict | 
     training script reported itself is never used for these numbers."""
     code = compiler.compile_version(run.design_version)
     events: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix=f"evaluate-{run.pk}-", dir=settings.RUNS_WORK_DIR) as work:
-        Path(work).chmod(0o755)
-        outcome = sandbox_checks.run_check(
-            code=code,
-            config={"mode": "evaluate", "weights": "weights.safetensors", "epochs": 1, "device": "cpu"},
-            dataset=dataset,
-            inputs={"weights.safetensors": weights},
-            on_event=events.append,
-            wall_limit_s=settings.RUNS_EVALUATE_SECONDS,
-            work_dir=Path(work) / "run",
-        )
+    outcome = sandbox_checks.run_check(
+        code=code,
+        config={"mode": "evaluate", "weights": "weights.safetensors", "epochs": 1, "device": "cpu"},
+        dataset=dataset,
+        inputs={"weights.safetensors": weights},
+        on_event=events.append,
+        wall_limit_s=settings.RUNS_EVALUATE_SECONDS,
+    )
     found = next((e for e in events if e.get("kind") == "result"), None)
     test = found.get("test") if found else None
     if (

@@ -840,6 +840,15 @@ def _tensor_buffer(t: torch.Tensor) -> Any:
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], *, metadata: dict[str, str]) -> None:
+    """The safetensors format in a file at `path`, replaced atomically (see write_safetensors_file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:  # streamed: no second copy of the checkpoint in memory
+        write_safetensors_file(f, tensors, metadata=metadata)
+    os.replace(tmp, path)  # the commit point
+
+
+def write_safetensors_file(f: Any, tensors: dict[str, torch.Tensor], *, metadata: dict[str, str]) -> None:
     """The safetensors format: u64 header length, JSON header, then the raw little-endian bytes."""
     header: dict[str, Any] = {"__metadata__": metadata}
     buffers, offset = [], 0
@@ -857,14 +866,10 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], *, metadata:
         offset += size
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)  # the format aligns the data to 8 bytes
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:  # streamed: no second copy of the checkpoint in memory
-        f.write(struct.pack("<Q", len(head)))
-        f.write(head)
-        for data in buffers:
-            f.write(data)
-    os.replace(tmp, path)  # the commit point
+    f.write(struct.pack("<Q", len(head)))
+    f.write(head)
+    for data in buffers:
+        f.write(data)
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

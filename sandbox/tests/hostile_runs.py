@@ -8,7 +8,6 @@ or off. Its events go to a stand-in for the worker, which copies checkpoints as 
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import json
 import socket
@@ -19,7 +18,7 @@ from pathlib import Path
 from unittest import mock
 
 from sandbox import checks, files, runner
-from sandbox.launcher import python_executable
+from sandbox.launcher import Box, python_executable
 from sandbox.supervisor import SandboxResult
 
 HOSTILE_DIR = Path(__file__).parent / "hostile"
@@ -227,12 +226,14 @@ def imports_torch(code: str) -> bool:
 
 
 def run_cold(
-    code: str, *, check: bool, run_dir: Path, config: dict, cache: Path, inputs: dict, wall: float,
-    harness: bool | None = None,
+    code: str, *, check: bool, run_dir: Path | None, config: dict, cache: Path, inputs: dict, wall: float,
+    harness: bool | None = None, box: Box | None = None,
 ) -> Outcome:  # fmt: skip
     """A box started for this run. Without torch, as `python script.py`: the harness would spend
-    seconds importing torch before the script's first line."""
+    seconds importing torch before the script's first line. `box` (from runner.open_box, as the runs
+    app uses): its own run folder, as a real run's; the caller closes it."""
     harness = imports_torch(code) if harness is None else harness
+    run_dir = box.run_dir if box is not None else run_dir
     worker = StandInWorker(run_dir)
     result = runner.run_script(
         code=code,
@@ -245,13 +246,13 @@ def run_cold(
         check_code=check,
         dataset=cache,
         inputs=inputs,
+        box=box,
     )
     return Outcome(result, worker.events, worker.copies, run_dir, cold=True)
 
 
 def run_through_check_path(
-    code: str, *, check: bool, config: dict, cache: Path, inputs: dict, wall: float, work_dir: Path,
-    box_work_dir: Path,
+    code: str, *, check: bool, config: dict, cache: Path, inputs: dict, wall: float, box_work_dir: Path,
 ) -> Outcome:  # fmt: skip
     """sandbox.checks.run_check with a box started ahead of time (BUILDX_SANDBOX_WORK_DIR is
     `box_work_dir`, where that box is the only one)."""
@@ -265,18 +266,18 @@ def run_through_check_path(
             dataset=cache,
             on_event=worker.on_event,
             wall_limit_s=wall,
-            work_dir=work_dir,
             inputs=inputs,
         )
-    if waiting in checks.waiting_pids() or work_dir.exists():
-        raise RuntimeError("run_check did not use the box started ahead of time")
+    rejected = check and hostile_line(code) is not None  # refused before a box is taken
+    if (waiting in checks.waiting_pids()) != rejected:
+        raise RuntimeError("run_check did not use the box started ahead of time, or used it for nothing")
     return Outcome(result, worker.events, worker.copies, folder / "run", cold=False)
 
 
 def static_check_off_in_run_check() -> contextlib.AbstractContextManager:
-    """run_check has no switch for the static check: its own call to run_script skips it here, as
-    run_script's check_code=False does on the cold path, to show what the box alone holds."""
-    return mock.patch.object(checks, "run_script", functools.partial(runner.run_script, check_code=False))
+    """run_check has no switch for the static check: it finds nothing here, as run_script's
+    check_code=False does on the cold path, to show what the box alone holds."""
+    return mock.patch.object(checks, "check_script", lambda code: [])
 
 
 def wait_for_a_waiting_box(*, ready: bool, timeout: float = 60) -> int:

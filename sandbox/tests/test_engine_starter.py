@@ -64,7 +64,7 @@ def evaluate(code: str, run_dir: Path, cache: Path, tmp_path: Path) -> dict:
     with files.open_regular(run_dir, "model.safetensors", max_bytes=16 * 2**20) as weights:
         result = checks.run_check(code=code, config={"mode": "evaluate", "weights": "weights.safetensors"},
                                   dataset=cache, inputs={"weights.safetensors": weights}, on_event=events.append,
-                                  wall_limit_s=WALL_LIMIT_S, work_dir=tmp_path / "evaluate")  # fmt: skip
+                                  wall_limit_s=WALL_LIMIT_S)  # fmt: skip
     assert result.status == "succeeded", (result.cause, events)
     return next(e for e in events if e["kind"] == "result")["test"]
 

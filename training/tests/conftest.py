@@ -138,7 +138,6 @@ def fast_liveness(settings):
 @pytest.fixture
 def run_storage(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
-    settings.RUNS_WORK_DIR = tmp_path / "work"
     return tmp_path
 
 
@@ -171,7 +170,6 @@ class Workers:
             "DATABASE_URL": _database_url(),
             "REDIS_URL": redis_url or settings.REDIS_URL,
             "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-            "RUNS_WORK_DIR": str(settings.RUNS_WORK_DIR),
             "BUILDX_DATA_DIR": str(settings.DATA_DIR),
             "PYTHONUNBUFFERED": "1",
         }

@@ -77,7 +77,6 @@ def trained(tmp_path_factory) -> dict:
         measured = checks.run_check(
             code=code, config={"mode": "evaluate", "weights": "weights.safetensors"}, dataset=cache,
             inputs={"weights.safetensors": weights}, on_event=events.append, wall_limit_s=300,
-            work_dir=run_dir.parent / "evaluate",
         )  # fmt: skip
     assert measured.status == "succeeded", (measured.cause, events)
     return {"data_dir": data_dir, "cache": cache, "code": code, "events": events, "checkpoints": checkpoints,
@@ -137,7 +136,6 @@ def store_run(owner, trained: dict, *, source: str = CodeArtifact.Source.COMPILE
 @pytest.fixture
 def storage(settings, tmp_path, trained):
     settings.MEDIA_ROOT = tmp_path / "media"
-    settings.RUNS_WORK_DIR = tmp_path / "work"
     settings.DATA_DIR = trained["data_dir"]
     predict.models.clear()
     yield tmp_path

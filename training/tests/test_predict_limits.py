@@ -29,7 +29,6 @@ from training.tests.conftest import make_design
 @pytest.fixture
 def predict_storage(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
-    settings.RUNS_WORK_DIR = tmp_path / "work"
     predict.models.clear()
     yield tmp_path
     predict.models.clear()

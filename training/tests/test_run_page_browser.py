@@ -27,7 +27,7 @@ def server(django_db_setup, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock():
         alice = make_user(EMAIL, first_name="Alice")
         version, artifact = make_design(alice, epochs=30)
-    env = {**FAST_ENV, "MEDIA_ROOT": str(tmp / "media"), "RUNS_WORK_DIR": str(tmp / "work")}
+    env = {**FAST_ENV, "MEDIA_ROOT": str(tmp / "media")}
     try:
         with serve_on_test_database(tmp=tmp, django_db_blocker=django_db_blocker, env=env) as base:
             yield base, version.pk, artifact.pk
