@@ -126,18 +126,23 @@ class Cgroup:
                 return False
             time.sleep(0.01)
 
-    def remove(self) -> None:
-        """Kill what is left and delete the group's folders (empty groups only can be removed)."""
-        self.kill()
+    def remove(self, *, timeout: float = 10.0) -> bool:
+        """Kill what is left and delete the group's folders (empty groups only can be removed).
+        False (and the folders left for sweep_orphans) if the group did not empty within `timeout`."""
+        deadline = time.monotonic() + timeout
+        emptied = self.kill(timeout=timeout)
         for folder in sorted(set(self.paths.values())):
-            for _ in range(50):
+            while True:
                 try:
                     folder.rmdir()
                     break
                 except FileNotFoundError:
                     break
                 except OSError:
+                    if time.monotonic() > deadline:
+                        return False
                     time.sleep(0.02)  # the last process is still being reaped
+        return emptied
 
 
 # --- Finding the hierarchy ---------------------------------------------------------------------------

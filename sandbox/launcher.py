@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import functools
 import json
+import logging
 import os
 import platform
 import shutil
@@ -41,6 +42,8 @@ from pathlib import Path
 from django.conf import settings
 
 from sandbox import cgroups, uids
+
+logger = logging.getLogger(__name__)
 
 ENGINE_DIR = Path(__file__).resolve().parent / "engine"
 HARNESS = ENGINE_DIR / "harness.py"
@@ -550,8 +553,10 @@ class Box:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.pipes = {}
-        if self.group is not None:
-            self.group.remove()
+        if self.group is not None and not self.group.remove():
+            logger.warning(
+                "Box %s: its control group did not empty; left for the next sweep", self.folder.name
+            )
         if self.run_tmpfs:
             unmount(self.run_dir)
         if self.watchdog is not None:
