@@ -181,6 +181,12 @@ def main() -> None:
     parser.add_argument("--designs", type=int, default=100)
     parser.add_argument("--sandboxed", type=int, default=8, help="designs checked through the real sandbox")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--llm-delay",
+        type=float,
+        default=3.0,
+        help="seconds the scripted LLM takes per answer (a real one takes seconds; 0: checks back to back, each waiting for its box)",
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
@@ -194,7 +200,7 @@ def main() -> None:
     # second run on the same database with the first run's scripted replies.
     settings.OPENAI_MODEL = f"bench-model-{uuid.uuid4().hex[:8]}"
     settings.LLM_ENABLED = True
-    settings.LLM_TIMEOUT_S = 0.5
+    settings.LLM_TIMEOUT_S = 0.5 + args.llm_delay
     settings.LLM_MAX_RETRIES = 1
     settings.LLM_BACKOFF_BASE_S = 0.01
     settings.LLM_BACKOFF_MAX_S = 0.05
@@ -212,7 +218,12 @@ def main() -> None:
         design = services.design_create(owner=user, name=f"Bench {i}", spec=spec)
         version = design.versions.get()
         good = services.artifact_compile(version=version).code
-        server.script(*replies(kind, good))
+        server.script(
+            *[
+                Reply(content=r, delay_s=args.llm_delay) if isinstance(r, str) and args.llm_delay else r
+                for r in replies(kind, good)
+            ]
+        )
         started = time.monotonic()
         artifact = services.artifact_generate(version=version, user=user)
         wall = time.monotonic() - started

@@ -31,6 +31,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import random
 import signal
 import sys
 import traceback
@@ -191,6 +192,44 @@ def check_state_dict(model: torch.nn.Module, expected: dict[str, list[int]]) -> 
     )
 
 
+def warm_up() -> None:
+    """What a first script pays once, paid while the box waits for its go: the meta device's kernels
+    (the contract check), a forward and backward pass, and the first optimizer steps (torch imports
+    its compiler on first use). About a second on the CPU, which a code check started ahead of time
+    would otherwise spend after its go. Leaves nothing a script could notice: the random state is
+    put back, and no file is written."""
+    torch_rng, python_rng = torch.get_rng_state(), random.getstate()
+
+    def small() -> torch.nn.Module:
+        nn = torch.nn
+        return nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.AvgPool2d(1),
+            nn.Dropout(0.1), nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8), nn.Linear(8, 2),
+        )  # fmt: skip
+
+    try:
+        with torch.device("meta"):
+            small()(torch.zeros(2, 1, 8, 8))
+        model = small()
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+        x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])
+        for optimizer in (
+            torch.optim.Adam(model.parameters()),
+            torch.optim.AdamW(model.parameters()),
+            torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+        ):
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            model(x).argmax(1)
+    finally:
+        torch.set_rng_state(torch_rng)
+        random.setstate(python_rng)
+
+
 def wait_for_go() -> bool:
     """Block until the supervisor says go (one line on stdin); False when it closed stdin without it."""
     try:
@@ -348,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, type=Path)
     parser.add_argument("--no-wait", action="store_true", help="start at once (tests, benches)")
     args = parser.parse_args(argv)
+    if not args.no_wait:
+        warm_up()
     if not args.no_wait and not wait_for_go():
         return EXIT_OK  # the box was discarded before it was used
     return run(args.script, read_config(args.config))
