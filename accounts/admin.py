@@ -5,43 +5,18 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
-from django.utils.html import format_html
+from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
-from accounts import selectors, services
-from accounts.admin_scoping import CourseListFilter, StudentScopedMixin, courses_visible_to
-from accounts.admin_utils import csv_response, format_accuracy
+from accounts import services
+from accounts.admin_scoping import (
+    CourseListFilter,
+    StudentScopedAdmin,
+    StudentScopedMixin,
+    courses_visible_to,
+)
 from accounts.models import Course, Membership, User
-
-RESULTS_HEADER = [
-    _("course"),
-    _("term"),
-    _("student"),
-    _("email"),
-    _("runs"),
-    _("succeeded"),
-    _("best accuracy"),
-    _("last run"),
-]
-
-
-def results_rows(courses: QuerySet[Course]):
-    """One CSV row per student per course: one query per course (a course is a handful of rows)."""
-    for course in courses:
-        for student in selectors.course_student_results(course=course):
-            yield [
-                course.name,
-                course.term,
-                student.get_full_name(),
-                student.email,
-                student.run_count,
-                student.succeeded_count,
-                "" if student.best_accuracy is None else f"{student.best_accuracy:.4f}",
-                student.last_run_at.isoformat() if student.last_run_at else "",
-            ]
+from buildx.models import LLMCall
 
 
 class MembershipInline(admin.TabularInline):
@@ -128,10 +103,10 @@ class CourseAdmin(admin.ModelAdmin):
     list_display = ["name", "term", "join_code", "student_count", "overview_link"]
     search_fields = ["name", "term"]
     ordering = ["name", "term"]  # Meta.ordering is dropped from the annotated (GROUP BY) query
-    readonly_fields = ["join_code", "created_at", "overview_link"]
-    fields = ["name", "term", "join_code", "created_at", "overview_link"]
+    readonly_fields = ["join_code", "created_at"]
+    fields = ["name", "term", "join_code", "created_at"]
     inlines = [MembershipInline]
-    actions = ["export_results_csv", "rotate_join_codes"]
+    actions = ["rotate_join_codes"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Course]:
         queryset = (
@@ -146,61 +121,6 @@ class CourseAdmin(admin.ModelAdmin):
     @admin.display(description=_("students"), ordering="student_count")
     def student_count(self, course: Course) -> int:
         return course.student_count
-
-    @admin.display(description=_("overview"))
-    def overview_link(self, course: Course) -> str:
-        if course.pk is None:
-            return "-"
-        return format_html(
-            '<a href="{}">{}</a>',
-            reverse("admin:accounts_course_overview", args=[course.pk]),
-            _("Open the overview"),
-        )
-
-    def get_urls(self):
-        wrap = self.admin_site.admin_view
-        return [
-            path("<path:object_id>/overview/", wrap(self.overview_view), name="accounts_course_overview"),
-            path("<path:object_id>/results.csv", wrap(self.results_csv_view), name="accounts_course_results"),
-        ] + super().get_urls()
-
-    def _course_or_404(self, request: HttpRequest, object_id: str) -> Course:
-        # get_object reads through get_queryset: another instructor's course is simply not there.
-        course = self.get_object(request, object_id)
-        if course is None or not self.has_view_permission(request, course):
-            raise Http404(_("There is no such course among yours."))
-        return course
-
-    def overview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        course = self._course_or_404(request, object_id)
-        students = list(selectors.course_student_results(course=course))
-        runs = list(selectors.course_recent_runs(course=course))
-        for row in students:
-            row.best_accuracy_text = format_accuracy(row.best_accuracy)
-        for run in runs:
-            run.accuracy_text = format_accuracy(run.test_accuracy)
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": _("Overview of %(course)s") % {"course": course},
-            "course": course,
-            "students": students,
-            "runs": runs,
-            "run_changelist_url": reverse("admin:training_run_changelist"),
-            "results_csv_url": reverse("admin:accounts_course_results", args=[course.pk]),
-            "has_view_permission": True,
-        }
-        return TemplateResponse(request, "admin/accounts/course/overview.html", context)
-
-    def results_csv_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        course = self._course_or_404(request, object_id)
-        return csv_response(
-            filename=f"course-{course.pk}-results.csv", header=RESULTS_HEADER, rows=results_rows([course])
-        )
-
-    @admin.action(description=_("Export the results of the selected courses as CSV"), permissions=["view"])
-    def export_results_csv(self, request: HttpRequest, queryset: QuerySet[Course]) -> HttpResponse:
-        return csv_response(filename="course-results.csv", header=RESULTS_HEADER, rows=results_rows(queryset))
 
     @admin.action(description=_("Give the selected courses new join codes"), permissions=["change"])
     def rotate_join_codes(self, request: HttpRequest, queryset: QuerySet[Course]) -> None:
@@ -234,3 +154,35 @@ class MembershipAdmin(admin.ModelAdmin):
     def save_model(self, request, obj: Membership, form, change) -> None:
         super().save_model(request, obj, form, change)
         grant_instructors([obj])
+
+
+@admin.register(LLMCall)
+class LLMCallAdmin(StudentScopedAdmin):
+    """What the LLM cost and how it behaved; a record, so nothing here is editable.
+
+    Scoped like every BuildX admin: an instructor sees the calls made for their students only.
+    """
+
+    owner_field = "user"
+    list_display = [
+        "created_at",
+        "user",
+        "purpose",
+        "model",
+        "tokens_in",
+        "tokens_out",
+        "cost",
+        "latency_ms",
+        "cached",
+        "error",
+    ]
+    list_filter = ["purpose", "cached", "error", "model"]
+    search_fields = ["user__email", "prompt_hash"]
+    date_hierarchy = "created_at"
+    list_select_related = ["user"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

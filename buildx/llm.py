@@ -3,7 +3,7 @@
     answer = llm.chat(user=user, purpose="feedback", messages=[{"role": "user", "content": "..."}])
     answer.text, answer.tokens_in, answer.tokens_out, answer.cached, answer.latency_ms
 
-Every call is recorded as a feedback.LLMCall row (tokens, cost, latency, attempts, error). The same
+Every call is recorded as a buildx.LLMCall row (tokens, cost, latency, attempts, error). The same
 (model, messages, params) is answered from the cache instead of paid twice: Django's cache first,
 then the LLMCall table (so a cache flush does not cost money); the same question asked twice at once
 waits for the first answer. A user who has spent
@@ -35,6 +35,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+from buildx.models import LLMCall
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +122,6 @@ def cost_of(tokens_in: int, tokens_out: int) -> Decimal:
 def hourly_usage(user) -> int:
     """Tokens the user paid for (cache hits excluded) in the last hour."""
     from django.db.models import F, Sum
-
-    from feedback.models import LLMCall
 
     since = timezone.now() - timedelta(hours=1)
     total = LLMCall.objects.filter(user=user, cached=False, created_at__gte=since).aggregate(
@@ -296,8 +296,6 @@ def _wait_for_answer(key: str) -> dict | None:
 
 
 def _cache_get(key: str) -> dict | None:
-    from feedback.models import LLMCall
-
     hit = cache.get(_cache_key(key))
     if hit is not None:
         return hit
@@ -321,8 +319,6 @@ def _check_budget(*, user, purpose: str, model: str, key: str) -> None:
     used = hourly_usage(user)
     if used < budget:
         return
-    from feedback.models import LLMCall
-
     # The window frees up as the oldest paid call in it turns an hour old.
     oldest = (
         LLMCall.objects.filter(
@@ -483,8 +479,6 @@ def _record(
     error_detail: str = "",
     response: str = "",
 ):
-    from feedback.models import LLMCall
-
     return LLMCall.objects.create(
         user=user,
         purpose=purpose,

@@ -7,7 +7,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.admin_scoping import CourseListFilter, StudentScopedAdmin
-from feedback.models import Feedback, LLMCall
+from feedback.models import Feedback
+from training.admin import register_run_action
 from training.models import Run
 
 
@@ -92,33 +93,4 @@ class FeedbackAdmin(StudentScopedAdmin):
         return False
 
 
-@admin.register(LLMCall)
-class LLMCallAdmin(StudentScopedAdmin):
-    """What the LLM cost and how it behaved; a record, so nothing here is editable.
-
-    Scoped like every BuildX admin: an instructor sees the calls made for their students only.
-    """
-
-    owner_field = "user"
-    list_display = [
-        "created_at",
-        "user",
-        "purpose",
-        "model",
-        "tokens_in",
-        "tokens_out",
-        "cost",
-        "latency_ms",
-        "cached",
-        "error",
-    ]
-    list_filter = ["purpose", "cached", "error", "model"]
-    search_fields = ["user__email", "prompt_hash"]
-    date_hierarchy = "created_at"
-    list_select_related = ["user"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
+register_run_action(request_feedback_again)

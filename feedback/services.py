@@ -312,8 +312,8 @@ def feedback_request(*, run) -> None:
     feedback_run.send(run.pk)
 
 
-def run_finished(*, run) -> None:
-    """Called by training when a run ends (succeeded, failed or cancelled): queue its feedback.
+def run_finished(*, run, **_signal) -> None:
+    """Receives training's ``run_finished`` signal (feedback.apps connects it): queue the run's feedback.
 
     Never raises: feedback must not fail a run.
     """

@@ -11,18 +11,21 @@ import json
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.urls import reverse
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from accounts.admin import CourseAdmin
 from accounts.admin_scoping import CourseListFilter, StudentScopedAdmin, StudentScopedInline
 from accounts.admin_utils import csv_response, format_accuracy, format_duration
-from accounts.selectors import accuracy_of
-from feedback.admin import request_feedback_again
+from accounts.models import Course
+from training import selectors
 from training.models import EpochMetric, Run, RunArtifact, RunEvent
+from training.selectors import accuracy_of
 
 LOG_TAIL = 50  # events shown on a run's admin page; the live run page has them all
 
@@ -130,7 +133,7 @@ class RunAdmin(StudentScopedAdmin):
     ]
     list_select_related = ["owner", "design_version__design"]
     date_hierarchy = "created_at"
-    actions = ["cancel_runs", "export_csv", request_feedback_again]
+    actions = ["cancel_runs", "export_csv"]  # and those of the apps above: register_run_action()
     inlines = [EpochMetricInline, RunLogTailInline, RunArtifactInline]
     fieldsets = [
         (None, {"fields": ["owner", "design_link", "live_page", "status", "dataset", "device", "params"]}),
@@ -341,3 +344,105 @@ class RunArtifactAdmin(RunChildAdmin):
     list_display = ["run", "student", "kind", "filename", "size", "epoch", "updated_at"]
     list_filter = [CourseListFilter, "kind"]
     readonly_fields = ["run", "kind", "file", "filename", "size", "epoch", "updated_at"]
+
+
+def register_run_action(action) -> None:
+    """An app above training adds an action to the run admin (feedback: "Request feedback again")
+    without training importing it."""
+    if action not in RunAdmin.actions:
+        RunAdmin.actions = [*RunAdmin.actions, action]
+
+
+RESULTS_HEADER = [
+    _("course"),
+    _("term"),
+    _("student"),
+    _("email"),
+    _("runs"),
+    _("succeeded"),
+    _("best accuracy"),
+    _("last run"),
+]
+
+
+def results_rows(courses: QuerySet[Course]):
+    """One CSV row per student per course: one query per course (a course is a handful of rows)."""
+    for course in courses:
+        for student in selectors.course_student_results(course=course):
+            yield [
+                course.name,
+                course.term,
+                student.get_full_name(),
+                student.email,
+                student.run_count,
+                student.succeeded_count,
+                "" if student.best_accuracy is None else f"{student.best_accuracy:.4f}",
+                student.last_run_at.isoformat() if student.last_run_at else "",
+            ]
+
+
+# A course's results are runs: the overview and the CSV export join the course admin from here, so
+# that accounts never reads training's models.
+admin.site.unregister(Course)
+
+
+@admin.register(Course)
+class CourseResultsAdmin(CourseAdmin):
+    readonly_fields = [*CourseAdmin.readonly_fields, "overview_link"]
+    fields = [*CourseAdmin.fields, "overview_link"]
+    actions = ["export_results_csv", *CourseAdmin.actions]
+
+    @admin.display(description=_("overview"))
+    def overview_link(self, course: Course) -> str:
+        if course.pk is None:
+            return "-"
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:accounts_course_overview", args=[course.pk]),
+            _("Open the overview"),
+        )
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/overview/", wrap(self.overview_view), name="accounts_course_overview"),
+            path("<path:object_id>/results.csv", wrap(self.results_csv_view), name="accounts_course_results"),
+        ] + super().get_urls()
+
+    def _course_or_404(self, request: HttpRequest, object_id: str) -> Course:
+        # get_object reads through get_queryset: another instructor's course is simply not there.
+        course = self.get_object(request, object_id)
+        if course is None or not self.has_view_permission(request, course):
+            raise Http404(_("There is no such course among yours."))
+        return course
+
+    def overview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        course = self._course_or_404(request, object_id)
+        students = list(selectors.course_student_results(course=course))
+        runs = list(selectors.course_recent_runs(course=course))
+        for row in students:
+            row.best_accuracy_text = format_accuracy(row.best_accuracy)
+        for run in runs:
+            run.accuracy_text = format_accuracy(run.test_accuracy)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Overview of %(course)s") % {"course": course},
+            "course": course,
+            "students": students,
+            "runs": runs,
+            "run_changelist_url": reverse("admin:training_run_changelist"),
+            "results_csv_url": reverse("admin:accounts_course_results", args=[course.pk]),
+            "has_view_permission": True,
+        }
+        return TemplateResponse(request, "admin/accounts/course/overview.html", context)
+
+    def results_csv_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        course = self._course_or_404(request, object_id)
+        return csv_response(
+            filename=f"course-{course.pk}-results.csv", header=RESULTS_HEADER, rows=results_rows([course])
+        )
+
+    @admin.action(description=_("Export the results of the selected courses as CSV"), permissions=["view"])
+    def export_results_csv(self, request: HttpRequest, queryset: QuerySet[Course]) -> HttpResponse:
+        return csv_response(filename="course-results.csv", header=RESULTS_HEADER, rows=results_rows(queryset))

@@ -34,7 +34,7 @@ from designs.models import CodeArtifact, DesignVersion
 from sandbox import checks as sandbox_checks
 from sandbox import files as sandbox_files
 from sandbox import runner as sandbox_runner
-from training import publish
+from training import publish, signals
 from training.consumers import run_group, user_group
 from training.models import EpochMetric, Run, RunArtifact, RunEvent
 
@@ -1025,9 +1025,7 @@ def run_execute(*, run: Run) -> Run:
         box.close()
     run.refresh_from_db()
     if not lost:
-        from feedback.services import run_finished  # feedback's one hook: queue the diagnosis
-
-        run_finished(run=run)
+        signals.announce_run_finished(run)  # feedback listens: it queues the diagnosis
     return run
 
 

@@ -10,8 +10,8 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from buildx import llm
+from buildx.models import LLMCall
 from buildx.testing.openai_server import Reply
-from feedback.models import LLMCall
 
 QUESTION = [
     {"role": "system", "content": "You explain CNN training to beginners."},

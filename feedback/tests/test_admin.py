@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 
-from feedback.models import LLMCall
+from buildx.models import LLMCall
 
 
 def test_staff_see_what_each_llm_call_cost_and_cannot_change_it(client, alice):
@@ -17,14 +17,14 @@ def test_staff_see_what_each_llm_call_cost_and_cannot_change_it(client, alice):
     )  # fmt: skip
     client.force_login(admin)
 
-    listing = client.get("/admin/feedback/llmcall/")
+    listing = client.get("/admin/buildx/llmcall/")
     assert listing.status_code == 200
     body = listing.content.decode()
     assert "alice@example.com" in body and "0.000360" in body and "1200" in body
 
-    assert client.get("/admin/feedback/llmcall/add/").status_code == 403
-    detail = client.get(f"/admin/feedback/llmcall/{call.id}/change/")
+    assert client.get("/admin/buildx/llmcall/add/").status_code == 403
+    detail = client.get(f"/admin/buildx/llmcall/{call.id}/change/")
     assert detail.status_code == 200 and 'name="_save"' not in detail.content.decode()
-    client.post(f"/admin/feedback/llmcall/{call.id}/change/", {"tokens_in": 1})
+    client.post(f"/admin/buildx/llmcall/{call.id}/change/", {"tokens_in": 1})
     call.refresh_from_db()
     assert call.tokens_in == 1200

@@ -7,10 +7,11 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 
+from buildx.models import LLMCall
 from designs.models import DesignVersion
 from feedback import services
 from feedback.actors import feedback_run
-from feedback.models import Feedback, LLMCall
+from feedback.models import Feedback
 from training import services as run_services
 from training.models import EpochMetric, Run
 from training.tests.conftest import make_design, ws_connect

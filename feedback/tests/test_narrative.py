@@ -7,9 +7,9 @@ import json
 import pytest
 
 from buildx import llm
+from buildx.models import LLMCall
 from feedback import services
 from feedback.diagnosis import diagnose
-from feedback.models import LLMCall
 
 HP = {"epochs": 10, "learning_rate": 0.001, "optimizer": "adam", "weight_decay": 0.0}
 EPOCHS = [
