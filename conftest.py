@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from buildx.test import make_user
 
 # The scripted OpenAI-compatible server and the settings that point at it (llm_server, llm_off).
 pytest_plugins = ["buildx.testing.fixtures"]
+
+
+def pytest_configure(config):
+    # var/ holds the SQLite test database and the datasets; importing the settings creates nothing.
+    (Path(__file__).resolve().parent / "var").mkdir(exist_ok=True)
 
 
 @pytest.fixture

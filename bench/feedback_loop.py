@@ -42,7 +42,7 @@ import sandbox.runner as sandbox  # noqa: E402
 from designs import compiler, validation  # noqa: E402
 from designs import services as design_services  # noqa: E402
 from feedback.diagnosis import apply_suggestion, describe_suggestion, diagnose  # noqa: E402
-from training.services import dataset_cache_path, design_expectation  # noqa: E402
+from training.services import dataset_caches, design_expectation  # noqa: E402
 
 
 def _worse(slug: str, *, dataset: str = "digits", **hp) -> dict:
@@ -99,15 +99,18 @@ def train(spec: dict, *, wall_s: float) -> tuple[list[dict], dict | None, dict, 
             test.update(event.get("test") or {})
 
     hp = normalised["hyperparameters"]
+    _training_cache, whole_cache = dataset_caches(normalised["dataset"])
     config = {
-        "dataset_cache": dataset_cache_path(normalised["dataset"]),
+        "mode": "train",
         "resume": False,
         "checkpoint_dir": "checkpoints",
         "expect": design_expectation(report),
         "val_split": float(hp.get("val_split", 0.1)),
         "seed": int(hp.get("seed", 42)),
         "max_epochs": settings.RUNS_MAX_EPOCHS,
+        "epochs": int(hp["epochs"]),
         "device": "cpu",
+        "report_test": True,  # the bench has no trusted evaluation: the script's own test figures
     }
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-feedback-") as tmp:
@@ -116,6 +119,7 @@ def train(spec: dict, *, wall_s: float) -> tuple[list[dict], dict | None, dict, 
             code=code,
             run_dir=Path(tmp),
             config=config,
+            dataset=whole_cache,
             on_event=on_event,
             should_stop=lambda: False,
             wall_limit_s=wall_s,

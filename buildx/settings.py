@@ -33,6 +33,11 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env(name, default).split(",") if item.strip()]
 
@@ -148,13 +153,16 @@ TEMPLATES = [
 if DATABASE_URL:
     DATABASES = {"default": database_from_url(DATABASE_URL)}
 else:
-    (BASE_DIR / "var").mkdir(exist_ok=True)
+    # In var/, which manage.py and the test suite create (importing the settings creates nothing).
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": env("SQLITE_PATH", str(BASE_DIR / "var" / "db.sqlite3")),
             # The embedded worker writes from other threads; wait for the lock instead of failing.
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            # The test database in a file, not in shared-cache memory, where a second thread's write
+            # fails at once with "database table is locked" instead of waiting for the lock.
+            "TEST": {"NAME": env("DATABASE_TEST_NAME") or str(BASE_DIR / "var" / "test-db.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -174,30 +182,55 @@ AUTHENTICATION_BACKENDS = [
 
 # --- Cache, channels, background work --------------------------------------------------------
 
-if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# redis-py 8 reads with a 5 s socket timeout by default, the same as channels-redis's 5 s BZPOPMIN: on
+# a loaded machine the blocking read times out and kills every consumer. Give it room. redis-py 8 also
+# caps a pool at 100 connections and *raises* past it: a burst of browsers connecting at once (each
+# group_add borrows one) was refused. Raise the cap.
+CHANNEL_HOSTS = [
+    {
+        "address": REDIS_URL,
+        "socket_timeout": env_float("CHANNEL_SOCKET_TIMEOUT", 30.0),
+        "max_connections": env_int("CHANNEL_MAX_CONNECTIONS", 1000),
+    }
+]
+if not REDIS_URL:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+elif env("CHANNEL_LAYER") == "pubsub":
+    # Opt-in: Redis pub/sub layer. A group_send is one PUBLISH and each Daphne process fans it out
+    # to its own sockets in memory, instead of one Redis list push and pop per socket. At-most-once,
+    # like the default layer over its capacity: the database is the record and pages fill gaps.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": CHANNEL_HOSTS},
+        }
+    }
+else:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": env_int("CHANNEL_CAPACITY", 1000), "expiry": 60},
+            "CONFIG": {"hosts": CHANNEL_HOSTS, "capacity": env_int("CHANNEL_CAPACITY", 1000), "expiry": 60},
         }
     }
-    DRAMATIQ_BROKER = {
-        "BROKER": "dramatiq.brokers.redis.RedisBroker",
-        "OPTIONS": {"url": REDIS_URL},
-    }
+
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    DRAMATIQ_BROKER = {"BROKER": "dramatiq.brokers.stub.StubBroker", "OPTIONS": {}}
 
-DRAMATIQ_BROKER["MIDDLEWARE"] = [
-    "dramatiq.middleware.AgeLimit",
-    "dramatiq.middleware.TimeLimit",
-    "dramatiq.middleware.Callbacks",
-    "dramatiq.middleware.Retries",
-    "django_dramatiq.middleware.DbConnectionsMiddleware",
-]
+DRAMATIQ_BROKER = {
+    "BROKER": "dramatiq.brokers.redis.RedisBroker" if REDIS_URL else "dramatiq.brokers.stub.StubBroker",
+    "OPTIONS": {"url": REDIS_URL} if REDIS_URL else {},
+    "MIDDLEWARE": [
+        "dramatiq.middleware.AgeLimit",
+        "dramatiq.middleware.TimeLimit",
+        "dramatiq.middleware.Callbacks",
+        "dramatiq.middleware.Retries",
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
+        # Runs whose worker died are marked interrupted and resumed (RUNS_STALE_CHECK_INTERVAL).
+        "training.middleware.StaleRunCheck",
+    ],
+}
 DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
 DRAMATIQ_TASKS_DATABASE = "default"
 # Embedded mode runs this many worker threads inside the web process.
@@ -288,6 +321,9 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from our own static files (the default is a CDN, which the CSP forbids).
     "SWAGGER_UI_DIST": STATIC_URL + "vendor/swagger-ui-5.35.0",
     "SWAGGER_UI_FAVICON_HREF": STATIC_URL + "vendor/swagger-ui-5.35.0/favicon-32x32.png",
+    # The artifacts list and the code view share CodeArtifact's status choices; runs have a "status" of
+    # their own.
+    "ENUM_NAME_OVERRIDES": {"CodeArtifactStatusEnum": "designs.models.CodeArtifact.Status"},
 }
 
 # --- LLM (optional) -----------------------------------------------------------------------------
@@ -399,12 +435,6 @@ BUILDX_SANDBOX_PRESPAWN = env_int("BUILDX_SANDBOX_PRESPAWN", 1)
 
 # --- LLM client: timeouts, retries, budget, cost, cache (buildx/llm.py) -------------------------
 
-
-def env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
-
-
 # Seconds one HTTP attempt may take before it counts as failed (and is retried).
 LLM_TIMEOUT_S = env_float("LLM_TIMEOUT_S", 60.0)
 # Retries after the first attempt, on 408/409/429/5xx, timeouts and connection errors.
@@ -447,30 +477,9 @@ RUNS_FLUSH_INTERVAL = float(env("RUNS_FLUSH_INTERVAL", "0.1"))  # seconds
 RUNS_CHECKPOINT_WAIT = float(env("RUNS_CHECKPOINT_WAIT", "2"))
 RUNS_LOG_MAX_LINES = env_int("RUNS_LOG_MAX_LINES", 5000)  # stored log lines per run
 RUNS_LOG_LINES_PER_SECOND = env_int("RUNS_LOG_LINES_PER_SECOND", 100)
-RUNS_PUBLISH_TIMEOUT = float(env("RUNS_PUBLISH_TIMEOUT", "2"))  # seconds per channel-layer send
+RUNS_PUBLISH_TIMEOUT = env_float("RUNS_PUBLISH_TIMEOUT", 2.0)  # seconds per channel-layer send
 RUNS_DEVICE = env("RUNS_DEVICE", "auto")
 RUNS_GPU = env_bool("RUNS_GPU", False)
-DRAMATIQ_BROKER["MIDDLEWARE"].append("training.middleware.StaleRunCheck")
-if REDIS_URL:
-    # redis-py 8 reads with a 5 s socket timeout by default, the same as channels-redis's 5 s BZPOPMIN:
-    # on a loaded machine the blocking read times out and kills every consumer. Give it room.
-    # redis-py 8 also caps a pool at 100 connections and *raises* past it: a burst of browsers
-    # connecting at once (each group_add borrows one) was refused. Raise the cap.
-    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
-        {
-            "address": REDIS_URL,
-            "socket_timeout": float(env("CHANNEL_SOCKET_TIMEOUT", "30")),
-            "max_connections": env_int("CHANNEL_MAX_CONNECTIONS", 1000),
-        }
-    ]
-    if env("CHANNEL_LAYER") == "pubsub":
-        # Opt-in: Redis pub/sub layer. A group_send is one PUBLISH and each Daphne process fans it out
-        # to its own sockets in memory, instead of one Redis list push and pop per socket. At-most-once,
-        # like the default layer over its capacity: the database is the record and pages fill gaps.
-        CHANNEL_LAYERS["default"] = {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]},
-        }
 # --- WebSockets (training/consumers.py) ---------------------------------------------------------
 
 # Open sockets (browser tabs) one user may hold across all processes, and one Daphne process in all;
@@ -510,7 +519,3 @@ BUILDX_CODEGEN_SMOKE_WALL_S = env_float("BUILDX_CODEGEN_SMOKE_WALL_S", 60.0)
 BUILDX_CODEGEN_MAX_EPOCHS = env_int("BUILDX_CODEGEN_MAX_EPOCHS", 1000)
 # The generate_code actor's time limit: three LLM calls with retries and three sandbox checks.
 BUILDX_CODEGEN_TIME_LIMIT_S = env_int("BUILDX_CODEGEN_TIME_LIMIT_S", 15 * 60)
-# The artifacts list and the code view share CodeArtifact's status choices; runs have a "status" of their own.
-SPECTACULAR_SETTINGS.setdefault("ENUM_NAME_OVERRIDES", {})["CodeArtifactStatusEnum"] = (
-    "designs.models.CodeArtifact.Status"
-)

@@ -7,31 +7,29 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from designs import services
-from designs.models import CodeArtifact, DesignVersion
+from designs.models import CodeArtifact
 
 
 @dramatiq.actor(queue_name="default", max_retries=0, time_limit=settings.BUILDX_CODEGEN_TIME_LIMIT_S * 1000)
-def generate_code(version_id: int, user_id: int) -> None:
-    """Generate, check and store the version's LLM script; tell the owner's pages (`code.ready`)."""
-    version = DesignVersion.objects.select_related("design").filter(pk=version_id).first()
+def generate_code(artifact_id: int, user_id: int) -> None:
+    """Generate, check and store one pending LLM artifact; tell the owner's pages (`code.ready`).
+
+    The artifact is claimed first (pending → checking, a compare-and-set): a job sent twice, or an
+    artifact another job already took, does nothing.
+    """
     user = get_user_model().objects.filter(pk=user_id).first()
-    if version is None or user is None:
-        return  # deleted since the request: nothing to do
+    artifact = services.artifact_claim(artifact_id=artifact_id) if user is not None else None
+    if artifact is None:
+        return  # taken by another job, ended, or deleted since the request: nothing to do
     try:
-        artifact = services.artifact_generate(version=version, user=user)
+        artifact = services.artifact_generate(version=artifact.version, user=user, artifact=artifact)
     except Exception:
-        # Never leave the page waiting on a pending artifact: mark it failed, then let Dramatiq log it.
-        stuck = list(
-            version.artifacts.filter(
-                source=CodeArtifact.Source.LLM,
-                status__in=[CodeArtifact.Status.PENDING, CodeArtifact.Status.CHECKING],
-            ).values_list("pk", flat=True)
+        # Never leave the page waiting: mark this artifact (only this one) failed, then let Dramatiq log it.
+        failed = services.artifact_fail(
+            artifact_id=artifact_id, error="Code generation failed on the server."
         )
-        CodeArtifact.objects.filter(pk__in=stuck).update(
-            status=CodeArtifact.Status.FAILED, error="Code generation failed on the server."
-        )
-        for artifact in CodeArtifact.objects.filter(pk__in=stuck):
-            publish_code_ready(artifact)
+        if failed is not None:
+            publish_code_ready(failed)
         raise
     publish_code_ready(artifact)
 

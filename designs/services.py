@@ -176,14 +176,34 @@ def artifact_request_generation(*, version: DesignVersion, user) -> CodeArtifact
     )
     from designs.actors import generate_code
 
-    transaction.on_commit(lambda: generate_code.send(version.pk, user.pk))
+    transaction.on_commit(lambda: generate_code.send(artifact.pk, user.pk))
     return artifact
+
+
+def artifact_claim(*, artifact_id: int) -> CodeArtifact | None:
+    """Take a pending LLM artifact for generation with a compare-and-set (pending → checking), as
+    ``run_claim`` takes a run: of two jobs sent for one artifact, one gets it and the other None."""
+    taken = CodeArtifact.objects.filter(
+        pk=artifact_id, source=CodeArtifact.Source.LLM, status=CodeArtifact.Status.PENDING
+    ).update(status=CodeArtifact.Status.CHECKING)
+    if not taken:
+        return None
+    return CodeArtifact.objects.select_related("version__design").get(pk=artifact_id)
+
+
+def artifact_fail(*, artifact_id: int, error: str) -> CodeArtifact | None:
+    """Mark this one artifact failed if it is still being generated (the job that had it crashed); the
+    version's other artifacts, other jobs' work, are left alone. None when it had already ended."""
+    failed = CodeArtifact.objects.filter(
+        pk=artifact_id, status__in=[CodeArtifact.Status.PENDING, CodeArtifact.Status.CHECKING]
+    ).update(status=CodeArtifact.Status.FAILED, error=error)
+    return CodeArtifact.objects.select_related("version__design").get(pk=artifact_id) if failed else None
 
 
 def artifact_generate(*, version: DesignVersion, user, artifact: CodeArtifact | None = None) -> CodeArtifact:
     """Ask the LLM for the version's script, check it, repair it up to twice, else offer the compiled one.
 
-    Fills in the version's oldest pending LLM artifact (the one the API answered with), or a new one.
+    Fills in ``artifact`` (claimed with ``artifact_claim``: the one the API answered with), or a new one.
     Every attempt is recorded (latency, tokens, the checks); the artifact ends ready or rejected, and a
     rejected one names the compiled artifact offered instead and why (``error``, ``checks``).
     """
@@ -195,13 +215,9 @@ def artifact_generate(*, version: DesignVersion, user, artifact: CodeArtifact | 
     from designs import codegen
 
     if artifact is None:
-        artifact = (
-            version.artifacts.filter(source=CodeArtifact.Source.LLM, status=CodeArtifact.Status.PENDING)
-            .order_by("created_at")
-            .first()
-        ) or CodeArtifact.objects.create(version=version, source=CodeArtifact.Source.LLM)
-    artifact.status = CodeArtifact.Status.CHECKING
-    artifact.save(update_fields=["status"])
+        artifact = CodeArtifact.objects.create(
+            version=version, source=CodeArtifact.Source.LLM, status=CodeArtifact.Status.CHECKING
+        )
 
     compiled = artifact_compile(version=version)
     reference = compiled.code

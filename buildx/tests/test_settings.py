@@ -137,3 +137,65 @@ def test_every_model_change_has_its_migration():
     from django.core.management import call_command
 
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)  # exits 1 when one is missing
+
+
+def test_each_setting_is_defined_once_and_never_edited_after():
+    """settings.py reads top to bottom: a setting is assigned in one place (one branch of an if at most)
+    and not patched later by item assignment, .append() or .setdefault()."""
+    import ast
+    from collections import Counter
+
+    source = (settings.BASE_DIR / "buildx" / "settings.py").read_text()
+    tree = ast.parse(source)
+    assigned: Counter[str] = Counter()
+    edits = []
+
+    def assignments(statements, counter):
+        for node in statements:
+            if isinstance(node, ast.If):
+                # One branch defines it: count the name once however many branches assign it.
+                branches: list[Counter[str]] = [Counter(), Counter()]
+                assignments(node.body, branches[0])
+                assignments(node.orelse, branches[1])
+                for name in set(branches[0]) | set(branches[1]):
+                    counter[name] += max(branches[0][name], branches[1][name])
+            elif isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Name) and target.id.isupper():
+                        counter[target.id] += 1
+                    elif isinstance(target, ast.Subscript):
+                        edits.append(f"{node.lineno}: {ast.unparse(target)} = ...")
+
+    assignments(tree.body, assigned)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            while isinstance(owner, ast.Subscript | ast.Attribute):
+                owner = owner.value
+            if isinstance(owner, ast.Name) and owner.id.isupper():
+                if node.func.attr in {"append", "extend", "insert", "setdefault", "update", "pop", "remove"}:
+                    edits.append(f"{node.lineno}: {ast.unparse(node)}")
+    assert [name for name, count in assigned.items() if count > 1] == []
+    assert edits == []
+
+
+def test_importing_the_settings_creates_nothing(tmp_path):
+    """Importing the settings (as a tool or a worker does) writes no folder: manage.py makes var/."""
+    base = tmp_path / "checkout"
+    (base / "buildx").mkdir(parents=True)
+    (base / "buildx" / "__init__.py").write_text("")
+    (base / "buildx" / "settings.py").write_text((settings.BASE_DIR / "buildx" / "settings.py").read_text())
+    before = sorted(p.relative_to(base) for p in base.rglob("*"))
+    child_env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS}
+    child_env["PYTHONPATH"] = str(base)
+    result = subprocess.run(
+        [sys.executable, "-B", "-c", "import buildx.settings"],
+        cwd=base,
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.relative_to(base) for p in base.rglob("*")) == before

@@ -63,7 +63,10 @@ def assert_nothing_unchecked_ran(seen: list[str], good_code: str) -> None:
 
 
 def generate(version, alice):
-    generate_code(version.pk, alice.pk)  # the actor, run inline
+    pending = CodeArtifact.objects.create(
+        version=version, source=CodeArtifact.Source.LLM, status=CodeArtifact.Status.PENDING
+    )
+    generate_code(pending.pk, alice.pk)  # the actor, run inline
     return version.artifacts.filter(source=CodeArtifact.Source.LLM).get()
 
 
@@ -236,7 +239,7 @@ def test_the_api_answers_202_with_the_pending_artifact_and_lists_it_after_genera
     assert response.status_code == 202
     assert response.json()["status"] == "pending"
     assert len(callbacks) == 1  # the generate_code job, sent once the request commits
-    generate_code(version.pk, alice.pk)
+    generate_code(response.json()["id"], alice.pk)
     listed = alice_client.get(url + "artifacts/").json()
     llm = next(a for a in listed if a["id"] == response.json()["id"])
     assert llm["status"] == "ready" and llm["attempts"][0]["ok"] and llm["tokens"] > 0
@@ -349,3 +352,42 @@ def test_the_students_words_reach_the_model_only_inside_the_data_block(llm_serve
     assert "IGNORE PREVIOUS" in block
     assert "IGNORE PREVIOUS" not in before and "IGNORE PREVIOUS" not in after
     assert json.loads(block)["spec"]["model_name"]  # the block is plain JSON
+
+
+def pending_artifact(version) -> CodeArtifact:
+    return CodeArtifact.objects.create(
+        version=version, source=CodeArtifact.Source.LLM, status=CodeArtifact.Status.PENDING
+    )
+
+
+def test_a_job_takes_its_own_artifact_once_and_a_second_job_for_it_does_nothing(
+    llm_server, version, alice, good_code, sandboxed
+):
+    older, mine = pending_artifact(version), pending_artifact(version)
+    llm_server.script(fenced(good_code))
+
+    generate_code(mine.pk, alice.pk)
+    generate_code(mine.pk, alice.pk)  # the same message delivered twice
+
+    mine.refresh_from_db()
+    older.refresh_from_db()
+    assert mine.status == CodeArtifact.Status.READY
+    assert older.status == CodeArtifact.Status.PENDING  # another job's artifact, not taken
+    assert len(llm_server.chat_requests) == 1  # paid once
+    assert services.artifact_claim(artifact_id=mine.pk) is None
+
+
+def test_a_crash_fails_only_the_jobs_own_artifact(version, alice, monkeypatch):
+    other, mine = pending_artifact(version), pending_artifact(version)
+
+    def crash(**kwargs):
+        raise RuntimeError("worker bug")
+
+    monkeypatch.setattr(services, "artifact_generate", crash)
+    with pytest.raises(RuntimeError):
+        generate_code(mine.pk, alice.pk)
+
+    mine.refresh_from_db()
+    other.refresh_from_db()
+    assert (mine.status, mine.error) == (CodeArtifact.Status.FAILED, "Code generation failed on the server.")
+    assert other.status == CodeArtifact.Status.PENDING

@@ -1,0 +1,45 @@
+"""Runs, split by concern; the names other modules use are re-exported here.
+
+- ``lifecycle``: create (with the quotas), claim, stop, resume, the stale check;
+- ``execution``: execute a claimed run in a box, the heartbeat, the trusted evaluation, finish;
+- ``events``: append, publish, the log limiter, coalescing;
+- ``sink``: the event sink between a sandboxed child and the database, checkpoints it leaves;
+- ``artifacts``: run files in storage and their limits, the dataset caches.
+"""
+
+from training.services.artifacts import artifact_store, dataset_caches, storage_used
+from training.services.events import LogLimiter, coalesce, emit_status, events_append, events_publish
+from training.services.execution import run_evaluate, run_execute
+from training.services.lifecycle import (
+    RunRefused,
+    design_expectation,
+    run_claim,
+    run_code,
+    run_create,
+    run_resume,
+    run_stop,
+    runs_check_stale,
+)
+from training.services.sink import EventSink
+
+__all__ = [
+    "EventSink",
+    "LogLimiter",
+    "RunRefused",
+    "artifact_store",
+    "coalesce",
+    "dataset_caches",
+    "design_expectation",
+    "emit_status",
+    "events_append",
+    "events_publish",
+    "run_claim",
+    "run_code",
+    "run_create",
+    "run_evaluate",
+    "run_execute",
+    "run_resume",
+    "run_stop",
+    "runs_check_stale",
+    "storage_used",
+]

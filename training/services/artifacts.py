@@ -1,0 +1,118 @@
+"""Run files in storage: checkpoints and models, their size limits, what a user has stored, and the
+dataset caches a box mounts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.files.base import ContentFile, File
+from django.db import transaction
+from django.db.models import Sum
+
+from training.models import Run, RunArtifact
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_META_MAX_BYTES = 1 << 20  # a checkpoint's JSON: the epoch, metrics, optimizer's plain state
+FILE_MARGIN_BYTES = 16 << 20  # safetensors headers and buffers (batch norm statistics) beyond the params
+
+
+def checkpoint_max_bytes(params: int | None) -> int:
+    """The largest checkpoint a model of `params` parameters can honestly write: its weights and up to
+    three optimizer slots per parameter (Adam keeps two), in float64 at most, plus a margin. A child
+    that writes more is not saving that model."""
+    return 8 * 4 * int(params or settings.RUNS_MAX_PARAMS) + FILE_MARGIN_BYTES
+
+
+def model_max_bytes(params: int | None) -> int:
+    """The largest weights-only file for `params` parameters (float64 at most)."""
+    return 8 * int(params or settings.RUNS_MAX_PARAMS) + FILE_MARGIN_BYTES
+
+
+def storage_used(owner_id: int) -> int:
+    """Bytes of run files the user has in storage."""
+    return RunArtifact.objects.filter(run__owner_id=owner_id).aggregate(s=Sum("size"))["s"] or 0
+
+
+@dataclass
+class Written:
+    """A file put in storage that no row points at yet (artifact_record gives it one)."""
+
+    name: str
+    filename: str
+    size: int
+
+    def discard(self) -> None:
+        RunArtifact.file.field.storage.delete(self.name)
+
+
+def artifact_write(*, run: Run, kind: str, filename: str, source: BinaryIO | bytes) -> Written:
+    """Put a run's file in Django's storage under a new name, streamed (never whole in memory).
+
+    Outside any transaction: the copy of a large checkpoint must not hold the run's row lock."""
+    field_ = RunArtifact.file.field
+    content = ContentFile(source) if isinstance(source, bytes) else File(source)
+    name = field_.storage.save(field_.generate_filename(RunArtifact(run=run), f"{kind}/{filename}"), content)
+    return Written(name=name, filename=filename, size=field_.storage.size(name))
+
+
+def artifact_record(*, run: Run, kind: str, written: Written, epoch: int | None = None) -> RunArtifact:
+    """Point the run's artifact of `kind` at a written file; the file it replaces goes once committed
+    (a rolled-back transaction leaves the previous file in place)."""
+    artifact = RunArtifact.objects.filter(run=run, kind=kind).first()
+    old = artifact.file.name if artifact is not None and artifact.file else None
+    if artifact is None:
+        artifact = RunArtifact(run=run, kind=kind)
+    artifact.file.name = written.name
+    artifact.filename = written.filename
+    artifact.size = written.size
+    artifact.epoch = epoch
+    artifact.save()
+    if old and old != written.name:
+        storage = artifact.file.storage
+        transaction.on_commit(lambda: storage.delete(old))
+    return artifact
+
+
+def artifact_store(
+    *, run: Run, kind: str, filename: str, content: bytes | BinaryIO, epoch: int | None = None
+) -> RunArtifact:
+    """Write and record a run's file at once (small files, or outside any transaction)."""
+    written = artifact_write(run=run, kind=kind, filename=filename, source=content)
+    try:
+        with transaction.atomic():
+            return artifact_record(run=run, kind=kind, written=written, epoch=epoch)
+    except BaseException:
+        written.discard()
+        raise
+
+
+def restore_checkpoints(run: Run, run_dir: Path) -> int | None:
+    """Copy the stored checkpoints into a fresh run folder; returns the epoch of ``last``."""
+    folder = run_dir / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    epoch = None
+    for artifact in run.artifacts.filter(kind__startswith="checkpoint_"):
+        with artifact.file.open("rb") as src, open(folder / artifact.filename, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        if artifact.kind == RunArtifact.Kind.CHECKPOINT_LAST_META:
+            epoch = int(
+                json.loads((folder / artifact.filename).read_bytes())["epoch"]
+            )  # what resume starts from
+    return epoch
+
+
+def dataset_caches(name: str) -> tuple[Path, Path]:
+    """The dataset's tensor caches, built outside the sandbox: (without the test split, whole).
+
+    A training child gets the first: the test images are only for the platform's evaluation."""
+    from sandbox.engine import datasets  # torch: only the worker that trains loads it
+
+    whole = datasets.ensure_cache(name, data_dir=settings.DATA_DIR)
+    return datasets.training_cache(whole), whole

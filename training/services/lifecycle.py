@@ -1,0 +1,329 @@
+"""A run's life outside the worker: create (with the quotas), claim, stop, resume, the stale check.
+
+Every status change is a compare-and-set on ``Run.status`` so that two workers, a stop button and
+the stale check can race without a run ending up with two executors or two final states.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from designs.models import CodeArtifact, DesignVersion
+from training.models import Run
+from training.services.artifacts import storage_used
+from training.services.events import emit_status, events_append, events_publish, status_payload
+
+logger = logging.getLogger(__name__)
+
+
+class RunRefused(Exception):
+    """A run request the platform will not take, with a reason a user can act on."""
+
+    def __init__(self, code: str, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+# --- Reading the design version -------------------------------------------------------------------
+
+
+def design_expectation(report: dict) -> dict:
+    """The validation report's promise that the harness checks before training."""
+    totals = report.get("totals") or {}
+    params = totals.get("params")
+    output_shape = report.get("output_shape")
+    expect: dict[str, Any] = {}
+    if params is not None:
+        expect["params"] = int(params)
+    if output_shape is not None:
+        expect["output_shape"] = [int(x) for x in output_shape]
+    return expect
+
+
+# --- Events ---------------------------------------------------------------------------------------
+# --- Create ---------------------------------------------------------------------------------------
+
+
+def _check_quotas(*, owner, epochs: int, params: int | None) -> None:
+    if epochs > settings.RUNS_MAX_EPOCHS:
+        raise RunRefused(
+            "quota_epochs",
+            _(
+                "A run may train for at most %(max)d epochs; this design asks for "
+                "%(n)d. Lower EPOCHS in the design."
+            )
+            % {"max": settings.RUNS_MAX_EPOCHS, "n": epochs},
+            field="epochs",
+        )
+    if params is not None and params > settings.RUNS_MAX_PARAMS:
+        raise RunRefused(
+            "quota_params",
+            _("A model may have at most %(max)s parameters; this one has %(n)s. Use fewer or smaller layers.")
+            % {"max": f"{settings.RUNS_MAX_PARAMS:,}", "n": f"{params:,}"},
+            field="params",
+        )
+    active = Run.objects.filter(owner=owner, status__in=Run.ACTIVE).count()
+    if active >= settings.RUNS_MAX_CONCURRENT_PER_USER:
+        raise RunRefused(
+            "quota_concurrent",
+            _(
+                "You already have %(n)d runs queued or running (the limit is "
+                "%(max)d). Wait for one to finish or stop it."
+            )
+            % {"n": active, "max": settings.RUNS_MAX_CONCURRENT_PER_USER},
+        )
+    stored = storage_used(owner.pk)
+    if stored >= settings.RUNS_USER_STORAGE_BYTES:
+        raise RunRefused(
+            "quota_storage",
+            _(
+                "Your runs' files take %(used)s MB, your limit is %(max)s MB. Delete runs you no longer "
+                "need, then train again."
+            )
+            % {"used": stored // 2**20, "max": settings.RUNS_USER_STORAGE_BYTES // 2**20},
+        )
+    since = timezone.now() - timedelta(days=1)
+    used = Run.objects.filter(owner=owner, created_at__gte=since).aggregate(s=Sum("run_seconds"))["s"] or 0
+    if used >= settings.RUNS_USER_DAILY_SECONDS:
+        raise RunRefused(
+            "quota_wall_time",
+            _("You have used your %(h).1f hours of training time for the last 24 hours. Try again later.")
+            % {"h": settings.RUNS_USER_DAILY_SECONDS / 3600},
+        )
+
+
+def run_code(*, version: DesignVersion, artifact_id: int | None = None) -> CodeArtifact | None:
+    """The code a run of ``version`` trains: the artifact named (of this version, any status: run_create
+    refuses one that is not ready), else the version's newest ready code, else its compiled script,
+    compiled now (a version saved by "Apply" on a suggestion has no code yet). None when the named
+    artifact is not this version's, or the design has errors and cannot be compiled."""
+    from designs import services as design_services
+
+    artifacts = CodeArtifact.objects.filter(version=version)
+    if artifact_id:
+        return artifacts.filter(pk=artifact_id).first()
+    ready = artifacts.filter(status=CodeArtifact.Status.READY).order_by("-created_at").first()
+    if ready is not None:
+        return ready
+    try:
+        return design_services.artifact_compile(version=version)
+    except design_services.DesignNotValid:
+        return None
+
+
+def run_create(*, owner, version: DesignVersion, artifact: CodeArtifact) -> Run:
+    """Create a queued run of ``artifact`` and send it to the training queue once committed.
+
+    Raises ``RunRefused`` with the reason when the code is not ready or a quota says no.
+    """
+    if version.design.owner_id != owner.pk:
+        raise RunRefused("not_found", _("That design version does not exist."), field="design_version")
+    if artifact.version_id != version.pk:
+        raise RunRefused(
+            "invalid", _("That code belongs to another version of the design."), field="code_artifact"
+        )
+    if artifact.status != CodeArtifact.Status.READY:
+        raise RunRefused(
+            "code_not_ready",
+            _("This code has not passed its checks (%(status)s), so it cannot train.")
+            % {"status": artifact.get_status_display()},
+            field="code_artifact",
+        )
+    hp = dict(version.spec["hyperparameters"])  # a saved version's spec is normalised
+    epochs = int(hp.get("epochs") or 1)
+    params = design_expectation(version.report).get("params")
+    with transaction.atomic():
+        # Serialise one user's creates so two quick clicks cannot both pass the concurrency quota.
+        get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+        _check_quotas(owner=owner, epochs=epochs, params=params)
+        run = Run.objects.create(
+            owner=owner,
+            design_version=version,
+            code_artifact=artifact,
+            dataset=version.spec["dataset"],
+            hyperparameters=hp,
+            epochs=epochs,
+            params=params,
+            queued_at=timezone.now(),
+        )
+        rows = events_append(run_id=run.pk, events=[("run.status", status_payload(run))])
+        transaction.on_commit(lambda: _enqueue(run.pk))
+        transaction.on_commit(lambda: events_publish(owner_id=owner.pk, run_id=run.pk, rows=rows))
+    run.refresh_from_db()
+    return run
+
+
+def _enqueue(run_id: int) -> None:
+    from training.actors import train_run
+
+    train_run.send(run_id)
+
+
+# --- Claim ----------------------------------------------------------------------------------------
+
+
+def run_claim(*, run_id: int, worker_id: str | None = None) -> Run | None:
+    """Take a queued run for this worker: queued -> running, or None if someone else did (or it stopped).
+
+    A second delivery of the same message finds the run no longer queued and does nothing.
+    """
+    now = timezone.now()
+    worker_id = worker_id or worker_identity()
+    taken = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(
+        status=Run.Status.RUNNING,
+        heartbeat_at=now,
+        worker_id=worker_id,
+        attempt=F("attempt") + 1,
+        stop_requested=False,
+        eta_seconds=None,
+    )
+    if taken != 1:
+        return None
+    Run.objects.filter(pk=run_id, started_at__isnull=True).update(started_at=now)
+    run = Run.objects.select_related("code_artifact", "design_version").get(pk=run_id)
+    queue_s = (now - run.queued_at).total_seconds() if run.queued_at else None
+    rows = events_append(
+        run_id=run.pk,
+        events=[("run.status", status_payload(run, worker=worker_id))],
+        updates={"timings": {"queue_s": queue_s}},
+    )
+    events_publish(owner_id=run.owner_id, run_id=run.pk, rows=rows)
+    run.refresh_from_db()
+    return run
+
+
+# --- Stop, resume, stale ---------------------------------------------------------------------------
+
+
+def run_stop(*, run: Run) -> Run:
+    """Stop a run: a queued or interrupted run is cancelled at once; a running one is asked to stop.
+
+    The worker notices within about a second, the child saves a checkpoint at the next batch
+    boundary and exits, and the worker records ``cancelled``.
+    """
+    now = timezone.now()
+    for status in (Run.Status.QUEUED, Run.Status.INTERRUPTED):
+        if (
+            Run.objects.filter(pk=run.pk, status=status).update(
+                status=Run.Status.CANCELLED, finished_at=now, eta_seconds=None, resume=False
+            )
+            == 1
+        ):
+            run.refresh_from_db()
+            rows = events_append(
+                run_id=run.pk,
+                events=[
+                    (
+                        "run.done",
+                        {
+                            "status": Run.Status.CANCELLED,
+                            "cause": "",
+                            "error": "",
+                            "epoch": run.epoch,
+                            "epochs": run.epochs,
+                        },
+                    )
+                ],
+            )
+            events_publish(owner_id=run.owner_id, run_id=run.pk, rows=rows)
+            return run
+    if Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(stop_requested=True) == 1:
+        run.refresh_from_db()
+        return run
+    run.refresh_from_db()
+    raise RunRefused(
+        "not_stoppable",
+        _("This run has already finished (%(status)s).") % {"status": run.get_status_display()},
+    )
+
+
+def run_resume(*, run: Run, automatic: bool = False) -> Run:
+    """Queue a cancelled, interrupted (or failed, with a checkpoint) run again, from its last checkpoint."""
+    if not run.can_resume:
+        raise RunRefused(
+            "not_resumable",
+            _("Only a stopped or interrupted run can be resumed; this one is %(status)s.")
+            % {"status": run.get_status_display()},
+        )
+    if not automatic:
+        active = Run.objects.filter(owner_id=run.owner_id, status__in=Run.ACTIVE).count()
+        if active >= settings.RUNS_MAX_CONCURRENT_PER_USER:
+            raise RunRefused(
+                "quota_concurrent",
+                _(
+                    "You already have %(n)d runs queued or running (the limit is "
+                    "%(max)d). Wait for one to finish or stop it."
+                )
+                % {"n": active, "max": settings.RUNS_MAX_CONCURRENT_PER_USER},
+            )
+    updates: dict[str, Any] = {
+        "status": Run.Status.QUEUED,
+        "queued_at": timezone.now(),
+        "resume": True,
+        "finished_at": None,
+        "stop_requested": False,
+        "cause": "",
+        "error": "",
+        "traceback": "",
+    }
+    if automatic:
+        updates["auto_resumes"] = F("auto_resumes") + 1
+    with transaction.atomic():
+        if Run.objects.filter(pk=run.pk, status=run.status).update(**updates) != 1:
+            run.refresh_from_db()
+            raise RunRefused(
+                "conflict",
+                _("The run changed meanwhile (now %(status)s). Reload the page.")
+                % {"status": run.get_status_display()},
+            )
+        run.refresh_from_db()
+        rows = events_append(run_id=run.pk, events=[("run.status", status_payload(run, resumed=True))])
+        transaction.on_commit(lambda: _enqueue(run.pk))
+    events_publish(owner_id=run.owner_id, run_id=run.pk, rows=rows)
+    return run
+
+
+def runs_check_stale() -> list[int]:
+    """Mark running runs whose heartbeat stopped as interrupted, then queue them again to resume.
+
+    Safe to run from several workers at once: each step is a compare-and-set. A run that has been
+    resumed automatically ``RUNS_MAX_AUTO_RESUMES`` times stays interrupted for the user to decide.
+    Returns the ids marked interrupted.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.RUNS_HEARTBEAT_TIMEOUT)
+    marked = []
+    for run in Run.objects.filter(status=Run.Status.RUNNING, heartbeat_at__lt=cutoff):
+        if (
+            Run.objects.filter(
+                pk=run.pk, status=Run.Status.RUNNING, attempt=run.attempt, heartbeat_at=run.heartbeat_at
+            ).update(status=Run.Status.INTERRUPTED, eta_seconds=None)
+            != 1
+        ):
+            continue
+        marked.append(run.pk)
+        run.refresh_from_db()
+        emit_status(run, cause="heartbeat", message=_("The worker training this run stopped answering."))
+        if run.auto_resumes < settings.RUNS_MAX_AUTO_RESUMES:
+            try:
+                run_resume(run=run, automatic=True)
+            except RunRefused:
+                pass
+    return marked
