@@ -16,7 +16,7 @@ from buildx.api import error_response
 from designs.models import DesignVersion
 from training import services
 from training.models import Run, RunArtifact, RunEvent
-from training.selectors import runs_viewable_by
+from training.selectors import run_with_queue_position, runs_viewable_by, with_queue_position
 
 EVENTS_PAGE_MAX = 1000
 
@@ -88,7 +88,9 @@ def _refused(exc: services.RunRefused) -> Response:
 
 
 def _own_runs(request: Request):
-    return Run.objects.filter(owner=request.user).select_related("design_version__design")
+    return with_queue_position(
+        Run.objects.filter(owner=request.user).select_related("design_version__design")
+    )
 
 
 def _viewable_run(request: Request, pk: int) -> Run:
@@ -138,14 +140,16 @@ class RunListCreate(generics.ListAPIView):
             run = services.run_create(owner=request.user, version=version, artifact=artifact)
         except services.RunRefused as exc:
             return _refused(exc)
-        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+        return Response(RunSerializer(run_with_queue_position(run)).data, status=status.HTTP_201_CREATED)
 
 
 class RunDetail(generics.RetrieveAPIView):
     serializer_class = RunSerializer
 
     def get_queryset(self):
-        return runs_viewable_by(self.request.user).select_related("design_version__design")
+        return with_queue_position(
+            runs_viewable_by(self.request.user).select_related("design_version__design")
+        )
 
 
 class RunEvents(APIView):
@@ -206,7 +210,7 @@ class RunStop(APIView):
             run = services.run_stop(run=run)
         except services.RunRefused as exc:
             return _refused(exc)
-        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+        return Response(RunSerializer(run_with_queue_position(run)).data, status=status.HTTP_202_ACCEPTED)
 
 
 class RunResume(APIView):
@@ -217,7 +221,7 @@ class RunResume(APIView):
             run = services.run_resume(run=run)
         except services.RunRefused as exc:
             return _refused(exc)
-        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+        return Response(RunSerializer(run_with_queue_position(run)).data, status=status.HTTP_202_ACCEPTED)
 
 
 def artifact_dict(artifact: RunArtifact) -> dict:

@@ -118,14 +118,6 @@ class Run(models.Model):
     def progress_percent(self) -> int:
         return round(self.progress * 100)
 
-    @property
-    def queue_position(self) -> int | None:
-        """1 for the next run a worker will take; None when the run is not queued."""
-        if self.status != self.Status.QUEUED or self.queued_at is None:
-            return None
-        ahead = Run.objects.filter(status=self.Status.QUEUED, queued_at__lt=self.queued_at).count()
-        return ahead + 1
-
 
 class RunEvent(models.Model):
     """One event of a run's stream. ``seq`` is 1, 2, 3, ... per run with no gaps."""

@@ -3,9 +3,20 @@ results the admin shows instructors (a course's students with their best run, it
 
 from __future__ import annotations
 
-from django.db.models import Case, Count, FloatField, Max, Q, QuerySet, When
+from django.db.models import (
+    Case,
+    Count,
+    FloatField,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    When,
+)
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Coalesce
 
 from accounts.admin_scoping import student_ids_of
 from accounts.models import Course, Membership, User
@@ -22,6 +33,34 @@ def runs_viewable_by(user) -> QuerySet[Run]:
     if user.is_superuser:
         return Run.objects.all()
     return Run.objects.filter(Q(owner=user) | Q(owner_id__in=student_ids_of(user)))
+
+
+def with_queue_position(runs: QuerySet[Run]) -> QuerySet[Run]:
+    """``runs`` annotated with ``queue_position``: 1 for the next run a worker will take, None for a run
+    that is not queued. One subquery in the same SQL, whatever the number of rows."""
+    ahead = (
+        Run.objects.filter(status=Run.Status.QUEUED, queued_at__lt=OuterRef("queued_at"))
+        .order_by()
+        .values("status")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return runs.annotate(
+        queue_position=Case(
+            When(
+                status=Run.Status.QUEUED,
+                queued_at__isnull=False,
+                then=Coalesce(Subquery(ahead, output_field=IntegerField()), 0) + 1,
+            ),
+            default=None,
+            output_field=IntegerField(),
+        )
+    )
+
+
+def run_with_queue_position(run: Run) -> Run:
+    """The run read again with its ``queue_position`` (after a create, stop or resume)."""
+    return with_queue_position(Run.objects.filter(pk=run.pk).select_related("design_version__design")).get()
 
 
 # The compare page lists these first, in this order; any other hyperparameter follows by name.

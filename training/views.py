@@ -83,8 +83,10 @@ def _heatmap(metrics: dict) -> list[dict]:
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The run page; the owner's, or read-only for their instructor (the admin links here)."""
     run = get_object_or_404(
-        selectors.runs_viewable_by(request.user).select_related(
-            "design_version__design", "design_version__derived_from_run", "code_artifact", "owner"
+        selectors.with_queue_position(
+            selectors.runs_viewable_by(request.user).select_related(
+                "design_version__design", "design_version__derived_from_run", "code_artifact", "owner"
+            )
         ),
         pk=pk,
     )

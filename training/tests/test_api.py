@@ -181,3 +181,18 @@ def test_the_list_filters_by_status_and_design(alice, alice_client):
     assert ids("status=queued") == [r1.pk]
     assert ids("status=cancelled") == [r2.pk]
     assert ids(f"design={v1.design_id}") == [r1.pk]
+
+
+def test_the_run_list_reads_queue_positions_in_its_own_query_whatever_the_number_of_runs(
+    alice, alice_client, settings, django_assert_max_num_queries
+):
+    settings.RUNS_MAX_CONCURRENT_PER_USER = 20
+    version, artifact = make_design(alice)
+    for _ in range(8):
+        services.run_create(owner=alice, version=version, artifact=artifact)
+    Run.objects.filter(pk=Run.objects.order_by("queued_at").first().pk).update(status=Run.Status.RUNNING)
+    with django_assert_max_num_queries(4):  # session, user, count, page: not one per run
+        runs = alice_client.get("/api/v1/runs/").json()["results"]
+    positions = sorted(r["queue_position"] for r in runs if r["queue_position"] is not None)
+    assert positions == list(range(1, 8))
+    assert [r["queue_position"] for r in runs if r["status"] == "running"] == [None]
