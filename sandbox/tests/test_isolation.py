@@ -63,20 +63,23 @@ def test_a_thread_hog_and_a_memory_hog_beside_it_do_not_stop_an_ordinary_run(lim
     holding = threading.Event()
     finished = threading.Event()
 
-    def hog(name: str, code: str, wall: float) -> None:
+    def hog(name: str, code: str, wall: float, should_stop) -> None:
         def on_event(event: dict) -> None:
             events[name].append(event)
             if event.get("line", "").startswith("holding"):
                 holding.set()
 
         results[name] = run_script(code=code, run_dir=tmp_path / name, config={}, on_event=on_event,
-                                   should_stop=finished.is_set, wall_limit_s=wall, check_code=False,
+                                   should_stop=should_stop, wall_limit_s=wall, check_code=False,
                                    entry=[python_executable(), "-s", "script.py"])  # fmt: skip
 
-    threads = threading.Thread(target=hog, args=("threads", THREAD_HOG, 40))
+    # The thread hog holds its threads until the ordinary run is over. The memory hog is never asked
+    # to stop: it ends when its group's limit kills it, however long filling 4 GiB takes on a busy
+    # machine (before, the ordinary run could finish first and cancel it just under the limit).
+    threads = threading.Thread(target=hog, args=("threads", THREAD_HOG, 40, finished.is_set))
     threads.start()
     assert holding.wait(30), events["threads"]
-    memory = threading.Thread(target=hog, args=("memory", MEMORY_HOG, 40))
+    memory = threading.Thread(target=hog, args=("memory", MEMORY_HOG, 60, lambda: False))
     memory.start()
     config = {
         "resume": False,
