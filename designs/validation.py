@@ -29,13 +29,14 @@ from django.utils.translation import gettext as _
 from torch import nn
 
 from designs.catalog import (
+    DATASETS,
     HYPERPARAMETER_BY_NAME,
     HYPERPARAMETERS,
     LAYERS,
     LIMITS,
     REQUIRED,
     TRANSFORMS,
-    DatasetInfo,
+    DatasetFacts,
     LayerType,
     Param,
     dataset_lookup,
@@ -506,8 +507,6 @@ def normalise(raw: Any) -> dict:
     dataset = raw.get("dataset")
     info = dataset_lookup(dataset) if isinstance(dataset, str) and len(dataset) < 64 else None
     if info is None:
-        from designs.catalog import DATASETS
-
         errors.add(
             "dataset",
             _("dataset must be one of %(names)s; got %(value)s.")
@@ -646,7 +645,7 @@ class _Analysis:
     def __init__(self, spec: dict, *, max_params: int) -> None:
         self.spec = spec
         self.max_params = max_params
-        self.dataset: DatasetInfo = dataset_lookup(spec["dataset"])  # normalise() guarantees it
+        self.dataset: DatasetFacts = dataset_lookup(spec["dataset"])  # normalise() guarantees it
         self.rows: list[dict] = []
         self.errors: list[dict] = []
         self.warnings: list[dict] = []
