@@ -52,6 +52,7 @@ from django.core.management import call_command  # noqa: E402
 from buildx.test import make_user  # noqa: E402
 from buildx.testing.openai_server import OpenAIServer, Reply  # noqa: E402
 from designs import codegen, services, validation  # noqa: E402
+from designs.catalog import INFERRED_PARAMS  # noqa: E402
 from designs.models import CodeArtifact  # noqa: E402
 
 # The scripted mix: (kind, share). The answers for each kind are built from the design's compiled script.
@@ -65,8 +66,6 @@ MIX = [
     ("hostile_every_time", 0.04),
     ("timeouts", 0.03),
 ]
-
-INFERRED = ("in_channels", "in_features", "num_features")
 
 
 def mutate(spec: dict, rng: random.Random) -> dict:
@@ -87,7 +86,7 @@ def mutate(spec: dict, rng: random.Random) -> dict:
         if flat is not None:
             layers.insert(flat + 1, {"type": "Dropout", "p": rng.choice([0.2, 0.3, 0.5])})
     for layer in layers:
-        for key in INFERRED:
+        for key in INFERRED_PARAMS:
             layer.pop(key, None)
     return spec
 

@@ -6,7 +6,7 @@
 Each case takes a starter design, makes it worse in a known way (learning rate 1.0, one epoch, no
 regularisation on a small training set), compiles it with the designs compiler, trains it through the
 harness in the sandbox exactly as a run does (``sandbox.runner.run_script``), diagnoses the epochs and
-the test result (``feedback.diagnosis.diagnose``), applies the top suggestion (``apply_suggestion``,
+the test result (``feedback.diagnosis.diagnose``), applies the top suggestion (``designs.edits.apply_edit``,
 then validation again), trains the new design the same way and prints the test accuracy before and
 after. No database is used: the pieces are the pure ones the services call.
 
@@ -41,7 +41,8 @@ from django.conf import settings  # noqa: E402
 import sandbox.runner as sandbox  # noqa: E402
 from designs import compiler, validation  # noqa: E402
 from designs import services as design_services  # noqa: E402
-from feedback.diagnosis import apply_suggestion, describe_suggestion, diagnose  # noqa: E402
+from designs.edits import apply_edit, describe_edit  # noqa: E402
+from feedback.diagnosis import diagnose  # noqa: E402
 from training.services import dataset_caches, design_expectation  # noqa: E402
 
 
@@ -153,13 +154,13 @@ def main() -> int:
             rows.append((name, before, None))
             continue
         suggestion = top.suggestions[0]
-        better = apply_suggestion(normalised, suggestion)
+        better = apply_edit(normalised, suggestion)
         left = deadline - time.monotonic()
         epochs2, test2, _n, _r, s2, status2 = train(better, wall_s=max(20, min(left, 240)))
         after = (test2 or {}).get("accuracy")
         rows.append((name, before, after))
         print(
-            f"{name:<20} {before or 0:>7.4f} {after or 0:>7.4f}  {top.code} -> {describe_suggestion(suggestion)}"
+            f"{name:<20} {before or 0:>7.4f} {after or 0:>7.4f}  {top.code} -> {describe_edit(suggestion)}"
             f"  ({s1:.0f}s + {s2:.0f}s{'' if status2 == 'succeeded' else ', ' + status2})",
             flush=True,
         )

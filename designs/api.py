@@ -25,6 +25,8 @@ from designs.serializers import (
     ArtifactSerializer,
     DesignCreateSerializer,
     DesignSerializer,
+    EditRequestSerializer,
+    EditResponseSerializer,
     StarterSerializer,
     ValidateResponseSerializer,
     VersionCreateSerializer,
@@ -121,6 +123,35 @@ class ValidateView(APIView):
         except SpecError as exc:
             return _spec_error(exc)
         return Response({"spec": spec, "spec_hash": spec_hash(spec), "report": report})
+
+
+class EditView(APIView):
+    parser_classes = [SafeJSONParser]
+
+    @extend_schema(
+        summary="Carry out edits on a spec (a report's fix) without saving it",
+        description=(
+            "Answers the edited spec, normalised. 400 `invalid_spec` (fields `spec.<path>`) when the spec "
+            "sent cannot be read; 400 `invalid_edit` (fields `edits[i]`) when an edit is not one of the "
+            "vocabulary's, names a layer the spec does not have, or leaves settings that cannot be read."
+        ),
+        request=EditRequestSerializer,
+        responses={200: EditResponseSerializer, 400: ERROR},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = EditRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            spec = services.spec_edit(**serializer.validated_data)
+        except SpecError as exc:
+            return _spec_error(exc, prefix="spec.")
+        except services.EditRefused as exc:
+            return error_response(
+                code="invalid_edit",
+                message=_("This edit cannot be made to the design."),
+                fields={f"edits[{exc.index}]": exc.messages},
+            )
+        return Response({"spec": spec, "spec_hash": spec_hash(spec)})
 
 
 class DesignListView(GenericAPIView):

@@ -10,6 +10,7 @@ urlpatterns = [
     path("starters/<slug:slug>/", api.StarterDetailView.as_view(), name="api-starter"),
     path("designs/", api.DesignListView.as_view(), name="api-designs"),
     path("designs/validate/", api.ValidateView.as_view(), name="api-design-validate"),
+    path("designs/edit/", api.EditView.as_view(), name="api-design-edit"),
     path("designs/<int:pk>/", api.DesignDetailView.as_view(), name="api-design"),
     path("designs/<int:pk>/versions/", api.VersionListView.as_view(), name="api-design-versions"),
     path(

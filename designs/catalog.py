@@ -10,8 +10,11 @@ the catalog stays one self-contained document (the editor shows the one for the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from sandbox.engine import dataset_facts
+from sandbox.engine.dataset_facts import DatasetFacts
 
 # A parameter without a default must be given by the user.
 REQUIRED = object()
@@ -130,33 +133,6 @@ class TransformType:
             "help": {"en": self.help_en, "ko": self.help_ko},
             "random": self.random,
             "params": [p.as_json() for p in self.params],
-        }
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    input_shape: tuple[int, int, int]  # (C, H, W), docs/contracts.md section 4
-    class_names: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    help_en: str
-    help_ko: str
-    aliases: tuple[str, ...] = field(default=())
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def as_json(self) -> dict:
-        return {
-            "name": self.name,
-            "input_shape": list(self.input_shape),
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names),
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "help": {"en": self.help_en, "ko": self.help_ko},
         }
 
 
@@ -999,82 +975,23 @@ TRANSFORMS: dict[str, TransformType] = {
 }
 
 
-# --- Datasets (docs/contracts.md section 4; the engine must agree) -------------------------------
+# --- Facts other modules ask about, derived from the entries above (never listed again elsewhere) ------
 
-_TEN = tuple(str(i) for i in range(10))
-
-DATASETS: dict[str, DatasetInfo] = {
-    d.name: d
-    for d in (
-        DatasetInfo(
-            "digits",
-            (1, 8, 8),
-            _TEN,
-            (0.5,),
-            (0.5,),
-            "Handwritten digits, 8×8 grey (1,797 images, ships with scikit-learn): trains in seconds.",
-            "손글씨 숫자, 8×8 흑백(1,797장, scikit-learn에 포함): 몇 초 만에 학습됩니다.",
-        ),
-        DatasetInfo(
-            "shapes",
-            (3, 32, 32),
-            ("circle", "square", "triangle", "cross"),
-            (0.5, 0.5, 0.5),
-            (0.5, 0.5, 0.5),
-            "Generated coloured shapes, 32×32: circle, square, triangle, cross.",
-            "생성된 컬러 도형, 32×32: 원, 사각형, 삼각형, 십자.",
-        ),
-        DatasetInfo(
-            "MNIST",
-            (1, 28, 28),
-            _TEN,
-            (0.1307,),
-            (0.3081,),
-            "Handwritten digits, 28×28 grey (60,000 training images).",
-            "손글씨 숫자, 28×28 흑백(학습 이미지 60,000장).",
-        ),
-        DatasetInfo(
-            "FashionMNIST",
-            (1, 28, 28),
-            (
-                "T-shirt/top",
-                "Trouser",
-                "Pullover",
-                "Dress",
-                "Coat",
-                "Sandal",
-                "Shirt",
-                "Sneaker",
-                "Bag",
-                "Ankle boot",
-            ),
-            (0.2860,),
-            (0.3530,),
-            "Clothing, 28×28 grey, 10 kinds (60,000 training images).",
-            "의류 이미지, 28×28 흑백, 10종류(학습 이미지 60,000장).",
-            aliases=("fashion_mnist", "fashion"),
-        ),
-        DatasetInfo(
-            "CIFAR10",
-            (3, 32, 32),
-            ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-            (0.4914, 0.4822, 0.4465),
-            (0.2470, 0.2435, 0.2616),
-            "Small colour photos, 32×32, 10 classes (50,000 training images).",
-            "작은 컬러 사진, 32×32, 10개 클래스(학습 이미지 50,000장).",
-        ),
-    )
-}
+# Layers whose output has their input's shape: inserting or removing one changes no size downstream.
+SHAPE_KEEPING_LAYERS: frozenset[str] = frozenset(t for t, layer in LAYERS.items() if layer.keeps_shape)
+# Transforms that only augment training (left out of EVAL_TRANSFORM).
+RANDOM_TRANSFORMS: frozenset[str] = frozenset(t for t, transform in TRANSFORMS.items() if transform.random)
+# Settings validation computes from the shape flowing in (in_channels, in_features, num_features, Input's
+# shape): a spec may leave them out, and an edit that changes shapes clears them downstream.
+INFERRED_PARAMS: frozenset[str] = frozenset(
+    p.name for layer in LAYERS.values() for p in layer.params if p.inferred
+)
 
 
-def dataset_lookup(name: str) -> DatasetInfo | None:
-    """Datasets are named case-insensitively, ignoring '-' and '_' ("CIFAR10", "cifar-10")."""
-    key = name.lower().replace("-", "").replace("_", "").replace(" ", "")
-    for info in DATASETS.values():
-        names = (info.name, *info.aliases)
-        if any(key == n.lower().replace("-", "").replace("_", "") for n in names):
-            return info
-    return None
+# --- Datasets: their facts live with the engine's readers, in one place (sandbox/engine/dataset_facts.py) ---
+
+DATASETS: dict[str, DatasetFacts] = dataset_facts.DATASETS
+dataset_lookup = dataset_facts.lookup  # case, "-", "_" and spaces do not matter: "CIFAR10", "cifar-10"
 
 
 # --- Hyperparameters -------------------------------------------------------------------------------

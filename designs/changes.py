@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-# Sizes validation computes from the shape flowing in: a suggestion that changes shapes clears them,
-# so a difference there is a consequence of the change, not a change the user made.
-INFERRED = {"in_channels", "in_features", "num_features"}
+from designs.catalog import INFERRED_PARAMS
 
 
 @dataclass
@@ -77,7 +75,13 @@ def _flat_layers(layers: list, parent: str = "") -> list[tuple[str, dict, str]]:
 
 
 def _settings(layer: dict) -> dict:
-    return {k: v for k, v in layer.items() if k not in ("type", "name", "id", "layers") and k not in INFERRED}
+    # Sizes validation computes from the shape flowing in: an edit that changes shapes clears them, so a
+    # difference there is a consequence of the change, not a change the user made.
+    return {
+        k: v
+        for k, v in layer.items()
+        if k not in ("type", "name", "id", "layers") and k not in INFERRED_PARAMS
+    }
 
 
 def _settings_line(layer: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
+from designs.edits import MAX_EDITS
 from designs.models import CodeArtifact, Design, DesignVersion
 
 
@@ -63,6 +64,25 @@ class ValidateResponseSerializer(serializers.Serializer):
     spec = serializers.JSONField(help_text=_("The normalised spec (what saving would store)."))
     spec_hash = serializers.CharField()
     report = serializers.JSONField(help_text=_("The validation report: docs/contracts.md section 5."))
+
+
+class EditRequestSerializer(serializers.Serializer):
+    spec = serializers.JSONField(help_text=_("The design spec to edit, as the editor holds it."))
+    edits = serializers.ListField(
+        child=serializers.JSONField(),
+        min_length=1,
+        max_length=MAX_EDITS,
+        help_text=_(
+            'Edits, carried out in order: {"op": "set_hyperparameter" | "set_layer_param" | "insert_layer" | '
+            '"remove_layer" | "add_preprocessing", ...} (docs/contracts.md section 5, "Edits"), such as a '
+            "report's fix.edits."
+        ),
+    )
+
+
+class EditResponseSerializer(serializers.Serializer):
+    spec = serializers.JSONField(help_text=_("The edited spec, normalised (what saving would store)."))
+    spec_hash = serializers.CharField()
 
 
 class ArtifactSerializer(serializers.ModelSerializer):

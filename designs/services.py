@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from designs import edits as spec_edits
 from designs.models import CodeArtifact, Design, DesignVersion
 
 STARTERS_DIR = Path(__file__).resolve().parent / "starters"
@@ -32,6 +33,37 @@ def spec_validate(*, spec: Any) -> tuple[dict, dict]:
     from designs import validation  # torch is imported on first use, not when Django starts
 
     return validation.validate(spec, max_params=settings.BUILDX_MAX_PARAMS)
+
+
+class EditRefused(Exception):
+    """An edit does not apply to the spec, or leaves one that cannot be read. ``index`` is the edit's."""
+
+    def __init__(self, *, index: int, messages: list[str]) -> None:
+        super().__init__(" ".join(messages))
+        self.index = index
+        self.messages = messages
+
+
+def spec_edit(*, spec: Any, edits: list[Any]) -> dict:
+    """Carry out edits (designs/edits.py's vocabulary: a fix's, a suggestion) on a spec from a client, and
+    return the result normalised, as saving would store it.
+
+    The spec is normalised first, so that edits name the layers the report names; raises
+    validation.SpecError when it cannot be read, EditRefused when an edit does not apply or leaves a spec
+    that cannot be read (each edit's result is normalised before the next applies).
+    """
+    from designs import validation
+
+    current = validation.normalise(spec)
+    for index, edit in enumerate(edits):
+        try:
+            current = validation.normalise(spec_edits.apply_edit(current, edit))
+        except spec_edits.EditError as exc:
+            raise EditRefused(index=index, messages=[str(exc)]) from exc
+        except validation.SpecError as exc:
+            messages = [message for field_messages in exc.fields.values() for message in field_messages]
+            raise EditRefused(index=index, messages=messages) from exc
+    return current
 
 
 def design_create(*, owner, name: str, description: str = "", spec: Any = None, starter: str = "") -> Design:

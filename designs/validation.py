@@ -29,13 +29,14 @@ from django.utils.translation import gettext as _
 from torch import nn
 
 from designs.catalog import (
+    DATASETS,
     HYPERPARAMETER_BY_NAME,
     HYPERPARAMETERS,
     LAYERS,
     LIMITS,
     REQUIRED,
     TRANSFORMS,
-    DatasetInfo,
+    DatasetFacts,
     LayerType,
     Param,
     dataset_lookup,
@@ -506,8 +507,6 @@ def normalise(raw: Any) -> dict:
     dataset = raw.get("dataset")
     info = dataset_lookup(dataset) if isinstance(dataset, str) and len(dataset) < 64 else None
     if info is None:
-        from designs.catalog import DATASETS
-
         errors.add(
             "dataset",
             _("dataset must be one of %(names)s; got %(value)s.")
@@ -646,7 +645,7 @@ class _Analysis:
     def __init__(self, spec: dict, *, max_params: int) -> None:
         self.spec = spec
         self.max_params = max_params
-        self.dataset: DatasetInfo = dataset_lookup(spec["dataset"])  # normalise() guarantees it
+        self.dataset: DatasetFacts = dataset_lookup(spec["dataset"])  # normalise() guarantees it
         self.rows: list[dict] = []
         self.errors: list[dict] = []
         self.warnings: list[dict] = []
@@ -781,10 +780,14 @@ class _Analysis:
         fix = None
         if layer_type.type == "Linear":
             fix = {
-                "kind": "insert_layers",
-                "before": name,
                 "label": _("Add a Flatten layer before %(name)s") % {"name": name},
-                "layers": [{"type": "Flatten", "name": self.free_name("flatten")}],
+                "edits": [
+                    {
+                        "op": "insert_layer",
+                        "before": name,
+                        "layer": {"type": "Flatten", "name": self.free_name("flatten")},
+                    }
+                ],
             }
             hint = _("Add a Flatten layer before %(name)s.") % {"name": name}
         else:
@@ -868,11 +871,10 @@ class _Analysis:
                 path=path,
                 field=field,
                 fix={
-                    "kind": "set_param",
-                    "layer": layer["name"],
-                    "field": field,
-                    "value": actual,
                     "label": _("Set %(field)s to %(actual)s") % {"field": field, "actual": actual},
+                    "edits": [
+                        {"op": "set_layer_param", "layer": layer["name"], "param": field, "value": actual}
+                    ],
                 },
             )
         return actual
@@ -1454,7 +1456,10 @@ class _Analysis:
                 % {"name": name},
                 layer=name,
                 path=f"layers[{layers.index(meaningful[-1])}]",
-                fix={"kind": "remove_layer", "layer": name, "label": _("Remove %(name)s") % {"name": name}},
+                fix={
+                    "label": _("Remove %(name)s") % {"name": name},
+                    "edits": [{"op": "remove_layer", "layer": name}],
+                },
             )
         if list(out) == [classes]:
             return
@@ -1468,11 +1473,15 @@ class _Analysis:
                 path=f"layers[{len(layers) - 1}]",
                 field="out_features",
                 fix={
-                    "kind": "set_param",
-                    "layer": last["name"],
-                    "field": "out_features",
-                    "value": classes,
                     "label": _("Set out_features to %(classes)s") % ctx,
+                    "edits": [
+                        {
+                            "op": "set_layer_param",
+                            "layer": last["name"],
+                            "param": "out_features",
+                            "value": classes,
+                        }
+                    ],
                 },
             )
             return
@@ -1480,6 +1489,12 @@ class _Analysis:
         if len(out) != 1:
             head.append({"type": "Flatten", "name": self.free_name("flatten")})
         head.append({"type": "Linear", "name": self.free_name("fc"), "out_features": classes})
+        # Each new layer goes after the one before it: the last layer, then the Flatten just added.
+        anchors = [last["name"], *(layer["name"] for layer in head[:-1])]
+        edits = [
+            {"op": "insert_layer", "after": anchor, "layer": layer}
+            for anchor, layer in zip(anchors, head, strict=True)
+        ]
         if len(out) == 1:
             hint = (
                 _(
@@ -1512,7 +1527,7 @@ class _Analysis:
             hint=hint,
             layer=last["name"],
             path=f"layers[{len(layers) - 1}]",
-            fix={"kind": "append_layers", "layers": head, "label": label},
+            fix={"label": label, "edits": edits},
         )
 
     def check_sizes(self, params: int, hp: dict) -> None:

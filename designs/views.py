@@ -102,6 +102,7 @@ def _urls(design: Design) -> dict:
     urls = {
         "catalog": reverse("api-catalog"),
         "validate": reverse("api-design-validate"),
+        "edit": reverse("api-design-edit"),
         "design": reverse("api-design", args=[pk]),
         "versions": reverse("api-design-versions", args=[pk]),
         "version": reverse("api-design-version", args=[pk, 0]).replace("/0/", "/{n}/"),

@@ -14,28 +14,26 @@ Pure Python: no database, no torch, no LLM. Input is what a run stores (docs/con
 - ``report``: the validation report, read for per-layer ``params`` and ``output_shape``.
 
 ``diagnose()`` returns findings, most serious first. Each finding is data: a ``code``, a
-``severity``, the ``evidence`` (the numbers it rests on) and ``suggestions`` (operations on the spec
-that ``apply_suggestion()`` carries out). Its title and explanation are rendered from the code and
-the evidence in the active language when shown, so a stored finding reads in the viewer's language.
+``severity``, the ``evidence`` (the numbers it rests on) and ``suggestions``: edits of the design, in
+the one vocabulary of designs/edits.py, which ``designs.edits.apply_edit()`` carries out and
+``describe_edit()`` labels. Its title and explanation are rendered from the code and the evidence in
+the active language when shown, so a stored finding reads in the viewer's language.
 
-Suggestion operations::
-
-    {"op": "set_hyperparameter", "name": "learning_rate", "value": 0.0003}
-    {"op": "insert_layer", "after": "fc1", "layer": {"type": "Dropout", "p": 0.3}}   # or "before"
-    {"op": "remove_layer", "layer": "dropout1"}
-    {"op": "set_layer_param", "layer": "conv2", "param": "out_channels", "value": 64}
-    {"op": "add_preprocessing", "transform": {"type": "RandomHorizontalFlip"}}
+What it knows of layers, transforms and datasets (which keep the shape, which augment, which may not be
+mirrored, their sizes) it reads from the designs catalog.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+
+from designs.catalog import RANDOM_TRANSFORMS, SHAPE_KEEPING_LAYERS, DatasetFacts, dataset_lookup
+from designs.edits import describe_edit, find_layer, layer_name, locate_layer, show_value, walk_layers
 
 # --- thresholds (each chosen so that a healthy run, see tests, trips none of them) ---------------------
 
@@ -84,37 +82,6 @@ DEFAULT_EPOCHS = 10
 
 SEVERITIES = ("critical", "warning", "info")
 
-# (C, H, W) and class count per dataset, from docs/contracts.md section 4 (the catalog holds the same).
-DATASETS = {
-    "digits": ((1, 8, 8), 10),
-    "shapes": ((3, 32, 32), 4),
-    "mnist": ((1, 28, 28), 10),
-    "fashionmnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-}
-# Mirror images of these are not the same class (a mirrored 2 is no 2): augment by shifting instead.
-NO_FLIP_DATASETS = {"digits", "mnist"}
-
-RANDOM_TRANSFORMS = {
-    "RandomCrop",
-    "RandomHorizontalFlip",
-    "RandomVerticalFlip",
-    "RandomRotation",
-    "ColorJitter",
-}
-INFERRED_PARAMS = ("in_channels", "in_features", "num_features")
-# Layers that leave the shape as it is: inserting or removing one needs no re-inference downstream.
-SHAPE_KEEPING = {
-    "Dropout", "Dropout2d", "ReLU", "LeakyReLU", "GELU", "SiLU", "ELU", "Sigmoid", "Tanh", "Softmax",
-    "Identity", "BatchNorm1d", "BatchNorm2d",
-}  # fmt: skip
-SHAPE_PARAMS = {"out_channels", "out_features", "kernel_size", "stride", "padding", "dilation", "output_size"}
-NAME_PREFIX = {
-    "Conv2d": "conv", "Linear": "fc", "Dropout": "dropout", "Dropout2d": "dropout", "MaxPool2d": "pool",
-    "AvgPool2d": "pool", "AdaptiveAvgPool2d": "gap", "AdaptiveMaxPool2d": "gmp", "BatchNorm1d": "bn",
-    "BatchNorm2d": "bn", "Flatten": "flatten",
-}  # fmt: skip
-
 
 @dataclass
 class Finding:
@@ -142,7 +109,7 @@ class Finding:
         if with_text:
             out["title"] = self.title
             out["explanation"] = self.explanation
-            out["suggestion_labels"] = [describe_suggestion(s) for s in self.suggestions]
+            out["suggestion_labels"] = [describe_edit(s) for s in self.suggestions]
         return out
 
 
@@ -218,15 +185,15 @@ class _Context:
         return str(self.hp.get("optimizer") or "adam").lower()
 
     @property
-    def dataset(self) -> str:
-        return str(self.spec.get("dataset") or "").lower().replace("-", "").replace("_", "")
+    def dataset(self) -> DatasetFacts | None:
+        return dataset_lookup(self.spec.get("dataset"))
 
     @property
     def num_classes(self) -> int:
         names = self.test.get("class_names")
         if names:
             return len(names)
-        return DATASETS.get(self.dataset, (None, 10))[1]
+        return self.dataset.num_classes if self.dataset else 10
 
     @property
     def chance(self) -> float:
@@ -350,7 +317,7 @@ def _overfitting(c: _Context, found: list[Finding]) -> Finding | None:
     drop = [dropout] if dropout else []
     # On tiny images (8x8 digits) a one-pixel shift is an eighth of the picture: measured on digits, it
     # slowed learning more than it regularised within the same epochs, so dropout comes first there.
-    small_images = DATASETS.get(c.dataset, ((0, 32, 32), 0))[0][1] < 16
+    small_images = c.dataset is not None and c.dataset.input_shape[1] < 16
     suggestions: list[dict] = drop + augment if small_images else augment + drop
     if not _num(c.hp.get("weight_decay")):
         suggestions.append(_set_hp("weight_decay", 5e-4))
@@ -370,19 +337,24 @@ def _underfitting(c: _Context, found: list[Finding]) -> Finding | None:
     if gap >= UNDERFIT_MAX_GAP:
         return None
     suggestions: list[dict] = []
-    for layer in _walk(c.spec.get("layers") or []):
+    for layer in walk_layers(c.spec.get("layers") or []):
         if layer.get("type") in ("Dropout", "Dropout2d") and (_num(layer.get("p", 0.5)) or 0) >= 0.3:
-            suggestions.append({"op": "remove_layer", "layer": _name(layer)})
+            suggestions.append({"op": "remove_layer", "layer": layer_name(layer)})
             break
     if (_num(c.hp.get("weight_decay")) or 0) >= 1e-3:
         suggestions.append(_set_hp("weight_decay", 1e-4))
-    convs = [layer for layer in _walk(c.spec.get("layers") or []) if layer.get("type") == "Conv2d"]
+    convs = [layer for layer in walk_layers(c.spec.get("layers") or []) if layer.get("type") == "Conv2d"]
     if convs:
         last = convs[-1]
         width = int(_num(last.get("out_channels")) or 0)
         if 0 < width < 256:
             suggestions.append(
-                {"op": "set_layer_param", "layer": _name(last), "param": "out_channels", "value": width * 2}
+                {
+                    "op": "set_layer_param",
+                    "layer": layer_name(last),
+                    "param": "out_channels",
+                    "value": width * 2,
+                }
             )
     evidence = {
         "train_acc": _r(train_acc),
@@ -515,13 +487,13 @@ def _oversized_linear(c: _Context, found: list[Finding]) -> Finding | None:
         suggestions: list[dict] = []
         before = _previous_layer(layers, row["name"])
         if before is not None and before.get("type") == "Flatten":
-            shape = _shape_before(rows, _name(before))
+            shape = _shape_before(rows, layer_name(before))
             evidence["feature_map"] = shape
             if shape and len(shape) == 3 and min(shape[1], shape[2]) >= 4:
                 suggestions.append(
                     {
                         "op": "insert_layer",
-                        "before": _name(before),
+                        "before": layer_name(before),
                         "layer": {"type": "MaxPool2d", "kernel_size": 2},
                     }
                 )
@@ -529,12 +501,12 @@ def _oversized_linear(c: _Context, found: list[Finding]) -> Finding | None:
                 suggestions.append(
                     {
                         "op": "insert_layer",
-                        "before": _name(before),
+                        "before": layer_name(before),
                         "layer": {"type": "AdaptiveAvgPool2d", "output_size": 1},
                     }
                 )
         else:
-            layer = _find(layers, row["name"])
+            layer = find_layer(layers, row["name"])
             width = int(_num((layer or {}).get("out_features")) or 0)
             if width > 256:
                 suggestions.append(
@@ -566,19 +538,20 @@ def _augmentation(c: _Context) -> dict | None:
     present = {t.get("type") for t in c.spec.get("preprocessing") or []}
     if present & RANDOM_TRANSFORMS:
         return None
-    if c.dataset in NO_FLIP_DATASETS:
-        shape = DATASETS[c.dataset][0]
-        return {"type": "RandomCrop", "size": shape[1], "padding": max(1, shape[1] // 8)}
+    if c.dataset is not None and not c.dataset.mirror_keeps_class:
+        # Mirror images of these are not the same class (a mirrored 2 is no 2): augment by shifting instead.
+        size = c.dataset.input_shape[1]
+        return {"type": "RandomCrop", "size": size, "padding": max(1, size // 8)}
     return {"type": "RandomHorizontalFlip"}
 
 
 def _dropout_suggestion(spec: dict) -> dict | None:
     layers = spec.get("layers") or []
-    existing = [layer for layer in _walk(layers) if layer.get("type") == "Dropout"]
+    existing = [layer for layer in walk_layers(layers) if layer.get("type") == "Dropout"]
     if existing:
         low = [layer for layer in existing if (_num(layer.get("p", 0.5)) or 0) < 0.5]
         if low:
-            return {"op": "set_layer_param", "layer": _name(low[0]), "param": "p", "value": 0.5}
+            return {"op": "set_layer_param", "layer": layer_name(low[0]), "param": "p", "value": 0.5}
         return None
     linears = [i for i, layer in enumerate(layers) if layer.get("type") == "Linear"]
     if not linears:
@@ -586,221 +559,37 @@ def _dropout_suggestion(spec: dict) -> dict | None:
     if len(linears) >= 2:
         # A hidden Linear: drop out its activations (after its activation function when one follows).
         anchor = linears[0]
-        if anchor + 1 < len(layers) and layers[anchor + 1].get("type") in SHAPE_KEEPING - {
+        if anchor + 1 < len(layers) and layers[anchor + 1].get("type") in SHAPE_KEEPING_LAYERS - {
             "Dropout",
             "Dropout2d",
         }:
             anchor += 1
-        return {"op": "insert_layer", "after": _name(layers[anchor]), "layer": {"type": "Dropout", "p": 0.3}}
+        return {
+            "op": "insert_layer",
+            "after": layer_name(layers[anchor]),
+            "layer": {"type": "Dropout", "p": 0.3},
+        }
     head = linears[0]
     if head == 0:
         return None
-    return {"op": "insert_layer", "after": _name(layers[head - 1]), "layer": {"type": "Dropout", "p": 0.3}}
-
-
-def describe_suggestion(suggestion: dict) -> str:
-    """One line for the Apply button, in the active language."""
-    op = suggestion.get("op")
-    if op == "set_hyperparameter":
-        return gettext("Set %(name)s to %(value)s") % {
-            "name": suggestion.get("name"),
-            "value": _show(suggestion.get("value")),
-        }
-    if op == "insert_layer":
-        layer = _layer_label(suggestion.get("layer") or {})
-        if "before" in suggestion:
-            return gettext("Add %(layer)s before %(anchor)s") % {
-                "layer": layer,
-                "anchor": suggestion["before"],
-            }
-        return gettext("Add %(layer)s after %(anchor)s") % {"layer": layer, "anchor": suggestion.get("after")}
-    if op == "remove_layer":
-        return gettext("Remove %(layer)s") % {"layer": suggestion.get("layer")}
-    if op == "set_layer_param":
-        return gettext("Set %(param)s of %(layer)s to %(value)s") % {
-            "param": suggestion.get("param"),
-            "layer": suggestion.get("layer"),
-            "value": _show(suggestion.get("value")),
-        }
-    if op == "add_preprocessing":
-        return gettext("Add %(transform)s to the training preprocessing") % {
-            "transform": _layer_label(suggestion.get("transform") or {})
-        }
-    return str(op)
-
-
-# --- apply_suggestion -------------------------------------------------------------------------------------
-
-
-class SuggestionError(ValueError):
-    """The suggestion does not fit this spec (the layer is gone, the operation is unknown)."""
-
-
-def apply_suggestion(spec: dict, suggestion: dict) -> dict:
-    """Return a new spec with the suggestion carried out; ``spec`` is left untouched.
-
-    Layers added or changed in a way that can change shapes clear the inferred sizes (in_channels,
-    in_features, num_features) of every layer after them, so that validation infers them again
-    instead of reporting a mismatch.
-    """
-    new = copy.deepcopy(spec)
-    op = suggestion.get("op")
-    if op == "set_hyperparameter":
-        name = suggestion.get("name")
-        if not name:
-            raise SuggestionError(gettext("The suggestion names no hyperparameter."))
-        new.setdefault("hyperparameters", {})[name] = suggestion.get("value")
-    elif op == "add_preprocessing":
-        transform = dict(suggestion.get("transform") or {})
-        if not transform.get("type"):
-            raise SuggestionError(gettext("The suggestion names no transform."))
-        steps = [t for t in new.get("preprocessing") or [] if t.get("type") != transform["type"]]
-        # Augment before Normalize, as torchvision pipelines do (ColorJitter expects [0, 1] pixels).
-        at = next((i for i, t in enumerate(steps) if t.get("type") == "Normalize"), len(steps))
-        steps.insert(at, transform)
-        new["preprocessing"] = steps
-    elif op == "insert_layer":
-        _insert_layer(new, suggestion)
-    elif op == "remove_layer":
-        _remove_layer(new, suggestion)
-    elif op == "set_layer_param":
-        name, param = suggestion.get("layer"), suggestion.get("param")
-        layer = _find(new.get("layers") or [], name)
-        if layer is None or not param:
-            raise SuggestionError(
-                gettext("The design has no layer named %(name)s any more.") % {"name": name}
-            )
-        layer[param] = suggestion.get("value")
-        if param in SHAPE_PARAMS:
-            _clear_inferred_after(new, name)
-    else:
-        raise SuggestionError(gettext("Unknown suggestion: %(op)s") % {"op": op})
-    return new
-
-
-def _insert_layer(spec: dict, suggestion: dict) -> None:
-    anchor = suggestion.get("after") or suggestion.get("before")
-    located = _locate(spec.get("layers") or [], anchor)
-    if located is None:
-        raise SuggestionError(gettext("The design has no layer named %(name)s any more.") % {"name": anchor})
-    container, index = located
-    key = "id" if "id" in container[index] and "name" not in container[index] else "name"
-    layer = dict(suggestion.get("layer") or {})
-    if not layer.get("type"):
-        raise SuggestionError(gettext("The suggestion names no layer type."))
-    layer.pop("name", None)
-    layer.pop("id", None)
-    layer = {
-        "type": layer.pop("type"),
-        key: _unique_name(spec, layer_type=suggestion["layer"]["type"]),
-        **layer,
+    return {
+        "op": "insert_layer",
+        "after": layer_name(layers[head - 1]),
+        "layer": {"type": "Dropout", "p": 0.3},
     }
-    new_name = layer[key]
-    if "after" in suggestion:
-        container.insert(index + 1, layer)
-        following = container[index + 2] if index + 2 < len(container) else None
-        # The next layer read the anchor explicitly: it now reads the new layer, which reads the anchor.
-        if following is not None and following.get("input") == anchor:
-            following["input"] = new_name
-    else:
-        target = container[index]
-        if "input" in target:
-            layer["input"] = target.pop("input")
-        container.insert(index, layer)
-    if layer["type"] not in SHAPE_KEEPING:
-        _clear_inferred_after(spec, new_name)
-
-
-def _remove_layer(spec: dict, suggestion: dict) -> None:
-    name = suggestion.get("layer")
-    located = _locate(spec.get("layers") or [], name)
-    if located is None:
-        raise SuggestionError(gettext("The design has no layer named %(name)s any more.") % {"name": name})
-    container, index = located
-    removed = container[index]
-    source = removed.get("input")
-    if source is None:
-        source = _name(container[index - 1]) if index > 0 else "x"
-    # Whoever read the removed layer reads what it read.
-    for layer in _walk(spec.get("layers") or []):
-        wired = layer.get("input")
-        if wired == name:
-            layer["input"] = source
-        elif isinstance(wired, list) and name in wired:
-            layer["input"] = [source if w == name else w for w in wired]
-    previous = _name(container[index - 1]) if index > 0 else None
-    del container[index]
-    if index < len(container) and container[index].get("input") == previous and "input" not in removed:
-        container[index].pop("input")  # it was rewired to the layer right before it: implicit again
-    if removed.get("type") not in SHAPE_KEEPING:
-        if previous is not None:
-            _clear_inferred_after(spec, previous)
-        else:
-            for layer in _walk(container):
-                for param in INFERRED_PARAMS:
-                    layer.pop(param, None)
-
-
-def _clear_inferred_after(spec: dict, name: str) -> None:
-    seen = False
-    for layer in _walk(spec.get("layers") or []):
-        if seen:
-            for param in INFERRED_PARAMS:
-                layer.pop(param, None)
-        if _name(layer) == name:
-            seen = True
-
-
-def _unique_name(spec: dict, *, layer_type: str) -> str:
-    taken = {_name(layer) for layer in _walk(spec.get("layers") or [])}
-    prefix = NAME_PREFIX.get(layer_type, layer_type.lower())
-    n = 1
-    while f"{prefix}{n}" in taken:
-        n += 1
-    return f"{prefix}{n}"
 
 
 # --- spec and report helpers -------------------------------------------------------------------------
 
 
-def _name(layer: dict) -> str | None:
-    return layer.get("name") or layer.get("id")
-
-
-def _walk(layers: list[dict]):
-    """Every layer in document order, the inner layers of a Residual block right after the block."""
-    for layer in layers:
-        yield layer
-        inner = layer.get("layers")
-        if isinstance(inner, list):
-            yield from _walk(inner)
-
-
-def _locate(layers: list[dict], name: str | None) -> tuple[list[dict], int] | None:
-    for index, layer in enumerate(layers):
-        if _name(layer) == name:
-            return layers, index
-        inner = layer.get("layers")
-        if isinstance(inner, list):
-            found = _locate(inner, name)
-            if found:
-                return found
-    return None
-
-
-def _find(layers: list[dict], name: str | None) -> dict | None:
-    located = _locate(layers, name)
-    return located[0][located[1]] if located else None
-
-
 def _previous_layer(layers: list[dict], name: str) -> dict | None:
-    located = _locate(layers, name)
+    located = locate_layer(layers, name)
     if located is None:
         return None
     container, index = located
     wired = container[index].get("input")
     if isinstance(wired, str) and wired != "x":
-        return _find(layers, wired)
+        return find_layer(layers, wired)
     return container[index - 1] if index > 0 else None
 
 
@@ -876,19 +665,6 @@ def _nice(value: float) -> float:
 
 def _has(found: list[Finding], *codes: str) -> bool:
     return any(f.code in codes for f in found)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def _layer_label(layer: dict) -> str:
-    params = ", ".join(
-        f"{k}={_show(v)}" for k, v in layer.items() if k not in ("type", "name", "id", "input")
-    )
-    return f"{layer.get('type')}({params})"
 
 
 def _pct(value: Any) -> str:
@@ -995,7 +771,7 @@ def render(code: str, evidence: dict) -> tuple[str, str]:
     title, explanation = TEXTS.get(code, (code, ""))
     values = _Values()
     for key, value in evidence.items():
-        values[key] = _show(value) if value is not None else "?"
+        values[key] = show_value(value) if value is not None else "?"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             values[f"{key}_pct"] = _pct(value)
     if isinstance(evidence.get("params"), int):

@@ -21,14 +21,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from buildx import llm
-from feedback.diagnosis import (
-    Finding,
-    SuggestionError,
-    apply_suggestion,
-    describe_suggestion,
-    diagnose,
-    render,
-)
+from designs.edits import EditError, apply_edit, describe_edit
+from feedback.diagnosis import Finding, diagnose, render
 
 LANGUAGES = {"en": "English", "ko": "Korean (한국어)"}
 # Tracebacks and scripts are cut to these many lines: the end of a traceback and the whole of a
@@ -77,7 +71,7 @@ def narrative_facts(
                 "severity": f.severity,
                 "explanation": render(f.code, f.evidence)[1],
                 "evidence": f.evidence,
-                "suggestions": [describe_suggestion(s) for s in f.suggestions],
+                "suggestions": [describe_edit(s) for s in f.suggestions],
             }
             for f in findings
         ],
@@ -363,8 +357,8 @@ def suggestion_apply(*, feedback, index: int, user):
         )
     version = feedback.run.design_version
     try:
-        spec = apply_suggestion(version.spec, suggestions[index])
-    except SuggestionError as exc:
+        spec = apply_edit(version.spec, suggestions[index])
+    except EditError as exc:
         raise FeedbackRefused("suggestion_not_applicable", str(exc), field="index") from exc
     try:
         with transaction.atomic():
@@ -400,7 +394,7 @@ def suggestion_labels(suggestion: dict) -> dict[str, str]:
     labels = {}
     for code in LANGUAGES:
         with translation.override(code):
-            labels[code] = describe_suggestion(suggestion)
+            labels[code] = describe_edit(suggestion)
     return labels
 
 
@@ -432,9 +426,7 @@ def feedback_view(*, feedback) -> dict:
     for finding in _findings_of(feedback):
         suggestions = []
         for suggestion in finding.suggestions:
-            suggestions.append(
-                {"index": index, "label": describe_suggestion(suggestion), "suggestion": suggestion}
-            )
+            suggestions.append({"index": index, "label": describe_edit(suggestion), "suggestion": suggestion})
             index += 1
         findings.append(
             {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from designs import services
+from designs.edits import apply_edits
 from designs.tests.specs import forty_layers, original_example, small
 from designs.validation import SpecError, analyse, normalise, spec_hash, validate
 
@@ -14,18 +15,8 @@ def codes(items: list[dict]) -> list[str]:
 
 
 def apply_fix(spec: dict, fix: dict) -> dict:
-    """What the editor does with a report's fix object (docs/contracts.md section 5)."""
-    layers = spec["layers"]
-    if fix["kind"] == "append_layers":
-        layers.extend(fix["layers"])
-    elif fix["kind"] == "insert_layers":
-        index = next(i for i, layer in enumerate(layers) if layer["name"] == fix["before"])
-        layers[index:index] = fix["layers"]
-    elif fix["kind"] == "remove_layer":
-        spec["layers"] = [layer for layer in layers if layer["name"] != fix["layer"]]
-    elif fix["kind"] == "set_param":
-        next(layer for layer in layers if layer["name"] == fix["layer"])[fix["field"]] = fix["value"]
-    return spec
+    """What the editor has done with a report's fix (docs/contracts.md section 5): its edits, in order."""
+    return apply_edits(spec, fix["edits"])
 
 
 def test_lenet5_on_32x32_inputs_has_exactly_61706_parameters():
@@ -83,8 +74,14 @@ def test_the_original_buildx_example_is_accepted_and_reports_its_missing_classif
     assert warning["code"] == "output_mismatch" and warning["layer"] == "pool1"
     assert "32×15×15" in warning["message"] and "10 class scores" in warning["message"]
     assert "Flatten" in warning["hint"] and "Linear" in warning["hint"]
-    assert warning["fix"]["kind"] == "append_layers"
-    assert [layer["type"] for layer in warning["fix"]["layers"]] == ["Flatten", "Linear"]
+    assert warning["fix"]["edits"] == [
+        {"op": "insert_layer", "after": "pool1", "layer": {"type": "Flatten", "name": "flatten1"}},
+        {
+            "op": "insert_layer",
+            "after": "flatten1",
+            "layer": {"type": "Linear", "name": "fc1", "out_features": 10},
+        },
+    ]
 
     fixed_spec, fixed = validate(apply_fix(spec, warning["fix"]))
     assert fixed["ready_to_train"] and fixed["output_shape"] == [10]
@@ -212,11 +209,8 @@ def test_channels_and_features_are_inferred_and_a_wrong_given_value_says_what_it
     )
     assert error["message"] == "conv2's in_channels is 8, but bn1 gives it 16."
     assert error["fix"] == {
-        "kind": "set_param",
-        "layer": "conv2",
-        "field": "in_channels",
-        "value": 16,
         "label": "Set in_channels to 16",
+        "edits": [{"op": "set_layer_param", "layer": "conv2", "param": "in_channels", "value": 16}],
     }
     # The stored spec keeps only what the user gave: inferred values stay out of it.
     assert "in_channels" not in spec["layers"][0] and spec["layers"][2]["in_channels"] == 8
@@ -268,7 +262,9 @@ def test_a_linear_layer_on_an_image_offers_to_add_flatten():
 
     [error] = report["errors"]
     assert error["code"] == "needs_flat" and error["layer"] == "fc"
-    assert error["fix"]["kind"] == "insert_layers" and error["fix"]["before"] == "fc"
+    assert error["fix"]["edits"] == [
+        {"op": "insert_layer", "before": "fc", "layer": {"type": "Flatten", "name": "flatten1"}}
+    ]
     _spec, fixed = validate(apply_fix(spec, error["fix"]))
     assert fixed["ready_to_train"]
 
@@ -362,9 +358,8 @@ def test_softmax_before_the_loss_a_huge_linear_and_the_quota_are_warnings():
     assert report["valid"]
     warnings = {w["code"]: w for w in report["warnings"]}
     assert warnings["softmax_before_loss"]["fix"] == {
-        "kind": "remove_layer",
-        "layer": "probs",
         "label": "Remove probs",
+        "edits": [{"op": "remove_layer", "layer": "probs"}],
     }
     assert warnings["large_linear"]["layer"] == "wide"  # 64 × 65,536 weights
     assert "your limit is 1,000,000" in warnings["params_over_quota"]["message"]

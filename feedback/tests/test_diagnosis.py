@@ -7,7 +7,9 @@ import math
 
 import pytest
 
-from feedback.diagnosis import apply_suggestion, describe_suggestion, diagnose
+from designs.edits import apply_edit as apply_suggestion
+from designs.edits import describe_edit as describe_suggestion
+from feedback.diagnosis import diagnose
 
 HP = {"epochs": 10, "batch_size": 64, "learning_rate": 0.001, "optimizer": "adam", "weight_decay": 0.0}
 CLASSES = [str(i) for i in range(10)]
@@ -541,7 +543,7 @@ def test_every_suggestion_the_diagnosis_makes_applies_to_the_design():
 
 
 def test_a_suggestion_for_a_layer_that_is_gone_is_refused_plainly():
-    from feedback.diagnosis import SuggestionError
+    from designs.edits import EditError as SuggestionError
 
     with pytest.raises(SuggestionError, match="no layer named fc9"):
         apply_suggestion(SPEC, {"op": "remove_layer", "layer": "fc9"})

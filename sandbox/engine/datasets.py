@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
 import tarfile
 import urllib.request
 from collections.abc import Callable
@@ -27,6 +26,8 @@ from typing import Any
 import torch
 
 from sandbox.engine import buildx_runtime as rt
+from sandbox.engine import dataset_facts as facts
+from sandbox.engine.dataset_facts import DatasetFacts
 
 CACHE_VERSION = 1
 TEST_SHARE = 0.2  # of digits and shapes, which ship without a test split
@@ -42,17 +43,32 @@ class FileSpec:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    name: str
-    title: str
-    input_shape: tuple[int, int, int]  # (C, H, W)
-    class_names: tuple[str, ...]
+    """A built-in dataset: its facts (sandbox/engine/dataset_facts.py) and where its images come from."""
+
+    facts: DatasetFacts
     source: str  # "bundled" | "generated" | "download"
     downloads: tuple[FileSpec, ...] = field(default=())
     required: tuple[str, ...] = field(default=())  # files that must exist in the folder (a .gz counts)
 
     @property
+    def name(self) -> str:
+        return self.facts.name
+
+    @property
+    def title(self) -> str:
+        return self.facts.title
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.facts.input_shape
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.facts.class_names
+
+    @property
     def num_classes(self) -> int:
-        return len(self.class_names)
+        return self.facts.num_classes
 
 
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -70,21 +86,10 @@ def _idx_downloads(base: str, md5s: tuple[str, str, str, str]) -> tuple[FileSpec
 BUILTIN: dict[str, DatasetInfo] = {
     info.name: info
     for info in [
+        DatasetInfo(facts.DIGITS, "bundled"),
+        DatasetInfo(facts.SHAPES, "generated"),
         DatasetInfo(
-            "digits", "Digits (8×8, scikit-learn)", (1, 8, 8), tuple(str(i) for i in range(10)), "bundled"
-        ),
-        DatasetInfo(
-            "shapes",
-            "Shapes (generated)",
-            (3, 32, 32),
-            ("circle", "square", "triangle", "cross"),
-            "generated",
-        ),
-        DatasetInfo(
-            "MNIST",
-            "MNIST handwritten digits",
-            (1, 28, 28),
-            tuple(str(i) for i in range(10)),
+            facts.MNIST,
             "download",
             # The official checksums, as torchvision publishes them.
             _idx_downloads(
@@ -99,21 +104,7 @@ BUILTIN: dict[str, DatasetInfo] = {
             IDX_FILES,
         ),
         DatasetInfo(
-            "FashionMNIST",
-            "Fashion-MNIST clothing",
-            (1, 28, 28),
-            (
-                "T-shirt/top",
-                "Trouser",
-                "Pullover",
-                "Dress",
-                "Coat",
-                "Sandal",
-                "Shirt",
-                "Sneaker",
-                "Bag",
-                "Ankle boot",
-            ),
+            facts.FASHION_MNIST,
             "download",
             _idx_downloads(
                 FASHION_URL,
@@ -127,10 +118,7 @@ BUILTIN: dict[str, DatasetInfo] = {
             IDX_FILES,
         ),
         DatasetInfo(
-            "CIFAR10",
-            "CIFAR-10 small photos",
-            (3, 32, 32),
-            tuple(rt.CIFAR10_CLASSES),
+            facts.CIFAR10,
             "download",
             (
                 FileSpec(
@@ -145,16 +133,10 @@ BUILTIN: dict[str, DatasetInfo] = {
 }
 
 
-ALIASES = {"fashion": "FashionMNIST"}  # as designs/catalog.py names them too
-
-
 def canonical_name(name: str) -> str | None:
     """The built-in dataset a spec means: case, dashes, underscores and spaces do not matter."""
-    key = re.sub(r"[\s_\-]", "", str(name)).lower()
-    for canonical in BUILTIN:
-        if canonical.lower() == key:
-            return canonical
-    return ALIASES.get(key)
+    found = facts.lookup(str(name))
+    return None if found is None else found.name
 
 
 def get_info(name: str) -> DatasetInfo:
@@ -232,13 +214,13 @@ def load_digits() -> dict[str, Any]:
     return {
         "images": images,
         "labels": labels,
-        "class_names": [str(i) for i in range(10)],
+        "class_names": list(facts.DIGITS.class_names),
         "train_idx": train_idx,
         "test_idx": test_idx,
     }
 
 
-SHAPES = ("circle", "square", "triangle", "cross")
+SHAPES = facts.SHAPES.class_names  # in label order
 
 
 def generate_shapes(

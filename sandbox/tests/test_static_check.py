@@ -255,3 +255,24 @@ def test_every_starter_design_compiles_to_a_script_that_passes():
         )
 
         assert check_script(code) == [], starter["slug"]
+
+
+def test_the_runtime_names_a_script_may_use_are_the_runtimes_own_all():
+    from sandbox import static_check
+    from sandbox.engine import buildx_runtime
+
+    assert static_check.RUNTIME_NAMES == set(buildx_runtime.__all__)
+    # Read from the runtime's source, not copied: no runtime-only name is written in the check itself.
+    source = Path(static_check.__file__).read_text()
+    assert '"seed_everything"' not in source and '"save_checkpoint"' not in source
+
+
+def test_a_name_added_to_the_runtimes_all_becomes_usable(tmp_path):
+    from sandbox.static_check import runtime_names
+
+    runtime = tmp_path / "buildx_runtime.py"
+    runtime.write_text('__all__ = ["Data", "new_helper"]\n\n\ndef new_helper():\n    pass\n')
+    assert runtime_names(runtime) == {"Data", "new_helper"}
+    runtime.write_text("x = 1\n")
+    with pytest.raises(RuntimeError, match="no __all__"):
+        runtime_names(runtime)

@@ -536,43 +536,35 @@
     return li;
   }
 
-  function findByName(name) {
-    var found = null;
-    eachLayer(S.spec.layers, function (layer, path, list, index) {
-      if (layer.name === name) { found = { layer: layer, list: list, index: index }; }
-    });
-    return found;
-  }
-
-  function withUids(layers) {
-    return layers.map(function (layer) {
-      var copy = JSON.parse(JSON.stringify(layer));
-      if (!copy.name || findByName(copy.name)) { copy.name = freshName(copy.type); }
-      return copy;
-    });
-  }
-
+  // A fix is a list of edits in the vocabulary of designs/edits.py. The server carries them out (the
+  // same applier as feedback's suggestions) and answers the edited spec, normalised: the editor keeps no
+  // applier of its own. Blocks keep their uids by name, so the selection survives the round trip.
   function applyFix(fix) {
-    var target;
-    if (fix.kind === "append_layers") {
-      S.spec.layers = S.spec.layers.concat(withUids(fix.layers || []));
-    } else if (fix.kind === "insert_layers") {
-      target = findByName(fix.before);
-      if (!target) { return; }
-      Array.prototype.splice.apply(target.list, [target.index, 0].concat(withUids(fix.layers || [])));
-    } else if (fix.kind === "remove_layer") {
-      target = findByName(fix.layer);
-      if (!target) { return; }
-      target.list.splice(target.index, 1);
-      removeReferences(fix.layer);
-    } else if (fix.kind === "set_param") {
-      target = findByName(fix.layer);
-      if (!target) { return; }
-      target.layer[fix.field] = fix.value;
-    } else {
-      return;
-    }
-    changed();
+    var sent = specJson();
+    window.clearTimeout(S.validateTimer);
+    S.validateSeq++;  // a check still on its way speaks for the spec before the fix
+    root.setAttribute("data-validating", "true");
+    api("POST", urls.edit, { spec: JSON.parse(sent), edits: fix.edits || [] }).then(function (res) {
+      if (specJson() !== sent) { scheduleValidate(0); return; }  // changed meanwhile: the user's edit wins
+      if (res.status !== 200 || !res.data || !res.data.spec) {
+        var error = res.data && res.data.error;
+        var fields = error && error.fields ? Object.keys(error.fields).map(function (k) { return error.fields[k].join(" "); }) : [];
+        updateSaveState(fields.length ? fields.join(" ") : (error ? error.message : T.network_error));
+        scheduleValidate(0);
+        return;
+      }
+      var uids = {};
+      eachLayer(S.spec.layers, function (layer) { if (layer.name) { uids[layer.name] = layer._uid; } });
+      S.spec = normaliseLocal(res.data.spec);
+      eachLayer(S.spec.layers, function (layer) { if (uids[layer.name]) { layer._uid = uids[layer.name]; } });
+      ensureUids();
+      renderAll();  // every form reads the new spec object (as after undo)
+      pushHistory();
+      scheduleValidate();
+    }).catch(function () {
+      updateSaveState(T.network_error);
+      scheduleValidate(0);
+    });
   }
 
   function blockNode(path) {
