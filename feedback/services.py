@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from buildx import llm
+from buildx.live import publish, user_group
 from feedback.diagnosis import (
     Finding,
     SuggestionError,
@@ -327,10 +328,9 @@ def run_finished(*, run) -> None:
 
 
 def feedback_publish(*, feedback) -> None:
-    from training.publish import publish
-
+    """`feedback.ready` to the run owner's pages (ordered, never raises)."""
     publish(
-        f"user.{feedback.run.owner_id}",
+        user_group(feedback.run.owner_id),
         {
             "type": "feedback.ready",
             "run": feedback.run_id,

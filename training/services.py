@@ -29,13 +29,12 @@ from django.db.models import F, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from buildx.live import publish, run_group, user_group
 from designs import compiler
 from designs.models import CodeArtifact, DesignVersion
 from sandbox import checks as sandbox_checks
 from sandbox import files as sandbox_files
 from sandbox import runner as sandbox_runner
-from training import publish
-from training.consumers import run_group, user_group
 from training.models import EpochMetric, Run, RunArtifact, RunEvent
 
 logger = logging.getLogger(__name__)
@@ -145,10 +144,10 @@ def events_publish(*, owner_id: int, run_id: int, rows: list[RunEvent] | None) -
     if not rows:
         return
     events = [r.as_message() for r in rows]
-    publish.publish(run_group(run_id), {"type": "run.batch", "run": run_id, "events": events})
+    publish(run_group(run_id), {"type": "run.batch", "run": run_id, "events": events})
     summaries = [e for e in events if e["type"] in ("run.status", "run.done")]
     if summaries:
-        publish.publish(user_group(owner_id), {"type": "run.summary", "run": run_id, "events": summaries})
+        publish(user_group(owner_id), {"type": "run.summary", "run": run_id, "events": summaries})
 
 
 def events_after(*, run: Run, seq: int, limit: int = 500) -> list[RunEvent]:
