@@ -13,7 +13,8 @@ and measures:
 - per client, events missing from or repeated in its stream compared with the stored stream.
 
 The runs are stopped after --duration seconds and every client must then reach `run.done`.
-Everything it creates is deleted at the end. Figures depend on the machine: say how loaded it was.
+`--client websockets` measures with the `websockets` library's client instead of the bench's own
+protocol code. Everything it creates is deleted at the end. Figures depend on the machine: say how loaded it was.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
+from websockets.asyncio.client import connect as websockets_connect
+from websockets.exceptions import ConnectionClosed
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "buildx.settings")
@@ -53,6 +57,7 @@ from designs.models import CodeArtifact  # noqa: E402
 from training.models import Run, RunEvent  # noqa: E402
 
 BENCH_LINE_EVERY = 4  # batches between printed lines: about 25 lines a second per run on an idle core
+BENCH_EPOCHS = 100000  # longer than any measurement: the bench stops the run
 
 BENCH_SCRIPT = '''"""Bench: the digits with a line printed every few batches."""
 
@@ -67,7 +72,7 @@ DATASET = "digits"
 INPUT_SHAPE = (1, 8, 8)
 NUM_CLASSES = 10
 EVAL_TRANSFORM = rt.Compose([rt.Normalize((0.5,), (0.5,))])
-EPOCHS = 100000  # longer than any measurement: the bench stops the run
+EPOCHS = BENCH_EPOCHS  # longer than any measurement: the bench stops the run
 BATCH_SIZE = 32
 LEARNING_RATE = 0.01
 SEED = 42
@@ -110,14 +115,20 @@ def train(model: nn.Module, data: rt.Data) -> None:
         rt.report_epoch(epoch=epoch, epochs=EPOCHS, train_loss=val_loss, train_acc=val_acc, val_loss=val_loss,
                         val_acc=val_acc, lr=LEARNING_RATE)
         rt.save_checkpoint(model=model, optimizer=optimizer, epoch=epoch, metric=val_acc)
-'''.replace("EVERY", str(BENCH_LINE_EVERY))
+'''.replace("EVERY", str(BENCH_LINE_EVERY)).replace("BENCH_EPOCHS", str(BENCH_EPOCHS))
 BENCH_PARAMS = 8 * 9 + 8 + 128 * 10 + 10
 
 
-# --- A minimal WebSocket client (RFC 6455): enough for JSON text frames, ping and close -------------
+# --- Two WebSocket clients: the bench's own and the `websockets` library's -----------------------
+#
+# Both offer the same calls: ``await connect(host, port, cookie)``, ``await send(obj)``, ``await recv()``
+# (a JSON frame, or None once the server closed) and ``await close()``. The library's client
+# (--client websockets) is there so that the figures do not rest on the bench's own protocol code.
 
 
 class WebSocket:
+    """A minimal RFC 6455 client: enough for JSON text frames, ping and close."""
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
 
@@ -137,7 +148,7 @@ class WebSocket:
             raise ConnectionError(head.decode(errors="replace"))
         return cls(reader, writer)
 
-    def send(self, obj: dict, opcode: int = 1) -> None:
+    def _write(self, obj: dict, opcode: int = 1) -> None:
         payload = json.dumps(obj).encode() if opcode == 1 else b""
         mask = os.urandom(4)
         n = len(payload)
@@ -150,7 +161,10 @@ class WebSocket:
             head += bytes([0x80 | 127]) + struct.pack("!Q", n)
         self.writer.write(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
 
-    async def recv(self) -> dict | None:
+    async def send(self, obj: dict) -> None:
+        self._write(obj)
+
+    async def recv(self) -> dict | list | None:
         while True:
             b0, b1 = await self.reader.readexactly(2)
             opcode, n = b0 & 0x0F, b1 & 0x7F
@@ -164,10 +178,45 @@ class WebSocket:
             if opcode == 8:
                 return None
             if opcode == 9:
-                self.send({}, opcode=10)
+                self._write({}, opcode=10)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.writer.close()
+
+
+class LibraryWebSocket:
+    """The same calls over the `websockets` library's asyncio client (as a browser: it offers
+    permessage-deflate, which the server declines)."""
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+
+    @classmethod
+    async def connect(cls, host: str, port: int, cookie: str) -> LibraryWebSocket:
+        connection = await websockets_connect(
+            f"ws://{host}:{port}/ws/",
+            origin=f"http://{host}:{port}",
+            additional_headers={"Cookie": cookie},
+            max_size=2**22,
+            open_timeout=60,
+            ping_interval=None,  # the server pings; the library answers
+        )
+        return cls(connection)
+
+    async def send(self, obj: dict) -> None:
+        await self.connection.send(json.dumps(obj))
+
+    async def recv(self) -> dict | list | None:
+        try:
+            return json.loads(await self.connection.recv())
+        except ConnectionClosed:
+            return None
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
+CLIENTS = {"bench": WebSocket, "websockets": LibraryWebSocket}
 
 
 # --- Setup ----------------------------------------------------------------------------------------
@@ -195,7 +244,12 @@ def make_users(count: int) -> list[tuple]:
         design = design_services.design_create_from_starter(owner=user, slug="tiny_cnn_digits", name="Bench")
         version = design.versions.get()
         version.report = {**version.report, "totals": {**version.report["totals"], "params": BENCH_PARAMS}}
-        version.save(update_fields=["report"])
+        # The run's declared epochs are the spec's: the sandbox stops a script reporting more.
+        version.spec = {
+            **version.spec,
+            "hyperparameters": {**version.spec["hyperparameters"], "epochs": BENCH_EPOCHS},
+        }
+        version.save(update_fields=["report", "spec"])
         artifact = CodeArtifact.objects.create(
             version=version,
             source=CodeArtifact.Source.LLM,
@@ -240,7 +294,8 @@ def wait_http(url: str, timeout: float = 90) -> None:
 
 
 class Client:
-    def __init__(self, run_id: int, after: int, sample: bool = False) -> None:
+    def __init__(self, transport, run_id: int, after: int, sample: bool = False) -> None:
+        self.transport = transport  # WebSocket or LibraryWebSocket
         self.run_id = run_id
         self.sample = sample
         self.after = after
@@ -252,8 +307,8 @@ class Client:
         self.done = asyncio.Event()
 
     async def watch(self, host: str, port: int, cookie: str, after: int) -> None:
-        ws = await WebSocket.connect(host, port, cookie)
-        ws.send({"type": "watch", "run": self.run_id, "after_seq": after})
+        ws = await self.transport.connect(host, port, cookie)
+        await ws.send({"type": "watch", "run": self.run_id, "after_seq": after})
         try:
             while True:
                 frame = await ws.recv()
@@ -278,12 +333,12 @@ class Client:
                         self.done.set()
                         return
         finally:
-            ws.close()
+            await ws.close()
 
 
-async def time_to_running(host: str, port: int, base: str, user_row: tuple) -> tuple[int, float]:
+async def time_to_running(transport, host: str, port: int, base: str, user_row: tuple) -> tuple[int, float]:
     _user, cookie, csrf, version_id, artifact_id = user_row
-    ws = await WebSocket.connect(host, port, cookie)
+    ws = await transport.connect(host, port, cookie)
     await asyncio.sleep(0.5)  # joined the group
     t0 = time.time()
     run = await asyncio.to_thread(
@@ -302,7 +357,7 @@ async def time_to_running(host: str, port: int, base: str, user_row: tuple) -> t
                     if msg["data"]["status"] == "running":
                         return run["id"], time.time() - t0
     finally:
-        ws.close()
+        await ws.close()
 
 
 def pct(values: list[float], p: float) -> float:
@@ -314,10 +369,12 @@ def pct(values: list[float], p: float) -> float:
 
 async def bench(args, users: list[tuple], base: str, port: int) -> int:
     host = "127.0.0.1"
+    transport = CLIENTS[args.client]
+    print(f"Client: {args.client} ({transport.__doc__.splitlines()[0]})")
     print("Time from POST /api/v1/runs/ to the first run.status running (idle worker thread):")
     runs = []
     for row in users:
-        run_id, seconds = await time_to_running(host, port, base, row)
+        run_id, seconds = await time_to_running(transport, host, port, base, row)
         runs.append((run_id, row))
         print(f"  run {run_id}: {seconds * 1000:.0f} ms")
 
@@ -343,7 +400,7 @@ async def bench(args, users: list[tuple], base: str, port: int) -> int:
         run_id, row = runs[i % len(runs)]
         # A page that has rendered the run so far watches from its last number; --from-start replays all.
         after = 0 if args.from_start else Run.objects.get(pk=run_id).last_seq
-        client = Client(run_id, after, sample=i % 50 == 0)
+        client = Client(transport, run_id, after, sample=i % 50 == 0)
         clients.append(client)
         tasks.append(asyncio.create_task(client.watch(host, port, row[1], after)))
         if i % args.ramp == args.ramp - 1:
@@ -441,6 +498,12 @@ def main() -> int:
         default=settings.RUNS_FLUSH_INTERVAL,
         help="the worker's RUNS_FLUSH_INTERVAL (s)",
     )
+    parser.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        default="bench",
+        help="the bench's own WebSocket code, or the `websockets` library's client",
+    )
     parser.add_argument("--ramp", type=int, default=50, help="clients connecting per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of streaming before the stop")
     args = parser.parse_args()
@@ -464,7 +527,9 @@ def main() -> int:
         "RUNS_MAX_CONCURRENT_PER_USER": "10",
         # On an idle machine 100 epochs of the digits take about 20 s: a run that ends before every
         # client has connected leaves the late ones watching a finished run, counted as incomplete.
-        "RUNS_MAX_EPOCHS": "100000",
+        "RUNS_MAX_EPOCHS": str(BENCH_EPOCHS),
+        # All the clients of a run are its owner's sockets: a class's browsers, not one user's tabs.
+        "WS_MAX_PER_USER": str(args.clients + 10),
         "RUNS_FLUSH_INTERVAL": str(args.flush),
         "MEDIA_ROOT": str(tmp / "media"),
     }

@@ -6,6 +6,7 @@ import dramatiq
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from buildx.live import publish, user_group
 from designs import services
 from designs.models import CodeArtifact
 
@@ -35,10 +36,7 @@ def generate_code(artifact_id: int, user_id: int) -> None:
 
 
 def publish_code_ready(artifact: CodeArtifact) -> None:
-    """`code.ready` to the owner's channel group, through the runs app's publisher (ordered, never raises)."""
-    from training.consumers import user_group
-    from training.publish import publish
-
+    """`code.ready` to the owner's pages (ordered, never raises)."""
     version = artifact.version
     publish(
         user_group(version.design.owner_id),

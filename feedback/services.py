@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from buildx import llm
+from buildx.live import publish, user_group
 from designs.edits import EditError, apply_edit, describe_edit
 from feedback.diagnosis import Finding, diagnose, render
 
@@ -321,10 +322,9 @@ def run_finished(*, run, **_signal) -> None:
 
 
 def feedback_publish(*, feedback) -> None:
-    from training.publish import publish
-
+    """`feedback.ready` to the run owner's pages (ordered, never raises)."""
     publish(
-        f"user.{feedback.run.owner_id}",
+        user_group(feedback.run.owner_id),
         {
             "type": "feedback.ready",
             "run": feedback.run_id,

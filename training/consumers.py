@@ -36,20 +36,14 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from buildx import live
+from buildx.live import run_group, user_group
 from training import limits
 
 logger = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
 MAX_WATCHED = 20
-
-
-def user_group(user_id: int) -> str:
-    return f"user.{user_id}"
-
-
-def run_group(run_id: int) -> str:
-    return f"run.{run_id}"
 
 
 # Read-only queries: any thread of the pool will do. The default (thread-sensitive) runs every
@@ -228,9 +222,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         self.busy: set[int] = set()
         self.backlog: dict[int, list[list[dict]]] = {}
         self.fanout = RunFanout.of(self.channel_layer)
-        from training import publish
-
-        publish.register_server_loop(asyncio.get_running_loop())
+        live.register_server_loop(asyncio.get_running_loop())
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 

@@ -285,14 +285,14 @@ def test_generate_goes_through_the_broker_and_a_worker_and_tells_the_owners_grou
     from channels.layers import get_channel_layer
     from django.test import Client
 
-    from training import publish
+    from buildx import live
 
     version, code = good_code_committed
     llm_server.script(fenced(code))
     # A loop of our own stands in for the web server's (embedded mode hands messages to that loop).
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
-    publish.register_server_loop(loop)
+    live.register_server_loop(loop)
     layer = get_channel_layer()
 
     def on_loop(coroutine):
@@ -310,11 +310,11 @@ def test_generate_goes_through_the_broker_and_a_worker_and_tells_the_owners_grou
         assert response.status_code == 202
         broker.join("default", timeout=120_000)
         worker.join()
-        publish.flush()
+        live.flush()
         message = on_loop(layer.receive(channel))
     finally:
         worker.stop()
-        publish.register_server_loop(None)
+        live.register_server_loop(None)
         loop.call_soon_threadsafe(loop.stop)
 
     artifact = CodeArtifact.objects.get(pk=response.json()["id"])

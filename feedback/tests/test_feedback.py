@@ -204,9 +204,9 @@ def test_the_actor_tells_the_owners_browser_that_feedback_is_ready(alice, llm_of
         run = await database_sync_to_async(finished_run)(alice)
         communicator = await ws_connect(alice)
         await database_sync_to_async(feedback_run)(run.pk)
-        from training import publish
+        from buildx import live
 
-        await asyncio.to_thread(publish.flush)
+        await asyncio.to_thread(live.flush)
         while True:
             message = await communicator.receive_json_from(timeout=10)
             if message.get("type") == "feedback.ready":

@@ -11,8 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from training import publish
-from training.consumers import run_group, user_group
+from buildx.live import publish, run_group, user_group
 from training.models import EpochMetric, Run, RunEvent
 
 logger = logging.getLogger(__name__)
@@ -61,10 +60,10 @@ def events_publish(*, owner_id: int, run_id: int, rows: list[RunEvent] | None) -
     if not rows:
         return
     events = [r.as_message() for r in rows]
-    publish.publish(run_group(run_id), {"type": "run.batch", "run": run_id, "events": events})
+    publish(run_group(run_id), {"type": "run.batch", "run": run_id, "events": events})
     summaries = [e for e in events if e["type"] in ("run.status", "run.done")]
     if summaries:
-        publish.publish(user_group(owner_id), {"type": "run.summary", "run": run_id, "events": summaries})
+        publish(user_group(owner_id), {"type": "run.summary", "run": run_id, "events": summaries})
 
 
 def status_payload(run: Run, **extra: Any) -> dict:
