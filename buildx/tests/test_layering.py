@@ -1,6 +1,11 @@
 """The layers' rules, read from the source: every import (function-level ones too) and every use of a
 name that another module keeps private.
 
+Bottom to top: sandbox → buildx (project level) → accounts → designs → training → feedback. A module
+imports its own layer and those below; no module imports the composition root (buildx's settings, urls,
+asgi, routing and commands, which wire everything together). Tests are exempt from the order (they
+drive the whole stack: a feedback test trains a run) but not from the rule on private names.
+
 The sandbox layer runs code nobody reviewed; it is the bottom of the stack and imports no app, so that
 nothing an app does can widen what a sandboxed child reaches, and so that the apps' order stays one way.
 """
@@ -68,6 +73,75 @@ def private_uses(tree: ast.AST) -> list[str]:
             if isinstance(root, ast.Name) and root.id in aliases:
                 found.append(f"{node.lineno}: {ast.unparse(node)}")
     return found
+
+
+LAYERS = ("sandbox", "buildx", "accounts", "designs", "training", "feedback")
+COMPOSITION_ROOT = ("buildx.settings", "buildx.urls", "buildx.asgi", "buildx.routing", "buildx.management")
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def in_root(module: str) -> bool:
+    return any(module == root or module.startswith(root + ".") for root in COMPOSITION_ROOT)
+
+
+def against_the_order(module: str, tree: ast.AST) -> list[str]:
+    """Imports in ``tree`` (of ``module``) of a higher layer, or of the composition root."""
+    if in_root(module):
+        return []
+    rank = LAYERS.index(module.split(".")[0])
+    found = []
+    for line, imported in imports(tree):
+        top = imported.split(".")[0]
+        if top not in LAYERS:
+            continue
+        if LAYERS.index(top) > rank or in_root(imported):
+            found.append(f"{line}: {imported}")
+    return found
+
+
+def layered_files() -> list[Path]:
+    return [
+        path
+        for path in python_files()
+        if path.relative_to(ROOT).parts[0] in LAYERS and "tests" not in path.relative_to(ROOT).parts
+    ]
+
+
+def test_every_import_runs_down_the_layers_and_none_reaches_the_composition_root():
+    offenders = []
+    for path in layered_files():
+        found = against_the_order(module_name(path), ast.parse(path.read_text()))
+        offenders += [f"{path.relative_to(ROOT)}:{o}" for o in dict.fromkeys(found)]
+    assert offenders == []
+
+
+def test_the_order_check_finds_what_it_looks_for():
+    planted = ast.parse(
+        "from accounts.models import User\n"
+        "def f():\n"
+        "    from training.models import Run\n"
+        "    import feedback.services\n"
+        "    from buildx.settings import DEBUG\n"
+        "    from buildx.llm import chat\n"
+    )
+    assert against_the_order("designs.services", planted) == [
+        "3: training.models",
+        "3: training.models.Run",
+        "4: feedback.services",
+        "5: buildx.settings",
+        "5: buildx.settings.DEBUG",
+    ]
+    assert against_the_order("accounts.selectors", ast.parse("import training.models\n")) == [
+        "1: training.models"
+    ]
+    assert against_the_order("buildx.llm", ast.parse("from feedback.models import LLMCall\n")) == [
+        "1: feedback.models",
+        "1: feedback.models.LLMCall",
+    ]
+    assert against_the_order("buildx.urls", planted) == []  # the composition root wires everything
 
 
 def test_the_sandbox_layer_imports_no_app_and_not_the_composition_root():
