@@ -16,7 +16,7 @@ from buildx.api import error_response
 from designs.models import DesignVersion
 from training import services
 from training.models import Run, RunArtifact, RunEvent
-from training.selectors import run_with_queue_position, runs_viewable_by, with_queue_position
+from training.selectors import runs_viewable_by, with_own_queue_position, with_queue_position
 
 EVENTS_PAGE_MAX = 1000
 
@@ -140,7 +140,7 @@ class RunListCreate(generics.ListAPIView):
             run = services.run_create(owner=request.user, version=version, artifact=artifact)
         except services.RunRefused as exc:
             return _refused(exc)
-        return Response(RunSerializer(run_with_queue_position(run)).data, status=status.HTTP_201_CREATED)
+        return Response(RunSerializer(with_own_queue_position(run)).data, status=status.HTTP_201_CREATED)
 
 
 class RunDetail(generics.RetrieveAPIView):
@@ -210,7 +210,7 @@ class RunStop(APIView):
             run = services.run_stop(run=run)
         except services.RunRefused as exc:
             return _refused(exc)
-        return Response(RunSerializer(run_with_queue_position(run)).data, status=status.HTTP_202_ACCEPTED)
+        return Response(RunSerializer(with_own_queue_position(run)).data, status=status.HTTP_202_ACCEPTED)
 
 
 class RunResume(APIView):
@@ -221,7 +221,7 @@ class RunResume(APIView):
             run = services.run_resume(run=run)
         except services.RunRefused as exc:
             return _refused(exc)
-        return Response(RunSerializer(run_with_queue_position(run)).data, status=status.HTTP_202_ACCEPTED)
+        return Response(RunSerializer(with_own_queue_position(run)).data, status=status.HTTP_202_ACCEPTED)
 
 
 def artifact_dict(artifact: RunArtifact) -> dict:

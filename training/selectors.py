@@ -58,9 +58,15 @@ def with_queue_position(runs: QuerySet[Run]) -> QuerySet[Run]:
     )
 
 
-def run_with_queue_position(run: Run) -> Run:
-    """The run read again with its ``queue_position`` (after a create, stop or resume)."""
-    return with_queue_position(Run.objects.filter(pk=run.pk).select_related("design_version__design")).get()
+def with_own_queue_position(run: Run) -> Run:
+    """``run`` as it is in memory (just created, stopped or resumed), given its ``queue_position``: the
+    answer describes that snapshot even if a worker has claimed the run since (one count query)."""
+    run.queue_position = None
+    if run.status == Run.Status.QUEUED and run.queued_at is not None:
+        run.queue_position = (
+            Run.objects.filter(status=Run.Status.QUEUED, queued_at__lt=run.queued_at).count() + 1
+        )
+    return run
 
 
 # The compare page lists these first, in this order; any other hyperparameter follows by name.

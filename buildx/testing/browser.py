@@ -44,25 +44,34 @@ def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
 def serve_on_test_database(*, tmp: Path, django_db_blocker, env: dict | None = None) -> Iterator[str]:
     """Run `manage.py serve` (web + worker) on pytest-django's test database; yields its base URL.
 
-    PostgreSQL: the server connects to the test database by name. SQLite: the test database lives in
-    memory, so the server gets a file copy of the migrated (empty) database, faster than migrating.
+    The server connects to the test database itself (by name on PostgreSQL, by its file on SQLite), so
+    what a transactional test writes, the server sees. Only an in-memory SQLite test database, which
+    no other process can open, is copied to a file once (what the test writes later is not seen).
     """
     from django.conf import settings
     from django.db import connection
 
     env = {**os.environ, "DEBUG": "true", "PYTHONUNBUFFERED": "1", **(env or {})}
+    with django_db_blocker.unblock():
+        if connection.settings_dict["NAME"] != connection.creation._get_test_db_name():
+            # pytest-django sets the test database up only for tests that ask for it: without, the
+            # server would run on the developer's own database.
+            raise RuntimeError("no test database is set up: mark the module django_db(transaction=True)")
     if settings.DATABASE_URL:
         with django_db_blocker.unblock():
             db_name = connection.settings_dict["NAME"]
         env["DATABASE_URL"] = urlunparse(urlparse(settings.DATABASE_URL)._replace(path=f"/{db_name}"))
     else:
-        path = tmp / "browser.sqlite3"
         with django_db_blocker.unblock():
             connection.ensure_connection()
-            target = sqlite3.connect(path)
-            connection.connection.backup(target)
-            target.close()
-        env["SQLITE_PATH"] = str(path)
+            name = str(connection.settings_dict["NAME"])
+            if connection.is_in_memory_db():
+                path = tmp / "browser.sqlite3"
+                target = sqlite3.connect(path)
+                connection.connection.backup(target)
+                target.close()
+                name = str(path)
+        env["SQLITE_PATH"] = name
     port = free_port()
     log = tmp / "serve.log"
     with log.open("w") as out:

@@ -2,7 +2,7 @@
 
 The server is `manage.py serve` in a child process on a free port: Daphne plus the worker (threads of
 the server in embedded mode; a `rundramatiq` child when REDIS_URL is set), on the test database when
-DATABASE_URL names PostgreSQL, or on a copy of the migrated SQLite test database otherwise.
+DATABASE_URL names PostgreSQL, or on the SQLite test database's file otherwise.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from buildx.test import PASSWORD, make_user
 from buildx.testing.browser import chromium_browser, serve_on_test_database
 from training.tests.conftest import FAST_ENV, make_design
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 EMAIL = "alice.browser@example.com"
 
