@@ -12,10 +12,13 @@ import builtins
 import json
 import keyword
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from designs.catalog import LAYERS, NO_TORCH_DEFAULT, TRANSFORMS, dataset_lookup
 from designs.validation import MODEL_INPUT, analyse, hyperparameter
+
+if TYPE_CHECKING:  # annotations only: compiling a spec needs no Django model loaded
+    from designs.models import DesignVersion
 
 COMMENT_COLUMN_MAX = 80
 # Module-level names of the script a model class must not shadow.
@@ -413,7 +416,7 @@ def _train_function(hp: dict) -> list[str]:
     ]
 
 
-def compile_version(version) -> str:
+def compile_version(version: DesignVersion) -> str:
     """The script of a DesignVersion (its stored spec; the report is recomputed, identical for a valid spec)."""
     return compile_spec(version.spec, design_name=version.design.name, version_number=version.number)
 

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from accounts.models import User
 from designs.models import CodeArtifact, Design, DesignVersion
 
 STARTERS_DIR = Path(__file__).resolve().parent / "starters"
@@ -34,7 +35,9 @@ def spec_validate(*, spec: Any) -> tuple[dict, dict]:
     return validation.validate(spec, max_params=settings.BUILDX_MAX_PARAMS)
 
 
-def design_create(*, owner, name: str, description: str = "", spec: Any = None, starter: str = "") -> Design:
+def design_create(
+    *, owner: User, name: str, description: str = "", spec: Any = None, starter: str = ""
+) -> Design:
     """A new design; with a spec, also its version 1 (a bad spec raises SpecError and creates nothing)."""
     with transaction.atomic():
         design = Design.objects.create(owner=owner, name=name, description=description, starter=starter)
@@ -143,7 +146,7 @@ def starter_get(*, slug: str) -> dict | None:
     return next((s for s in starter_list() if s["slug"] == slug), None)
 
 
-def design_create_from_starter(*, owner, slug: str, name: str = "") -> Design:
+def design_create_from_starter(*, owner: User, slug: str, name: str = "") -> Design:
     starter = starter_get(slug=slug)
     if starter is None:
         raise KeyError(slug)
@@ -163,7 +166,7 @@ class GenerationNotAvailable(Exception):
     """The LLM is not configured, or the design cannot be compiled: nothing to ask for."""
 
 
-def artifact_request_generation(*, version: DesignVersion, user) -> CodeArtifact:
+def artifact_request_generation(*, version: DesignVersion, user: User) -> CodeArtifact:
     """A pending LLM artifact for the version, and the generate_code job that fills it in."""
     from buildx import llm
 
@@ -200,7 +203,9 @@ def artifact_fail(*, artifact_id: int, error: str) -> CodeArtifact | None:
     return CodeArtifact.objects.select_related("version__design").get(pk=artifact_id) if failed else None
 
 
-def artifact_generate(*, version: DesignVersion, user, artifact: CodeArtifact | None = None) -> CodeArtifact:
+def artifact_generate(
+    *, version: DesignVersion, user: User, artifact: CodeArtifact | None = None
+) -> CodeArtifact:
     """Ask the LLM for the version's script, check it, repair it up to twice, else offer the compiled one.
 
     Fills in ``artifact`` (claimed with ``artifact_claim``: the one the API answered with), or a new one.

@@ -24,7 +24,7 @@ from designs.changes import spec_changes
 from training.models import Run
 
 
-def runs_viewable_by(user) -> QuerySet[Run]:
+def runs_viewable_by(user: User) -> QuerySet[Run]:
     """The user's runs, their students' runs when they teach a course, every run for a superuser.
 
     Only viewing: stopping, resuming, predicting and training stay with the owner (instructors cancel
