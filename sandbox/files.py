@@ -17,8 +17,13 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import IO, TypeAlias
 
 CHUNK = 1 << 20
+
+# A binary file open for reading, as the worker hands one on: an open file, a BytesIO or a FieldFile
+# (IO[bytes]), or a BoundedFile (a RawIOBase, which typeshed does not count as an IO[bytes]).
+ReadableFile: TypeAlias = IO[bytes] | io.RawIOBase
 
 
 class Refused(Exception):
@@ -54,7 +59,7 @@ class BoundedFile(io.RawIOBase):
     def tell(self) -> int:
         return self.position
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: bytearray | memoryview) -> int:
         data = os.read(self.fd, len(buffer))
         if self.position + len(data) > self.limit:
             raise Refused("too_large", f"{self.name} grew past {self.limit} bytes while it was read")
