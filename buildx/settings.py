@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -193,6 +194,7 @@ CHANNEL_HOSTS = [
         "max_connections": env_int("CHANNEL_MAX_CONNECTIONS", 1000),
     }
 ]
+CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if not REDIS_URL:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 elif env("CHANNEL_LAYER") == "pubsub":
