@@ -55,7 +55,13 @@ def prepare() -> None:
     limits = check_limits()
     with _lock:
         _own()
-        _waiting[:] = [b for b in _waiting if _usable(b, limits) or b.close()]
+        usable = []
+        for box in _waiting:
+            if _usable(box, limits):
+                usable.append(box)
+            else:
+                box.close()
+        _waiting[:] = usable
         missing = settings.BUILDX_SANDBOX_PRESPAWN - len(_waiting)
     for _ in range(max(missing, 0)):
         try:

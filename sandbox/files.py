@@ -59,7 +59,7 @@ class BoundedFile(io.RawIOBase):
     def tell(self) -> int:
         return self.position
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:
+    def readinto(self, buffer) -> int:
         data = os.read(self.fd, len(buffer))
         if self.position + len(data) > self.limit:
             raise Refused("too_large", f"{self.name} grew past {self.limit} bytes while it was read")
