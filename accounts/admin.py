@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, TypedDict
 
 from django.contrib import admin, messages
@@ -47,7 +48,7 @@ class MembershipInline(admin.TabularInline):
         return queryset.filter(course__in=courses_visible_to(signed_in_user(request)))
 
 
-def grant_instructors(memberships) -> None:
+def grant_instructors(memberships: Iterable[Membership]) -> None:
     for membership in memberships:
         if membership.role == Membership.Role.INSTRUCTOR:
             services.instructor_grant(user=membership.user)

@@ -12,7 +12,7 @@ from django.utils.functional import Promise
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def safe_cell(value) -> str:
+def safe_cell(value: object) -> str:
     if value is None:
         return ""
     text = str(value)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from django.conf import settings
+from django.db.models import Model
 from django.http import HttpResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
@@ -73,9 +76,12 @@ class SafeJSONParser(JSONParser):
             ) from None
 
 
-def get_object_or_404(model, **lookup):
+M = TypeVar("M", bound=Model)
+
+
+def get_object_or_404(model: type[M], **lookup: Any) -> M:
     """DRF's NotFound (code "not_found" in the error shape) rather than Django's Http404."""
-    obj = model.objects.filter(**lookup).first()
+    obj = model._default_manager.filter(**lookup).first()
     if obj is None:
         raise NotFound(_("Not found."))
     return obj

@@ -8,8 +8,8 @@ students of the courses they teach. Lists stay one query for the rows whatever t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
@@ -31,7 +31,7 @@ from training.models import EpochMetric, Run, RunArtifact, RunEvent
 from training.selectors import MeasuredAccuracy, accuracy_of
 
 if TYPE_CHECKING:
-    from django_stubs_ext import WithAnnotations
+    from django_stubs_ext import StrOrPromise, WithAnnotations
 
 LOG_TAIL = 50  # events shown on a run's admin page; the live run page has them all
 
@@ -50,7 +50,7 @@ def event_text(event: RunEvent) -> str:
     return json.dumps(payload, ensure_ascii=False, sort_keys=True)[:500]
 
 
-def number_column(name: str, label, fmt: str):
+def number_column(name: str, label: StrOrPromise, fmt: str) -> Callable[[Any, Any], str]:
     """A read-only column that shows a float field with ``fmt`` ("{:.4f}", "{:.1%}") and "-" for none."""
 
     @admin.display(description=label)
@@ -354,7 +354,7 @@ class RunArtifactAdmin(RunChildAdmin):
     readonly_fields = ["run", "kind", "file", "filename", "size", "epoch", "updated_at"]
 
 
-def register_run_action(action) -> None:
+def register_run_action(action: Callable[..., Any]) -> None:
     """An app above training adds an action to the run admin (feedback: "Request feedback again")
     without training importing it."""
     if action not in RunAdmin.actions:
