@@ -195,7 +195,9 @@ CHANNEL_HOSTS = [
     }
 ]
 if not REDIS_URL:
-    CHANNEL_LAYERS: dict[str, dict[str, Any]] = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    }
 elif env("CHANNEL_LAYER") == "pubsub":
     # Opt-in: Redis pub/sub layer. A group_send is one PUBLISH and each Daphne process fans it out
     # to its own sockets in memory, instead of one Redis list push and pop per socket. At-most-once,
