@@ -32,9 +32,11 @@ test: install
 bench: install
 	for script in bench/*.py; do $(PY) $$script || exit 1; done
 
+# mypy's settings are in pyproject.toml; its cache is var/mypy-cache (a cold run takes minutes: torch).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, TypedDict
+
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
@@ -15,8 +18,16 @@ from accounts.admin_scoping import (
     StudentScopedMixin,
     courses_visible_to,
 )
+from accounts.auth import signed_in_user
 from accounts.models import Course, Membership, User
 from buildx.models import LLMCall
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class StudentCount(TypedDict):  # what CourseAdmin.get_queryset annotates on each course
+    student_count: int
 
 
 class MembershipInline(admin.TabularInline):
@@ -34,10 +45,10 @@ class MembershipInline(admin.TabularInline):
         queryset = super().get_queryset(request).select_related("user", "course")
         if request.user.is_superuser:
             return queryset
-        return queryset.filter(course__in=courses_visible_to(request.user))
+        return queryset.filter(course__in=courses_visible_to(signed_in_user(request)))
 
 
-def grant_instructors(memberships) -> None:
+def grant_instructors(memberships: Iterable[Membership]) -> None:
     for membership in memberships:
         if membership.role == Membership.Role.INSTRUCTOR:
             services.instructor_grant(user=membership.user)
@@ -59,7 +70,7 @@ class UserCreationForm(AdminUserCreationForm):
     def _post_clean(self) -> None:
         # The username mirrors the email everywhere (see UserManager); fill it before validation.
         self.instance.username = self.cleaned_data.get("email", "")
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]  # django-stubs leaves out ModelForm._post_clean
 
 
 @admin.register(User)
@@ -73,7 +84,8 @@ class UserAdmin(StudentScopedMixin, DjangoUserAdmin):
     list_filter = (CourseListFilter, "is_staff", "is_superuser", "is_active")
     search_fields = ("email", "first_name", "last_name", "username")
     ordering = ("email",)
-    fieldsets = DjangoUserAdmin.fieldsets + (
+    fieldsets = (
+        *(DjangoUserAdmin.fieldsets or ()),
         (_("BuildX"), {"fields": ("phone_number", "preferred_language")}),
     )
     # What an instructor sees of a student: who they are, not their password or permissions.
@@ -116,10 +128,10 @@ class CourseAdmin(admin.ModelAdmin):
         )
         if request.user.is_superuser:
             return queryset
-        return queryset.filter(pk__in=courses_visible_to(request.user).values("pk"))
+        return queryset.filter(pk__in=courses_visible_to(signed_in_user(request)).values("pk"))
 
     @admin.display(description=_("students"), ordering="student_count")
-    def student_count(self, course: Course) -> int:
+    def student_count(self, course: WithAnnotations[Course, StudentCount]) -> int:
         return course.student_count
 
     @admin.action(description=_("Give the selected courses new join codes"), permissions=["change"])
@@ -149,7 +161,7 @@ class MembershipAdmin(admin.ModelAdmin):
         queryset = super().get_queryset(request)
         if request.user.is_superuser:
             return queryset
-        return queryset.filter(course__in=courses_visible_to(request.user))
+        return queryset.filter(course__in=courses_visible_to(signed_in_user(request)))
 
     def save_model(self, request, obj: Membership, form, change) -> None:
         super().save_model(request, obj, form, change)

@@ -19,10 +19,12 @@ are an instructor: someone who teaches nothing sees nothing, so a forgotten perm
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.admin.options import BaseModelAdmin
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
+from accounts.auth import signed_in_user
 from accounts.models import Course, Membership, User
 
 
@@ -51,8 +53,9 @@ def scope_to_students(queryset: QuerySet, *, user: User, owner_field: str) -> Qu
     return queryset.filter(**{f"{owner_field}_id__in": student_ids_of(user)})
 
 
-class StudentScopedMixin:
-    """For ModelAdmin and InlineModelAdmin: set ``owner_field`` to the path from the model to its User."""
+class StudentScopedMixin(BaseModelAdmin):
+    """For ModelAdmin and InlineModelAdmin (put it first: it overrides their common base's methods): set
+    ``owner_field`` to the path from the model to its User."""
 
     owner_field = "owner"
 
@@ -60,7 +63,7 @@ class StudentScopedMixin:
         return self.scope(super().get_queryset(request), request)
 
     def scope(self, queryset: QuerySet, request: HttpRequest) -> QuerySet:
-        return scope_to_students(queryset, user=request.user, owner_field=self.owner_field)
+        return scope_to_students(queryset, user=signed_in_user(request), owner_field=self.owner_field)
 
     def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
         choices = scoped_choices(self.admin_site, db_field.remote_field.model, request)
@@ -102,13 +105,14 @@ class CourseListFilter(admin.SimpleListFilter):
         super().__init__(request, params, model, model_admin)
 
     def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
-        return [(str(course.pk), str(course)) for course in courses_visible_to(request.user)]
+        return [(str(course.pk), str(course)) for course in courses_visible_to(signed_in_user(request))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if not self.value():
+        value = self.value()
+        if not value:
             return queryset
         try:
-            course_id = int(self.value())
+            course_id = int(value)
         except ValueError:
             return queryset.none()
         # A course the viewer does not teach filters to nothing: the scoping has already removed its students.

@@ -6,12 +6,13 @@ import csv
 from collections.abc import Iterable, Sequence
 
 from django.http import HttpResponse
+from django.utils.functional import Promise
 
 # A cell that starts with one of these is a formula to Excel and LibreOffice; names come from students.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def safe_cell(value) -> str:
+def safe_cell(value: object) -> str:
     if value is None:
         return ""
     text = str(value)
@@ -28,7 +29,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def csv_response(*, filename: str, header: Sequence[str], rows: Iterable[Sequence]) -> HttpResponse:
+def csv_response(*, filename: str, header: Sequence[str | Promise], rows: Iterable[Sequence]) -> HttpResponse:
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     # A byte-order mark so that Excel reads the UTF-8 (Korean names) as UTF-8.

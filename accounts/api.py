@@ -7,6 +7,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.auth import signed_in_user
+
 
 class MeSerializer(serializers.Serializer):
     id = serializers.IntegerField()
@@ -21,7 +23,7 @@ class MeView(APIView):
 
     @extend_schema(responses=MeSerializer)
     def get(self, request: Request) -> Response:
-        user = request.user
+        user = signed_in_user(request)
         data = {
             "id": user.id,
             "email": user.email,

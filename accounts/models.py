@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.models import UserManager as DjangoUserManager
@@ -29,11 +31,11 @@ class User(AbstractUser):
         _("preferred language"), max_length=8, choices=settings.LANGUAGES, blank=True
     )
 
-    objects = UserManager()
+    objects: ClassVar[UserManager] = UserManager()
 
     # People log in with their email everywhere: the site, the API, `createsuperuser`, the admin.
     USERNAME_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
 
     def __str__(self) -> str:
         return self.email or self.username

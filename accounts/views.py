@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 from django.views.i18n import set_language as django_set_language
 
 from accounts import services
+from accounts.auth import signed_in_user
 from accounts.forms import JoinCourseForm
 from accounts.models import Course, Membership
 
@@ -31,7 +32,7 @@ def set_language(request: HttpRequest) -> HttpResponse:
 
 def _courses_page(request: HttpRequest, form: JoinCourseForm, *, status: int = 200) -> HttpResponse:
     memberships = (
-        Membership.objects.filter(user=request.user)
+        Membership.objects.filter(user=signed_in_user(request))
         .select_related("course")
         .annotate(
             student_count=Count(
@@ -55,7 +56,9 @@ def course_join(request: HttpRequest) -> HttpResponse:
     form = JoinCourseForm(request.POST)
     if form.is_valid():
         try:
-            course, joined = services.course_join(user=request.user, code=form.cleaned_data["code"])
+            course, joined = services.course_join(
+                user=signed_in_user(request), code=form.cleaned_data["code"]
+            )
         except services.CourseRefused as exc:
             form.add_error("code", exc.message)
         else:
@@ -69,7 +72,7 @@ def course_join(request: HttpRequest) -> HttpResponse:
 
 def _taught_course(request: HttpRequest, pk: int) -> Course:
     # A course you do not teach is a 404: its students are not yours to see.
-    return get_object_or_404(services.courses_taught(user=request.user), pk=pk)
+    return get_object_or_404(services.courses_taught(user=signed_in_user(request)), pk=pk)
 
 
 @login_required

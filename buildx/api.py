@@ -67,6 +67,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     elif isinstance(exc, DjangoPermissionDenied):
         code = "permission_denied"
     else:
-        code = getattr(getattr(exc, "detail", None), "code", None) or getattr(exc, "default_code", "error")
+        code = str(
+            getattr(getattr(exc, "detail", None), "code", None) or getattr(exc, "default_code", "error")
+        )
     response.data = {"error": {"code": str(code), "message": str(detail)}}
     return response

@@ -32,6 +32,7 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -119,12 +120,12 @@ def cost_of(tokens_in: int, tokens_out: int) -> Decimal:
     return cost.quantize(Decimal("0.000001"))
 
 
-def hourly_usage(user) -> int:
+def hourly_usage(user: AbstractBaseUser) -> int:
     """Tokens the user paid for (cache hits excluded) in the last hour."""
     from django.db.models import F, Sum
 
     since = timezone.now() - timedelta(hours=1)
-    total = LLMCall.objects.filter(user=user, cached=False, created_at__gte=since).aggregate(
+    total = LLMCall.objects.filter(user_id=user.pk, cached=False, created_at__gte=since).aggregate(
         total=Sum(F("tokens_in") + F("tokens_out"))
     )["total"]
     return int(total or 0)
@@ -132,7 +133,7 @@ def hourly_usage(user) -> int:
 
 def chat(
     *,
-    user,
+    user: AbstractBaseUser | None,
     purpose: str,
     messages: list[dict],
     temperature: float = 0.0,

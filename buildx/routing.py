@@ -7,5 +7,6 @@ from django.urls import path
 from training.consumers import EventsConsumer
 
 websocket_urlpatterns = [
-    path("ws/", EventsConsumer.as_asgi()),
+    # Channels' documented routing; django-stubs types path() for Django views only.
+    path("ws/", EventsConsumer.as_asgi()),  # type: ignore[arg-type]
 ]

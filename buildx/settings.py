@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -194,7 +195,9 @@ CHANNEL_HOSTS = [
     }
 ]
 if not REDIS_URL:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    }
 elif env("CHANNEL_LAYER") == "pubsub":
     # Opt-in: Redis pub/sub layer. A group_send is one PUBLISH and each Daphne process fans it out
     # to its own sockets in memory, instead of one Redis list push and pop per socket. At-most-once,

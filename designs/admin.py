@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypedDict
+
 from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
@@ -10,6 +12,13 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.admin_scoping import CourseListFilter, StudentScopedAdmin, StudentScopedInline
 from designs.models import CodeArtifact, Design, DesignVersion
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class VersionCount(TypedDict):  # what DesignAdmin.get_queryset annotates on each design
+    version_count: int
 
 
 class ReadOnlyInline(StudentScopedInline, admin.TabularInline):
@@ -32,14 +41,14 @@ class ReadOnlyInline(StudentScopedInline, admin.TabularInline):
 class DesignVersionInline(ReadOnlyInline):
     model = DesignVersion
     owner_field = "design__owner"
-    fields = ["number", "spec_hash", "created_at"]
+    fields = ("number", "spec_hash", "created_at")
     readonly_fields = fields
 
 
 class CodeArtifactInline(ReadOnlyInline):
     model = CodeArtifact
     owner_field = "version__design__owner"
-    fields = ["source", "status", "error", "created_at"]
+    fields = ("source", "status", "error", "created_at")
     readonly_fields = fields
 
 
@@ -58,7 +67,7 @@ class DesignAdmin(StudentScopedAdmin):
         return super().get_queryset(request).annotate(version_count=Count("versions"))
 
     @admin.display(description=_("versions"), ordering="version_count")
-    def version_count(self, design: Design) -> int:
+    def version_count(self, design: WithAnnotations[Design, VersionCount]) -> int:
         return design.version_count
 
 
@@ -92,7 +101,7 @@ class CodeArtifactAdmin(StudentScopedAdmin):
     list_filter = [CourseListFilter, "source", "status"]
     search_fields = ["version__design__name", "version__design__owner__email", "code_hash"]
     list_select_related = ["version__design__owner"]
-    readonly_fields = [
+    readonly_fields = (
         "version",
         "source",
         "status",
@@ -105,7 +114,7 @@ class CodeArtifactAdmin(StudentScopedAdmin):
         "prompt_tokens",
         "completion_tokens",
         "created_at",
-    ]
+    )
 
     fields = readonly_fields
 

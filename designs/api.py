@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from django.conf import settings
+from django.db.models import Model
 from django.http import HttpResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
@@ -16,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.auth import signed_in_user
 from buildx.api import error_response
 from designs import catalog, services
 from designs.models import Design, DesignVersion
@@ -74,9 +78,12 @@ class SafeJSONParser(JSONParser):
             ) from None
 
 
-def get_object_or_404(model, **lookup):
+M = TypeVar("M", bound=Model)
+
+
+def get_object_or_404(model: type[M], **lookup: Any) -> M:
     """DRF's NotFound (code "not_found" in the error shape) rather than Django's Http404."""
-    obj = model.objects.filter(**lookup).first()
+    obj = model._default_manager.filter(**lookup).first()
     if obj is None:
         raise NotFound(_("Not found."))
     return obj
@@ -163,7 +170,9 @@ class DesignListView(GenericAPIView):
 
     @extend_schema(summary="Your designs", responses={200: DesignSerializer(many=True)})
     def get(self, request: Request) -> Response:
-        page = with_latest_versions(list(self.paginate_queryset(self.get_queryset())))
+        rows = self.paginate_queryset(self.get_queryset())
+        assert rows is not None  # the API paginates every list (REST_FRAMEWORK's DEFAULT_PAGINATION_CLASS)
+        page = with_latest_versions(list(rows))
         return self.get_paginated_response(DesignSerializer(page, many=True).data)
 
     @extend_schema(
@@ -178,11 +187,11 @@ class DesignListView(GenericAPIView):
         try:
             if "starter" in data:
                 design = services.design_create_from_starter(
-                    owner=request.user, slug=data["starter"], name=data.get("name", "")
+                    owner=signed_in_user(request), slug=data["starter"], name=data.get("name", "")
                 )
             else:
                 design = services.design_create(
-                    owner=request.user,
+                    owner=signed_in_user(request),
                     name=data["name"],
                     description=data["description"],
                     spec=data.get("spec"),
@@ -303,7 +312,7 @@ class VersionGenerateView(APIView):
     def post(self, request: Request, pk: int, number: int) -> Response:
         version = _version(request, pk, number)
         try:
-            artifact = services.artifact_request_generation(version=version, user=request.user)
+            artifact = services.artifact_request_generation(version=version, user=signed_in_user(request))
         except services.GenerationNotAvailable:
             return error_response(
                 code="llm_not_configured",

@@ -251,17 +251,16 @@ def check_contract(code: str, *, expected: dict[str, Any]) -> Check:
             problems.append(f"The script must define a module-level function {name}().")
     found: dict[str, Any] = {}
     for node in tree.body:
-        targets = (
-            node.targets
-            if isinstance(node, ast.Assign)
-            else [node.target]
-            if isinstance(node, ast.AnnAssign) and node.value is not None
-            else []
-        )
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
         for target in targets:
             if isinstance(target, ast.Name) and target.id in expected:
                 try:
-                    found[target.id] = ast.literal_eval(node.value)
+                    found[target.id] = ast.literal_eval(value)
                 except ValueError:
                     found[target.id] = _Unreadable()
     for name, value in expected.items():

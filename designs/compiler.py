@@ -12,10 +12,13 @@ import builtins
 import json
 import keyword
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from designs.catalog import LAYERS, NO_TORCH_DEFAULT, TRANSFORMS, dataset_lookup
+from designs.catalog import LAYERS, NO_TORCH_DEFAULT, TRANSFORMS, DatasetInfo, dataset_lookup
 from designs.validation import MODEL_INPUT, analyse, hyperparameter
+
+if TYPE_CHECKING:  # annotations only: compiling a spec needs no Django model loaded
+    from designs.models import DesignVersion
 
 COMMENT_COLUMN_MAX = 80
 # Module-level names of the script a model class must not shadow.
@@ -232,13 +235,20 @@ def _per_channel(values: tuple, channels: int) -> list[float]:
     return [values[0]] * channels
 
 
+def _dataset(spec: dict) -> DatasetInfo:
+    info = dataset_lookup(spec["dataset"])
+    if info is None:  # validation normalises the name: only a spec that skipped it gets here
+        raise ValueError(f"Unknown dataset {spec['dataset']!r}: compile a validated spec.")
+    return info
+
+
 def transforms(spec: dict) -> tuple[list[str], list[str]]:
     """(TRAIN_TRANSFORM calls, EVAL_TRANSFORM calls).
 
     Random transforms are training-only. A RandomCrop that changes the image size becomes a CenterCrop of
     that size at evaluation, so that the model sees the same size in both.
     """
-    info = dataset_lookup(spec["dataset"])
+    info = _dataset(spec)
     channels, height, width = info.input_shape
     train, evaluate = [], []
     for t in spec["preprocessing"]:
@@ -277,7 +287,7 @@ def compile_spec(spec: dict, *, design_name: str, version_number: int, report: d
         raise CompileError(report["errors"][0]["message"] if report["errors"] else "The design is not valid.")
     model = class_name(spec["model_name"])
     filename = f"{model.lower()}.py"
-    info = dataset_lookup(spec["dataset"])
+    info = _dataset(spec)
     hp = spec["hyperparameters"]
     train_calls, eval_calls = transforms(spec)
 
@@ -413,7 +423,7 @@ def _train_function(hp: dict) -> list[str]:
     ]
 
 
-def compile_version(version) -> str:
+def compile_version(version: DesignVersion) -> str:
     """The script of a DesignVersion (its stored spec; the report is recomputed, identical for a valid spec)."""
     return compile_spec(version.spec, design_name=version.design.name, version_number=version.number)
 

@@ -15,6 +15,9 @@ class Design(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Set for a whole list by designs.selectors.with_latest_versions (absent otherwise).
+    _latest_version: DesignVersion | None
+
     class Meta:
         ordering = ["-updated_at"]
         indexes = [models.Index(fields=["owner", "-updated_at"])]

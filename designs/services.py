@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from accounts.models import User
 from designs import edits as spec_edits
 from designs.models import CodeArtifact, Design, DesignVersion
 
@@ -66,7 +67,9 @@ def spec_edit(*, spec: Any, edits: list[Any]) -> dict:
     return current
 
 
-def design_create(*, owner, name: str, description: str = "", spec: Any = None, starter: str = "") -> Design:
+def design_create(
+    *, owner: User, name: str, description: str = "", spec: Any = None, starter: str = ""
+) -> Design:
     """A new design; with a spec, also its version 1 (a bad spec raises SpecError and creates nothing)."""
     with transaction.atomic():
         design = Design.objects.create(owner=owner, name=name, description=description, starter=starter)
@@ -175,7 +178,7 @@ def starter_get(*, slug: str) -> dict | None:
     return next((s for s in starter_list() if s["slug"] == slug), None)
 
 
-def design_create_from_starter(*, owner, slug: str, name: str = "") -> Design:
+def design_create_from_starter(*, owner: User, slug: str, name: str = "") -> Design:
     starter = starter_get(slug=slug)
     if starter is None:
         raise KeyError(slug)
@@ -195,7 +198,7 @@ class GenerationNotAvailable(Exception):
     """The LLM is not configured, or the design cannot be compiled: nothing to ask for."""
 
 
-def artifact_request_generation(*, version: DesignVersion, user) -> CodeArtifact:
+def artifact_request_generation(*, version: DesignVersion, user: User) -> CodeArtifact:
     """A pending LLM artifact for the version, and the generate_code job that fills it in."""
     from buildx import llm
 
@@ -232,7 +235,9 @@ def artifact_fail(*, artifact_id: int, error: str) -> CodeArtifact | None:
     return CodeArtifact.objects.select_related("version__design").get(pk=artifact_id) if failed else None
 
 
-def artifact_generate(*, version: DesignVersion, user, artifact: CodeArtifact | None = None) -> CodeArtifact:
+def artifact_generate(
+    *, version: DesignVersion, user: User, artifact: CodeArtifact | None = None
+) -> CodeArtifact:
     """Ask the LLM for the version's script, check it, repair it up to twice, else offer the compiled one.
 
     Fills in ``artifact`` (claimed with ``artifact_claim``: the one the API answered with), or a new one.

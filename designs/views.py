@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import io
 import json
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -21,6 +22,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.auth import signed_in_user
 from designs import services
 from designs.models import Design, DesignVersion
 from designs.validation import SpecError
@@ -55,13 +57,13 @@ def design_new(request: HttpRequest) -> HttpResponse:
     slug = request.POST.get("starter", "")
     if slug:
         try:
-            design = services.design_create_from_starter(owner=request.user, slug=slug)
+            design = services.design_create_from_starter(owner=signed_in_user(request), slug=slug)
         except KeyError:
             messages.error(request, _("There is no such starter design."))
             return redirect("dashboard")
     else:
         name = (request.POST.get("name") or "").strip()[:120] or _("My CNN")
-        design = services.design_create(owner=request.user, name=name)
+        design = services.design_create(owner=signed_in_user(request), name=name)
     return redirect("design-editor", pk=design.pk)
 
 
@@ -73,7 +75,7 @@ def design_import(request: HttpRequest) -> HttpResponse:
     if upload is None:
         messages.error(request, _("Choose a JSON file to import."))
         return redirect("dashboard")
-    if upload.size > settings.BUILDX_MAX_SPEC_BYTES:
+    if upload.size is None or upload.size > settings.BUILDX_MAX_SPEC_BYTES:
         messages.error(request, _("The file is too large to be a design."))
         return redirect("dashboard")
     try:
@@ -87,7 +89,7 @@ def design_import(request: HttpRequest) -> HttpResponse:
     )
     try:
         design = services.design_create(
-            owner=request.user, name=(name or _("Imported design"))[:120], spec=spec
+            owner=signed_in_user(request), name=(name or _("Imported design"))[:120], spec=spec
         )
     except SpecError as exc:
         problems = "; ".join(f"{path}: {' '.join(msgs)}" for path, msgs in list(exc.fields.items())[:5])
@@ -223,11 +225,13 @@ def design_editor(request: HttpRequest, pk: int) -> HttpResponse:
             "hyperparameters": {},
         }
     )
-    versions = list(
-        design.versions.order_by("-number").values(
+    # Plain dicts, not the rows' TypedDicts: each loses its suggestion and gains its label below.
+    versions: list[dict[str, Any]] = [
+        dict(row)
+        for row in design.versions.order_by("-number").values(
             "number", "created_at", "spec_hash", "id", "derived_from_run_id", "applied_suggestion"
         )
-    )
+    ]
     lang = _lang()
     for v in versions:
         labels = (v.pop("applied_suggestion") or {}).get("label") or {}

@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.auth import signed_in_user
 from buildx.api import error_response
 from feedback import services
 from feedback.models import Feedback
@@ -69,7 +70,7 @@ class RunFeedbackApply(APIView):
         data.is_valid(raise_exception=True)
         try:
             version, created = services.suggestion_apply(
-                feedback=feedback, index=data.validated_data["index"], user=request.user
+                feedback=feedback, index=data.validated_data["index"], user=signed_in_user(request)
             )
         except services.FeedbackRefused as exc:
             return _refused(exc)

@@ -14,16 +14,21 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import transaction
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from accounts.models import User
 from buildx import llm
 from buildx.live import publish, user_group
 from designs.edits import EditError, apply_edit, describe_edit
+from designs.models import DesignVersion
 from feedback.diagnosis import Finding, diagnose, render
+from feedback.models import Feedback
+from training.models import Run
 
 LANGUAGES = {"en": "English", "ko": "Korean (한국어)"}
 # Tracebacks and scripts are cut to these many lines: the end of a traceback and the whole of a
@@ -93,7 +98,7 @@ def narrative_facts(
 
 def narrative_write(
     *,
-    user,
+    user: User,
     findings: list[Finding],
     test: dict | None,
     epochs: list[dict],
@@ -125,7 +130,7 @@ def narrative_write(
 
 
 def error_explain(
-    *, user, cause: str, message: str, traceback: str, code: str, language: str = "en"
+    *, user: User, cause: str, message: str, traceback: str, code: str, language: str = "en"
 ) -> llm.LLMAnswer:
     tail = "\n".join(traceback.strip().splitlines()[-TRACEBACK_LINES:])
     numbered = "\n".join(
@@ -226,15 +231,13 @@ def _findings_of(feedback) -> list[Finding]:
     ]  # fmt: skip
 
 
-def _epochs_of(run) -> list[dict]:
+def _epochs_of(run: Run) -> list[dict]:
     return [m.as_dict() for m in run.epoch_metrics.order_by("epoch")]
 
 
-def feedback_diagnose(*, run):
+def feedback_diagnose(*, run: Run) -> Feedback:
     """Diagnose a finished run from what is stored (epoch metrics, test result, spec, report) and
     store the findings on its Feedback (created on first call; a second call diagnoses again)."""
-    from feedback.models import Feedback
-
     version = run.design_version
     findings = diagnose(
         epochs=_epochs_of(run),
@@ -253,7 +256,7 @@ def feedback_diagnose(*, run):
     return feedback
 
 
-def feedback_write(*, feedback) -> None:
+def feedback_write(*, feedback: Feedback) -> None:
     """Add the LLM's words when an LLM is configured: a narrative for a finished run, an explanation
     for a failed one, in the owner's preferred language. Without an LLM (or when it fails) a short note
     says why; the rule-based findings stand on their own either way."""
@@ -300,14 +303,14 @@ def feedback_write(*, feedback) -> None:
     feedback.save()
 
 
-def feedback_request(*, run) -> None:
+def feedback_request(*, run: Run) -> None:
     """Ask for feedback on a finished run (again): the actor diagnoses, writes and tells the browser."""
     from feedback.actors import feedback_run
 
     feedback_run.send(run.pk)
 
 
-def run_finished(*, run, **_signal) -> None:
+def run_finished(*, run: Run, **_signal: Any) -> None:
     """Receives training's ``run_finished`` signal (feedback.apps connects it): queue the run's feedback.
 
     Never raises: feedback must not fail a run.
@@ -321,7 +324,7 @@ def run_finished(*, run, **_signal) -> None:
         logging.getLogger(__name__).warning("Could not queue feedback for run %s", run.pk, exc_info=True)
 
 
-def feedback_publish(*, feedback) -> None:
+def feedback_publish(*, feedback: Feedback) -> None:
     """`feedback.ready` to the run owner's pages (ordered, never raises)."""
     publish(
         user_group(feedback.run.owner_id),
@@ -334,7 +337,7 @@ def feedback_publish(*, feedback) -> None:
     )
 
 
-def editor_url(version) -> str:
+def editor_url(version: DesignVersion) -> str:
     try:
         base = reverse("design-editor", args=[version.design_id])
     except NoReverseMatch:  # the editor's pages live on another branch until merged
@@ -342,7 +345,7 @@ def editor_url(version) -> str:
     return f"{base}?version={version.number}"
 
 
-def suggestion_apply(*, feedback, index: int, user):
+def suggestion_apply(*, feedback: Feedback, index: int, user: User) -> tuple[DesignVersion, bool]:
     """Carry out suggestion ``index`` (counted over all findings, in order) on the run's design version
     and save the result as the design's next version, validated. Returns (version, created)."""
     from designs import services as design_services
@@ -398,12 +401,10 @@ def suggestion_labels(suggestion: dict) -> dict[str, str]:
     return labels
 
 
-def applied_versions(*, run) -> list[dict]:
+def applied_versions(*, run: Run) -> list[dict]:
     """The design versions made by applying this run's suggestions, each with the run that trained it
     (its newest succeeded run, else its newest run; None before it has trained): what the feedback panel
     offers to compare with, or to train."""
-    from designs.models import DesignVersion
-
     out = []
     for version in DesignVersion.objects.filter(derived_from_run=run).order_by("number")[:10]:
         runs = list(version.runs.filter(owner_id=run.owner_id).order_by("-created_at")[:20])
@@ -412,14 +413,14 @@ def applied_versions(*, run) -> list[dict]:
     return out
 
 
-def feedback_rate(*, feedback, helpful: bool):
+def feedback_rate(*, feedback: Feedback, helpful: bool) -> Feedback:
     feedback.helpful = bool(helpful)
     feedback.rated_at = timezone.now()
     feedback.save(update_fields=["helpful", "rated_at", "updated_at"])
     return feedback
 
 
-def feedback_view(*, feedback) -> dict:
+def feedback_view(*, feedback: Feedback) -> dict:
     """The feedback as the API and the page show it, texts rendered in the active language."""
     findings = []
     index = 0

@@ -153,7 +153,7 @@ NEEDED = ("memory", "pids", "cpu")
 
 def _mounts() -> list[tuple[str, str, set[str]]]:
     """(mount point, filesystem type, super options) of every cgroup mount this process sees."""
-    out = []
+    out: list[tuple[str, str, set[str]]] = []
     try:
         lines = Path(MOUNTINFO).read_text().splitlines()
     except OSError:

@@ -23,10 +23,10 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO
 
 from django.conf import settings
 
+from sandbox.files import ReadableFile
 from sandbox.launcher import Box, Limits, host
 from sandbox.runner import harness_command, run_script
 from sandbox.static_check import check_script, format_findings
@@ -55,7 +55,13 @@ def prepare() -> None:
     limits = check_limits()
     with _lock:
         _own()
-        _waiting[:] = [b for b in _waiting if _usable(b, limits) or b.close()]
+        usable = []
+        for box in _waiting:
+            if _usable(box, limits):
+                usable.append(box)
+            else:
+                box.close()
+        _waiting[:] = usable
         missing = settings.BUILDX_SANDBOX_PRESPAWN - len(_waiting)
     for _ in range(max(missing, 0)):
         try:
@@ -114,7 +120,7 @@ def run_check(
     dataset: Path,
     on_event: Callable[[dict], None],
     wall_limit_s: float,
-    inputs: Mapping[str, BinaryIO] | None = None,
+    inputs: Mapping[str, ReadableFile] | None = None,
 ) -> SandboxResult:
     """One short job (a code check, a trusted evaluation): a waiting box when there is one, else one
     started now. Either way the script sees the same box (its own run folder, as a run's)."""

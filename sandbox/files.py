@@ -17,8 +17,13 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import IO, TypeAlias
 
 CHUNK = 1 << 20
+
+# A binary file open for reading, as the worker hands one on: an open file, a BytesIO or a FieldFile
+# (IO[bytes]), or a BoundedFile (a RawIOBase, which typeshed does not count as an IO[bytes]).
+ReadableFile: TypeAlias = IO[bytes] | io.RawIOBase
 
 
 class Refused(Exception):

@@ -36,6 +36,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -248,7 +249,7 @@ class Box:
                 host_.mode == "bwrap" or reachable_by_others(Path(sys.executable))
             ):
                 box.lease = uids.acquire(base=host_.uid_base, count=host_.uid_count, lock_dir=host_.lock_dir)
-            if host_.cgroups_usable:
+            if host_.cgroups_usable and host_.hierarchy is not None:
                 box.group = cgroups.create(
                     host_.hierarchy,
                     memory_bytes=None if gpu else limits.memory_bytes,
@@ -307,7 +308,7 @@ class Box:
         for name in ("passwd", "group"):
             (etc / name).chmod(0o644)
 
-    def give_run_dir(self, *, keep: set[str] = frozenset()) -> None:
+    def give_run_dir(self, *, keep: Collection[str] = frozenset()) -> None:
         """The child's uid owns its run folder and what an earlier attempt left there (for resume),
         except the top-level files named in `keep` (the worker's inputs)."""
         if self.uid is None:
@@ -437,7 +438,7 @@ class Box:
         if self.uid is not None:
             isolation.append(f"uid {self.uid}")
         isolation.append("rlimits")
-        if self.group is not None:
+        if self.group is not None and self.host.hierarchy is not None:
             isolation.append(f"cgroup v{self.host.hierarchy.version}")
             isolation.append("memory limit (whole sandbox)" if memory_by_group else "no memory limit (GPU)")
             isolation.append("process limit (whole sandbox)")
@@ -756,9 +757,10 @@ class Watchdog:
 
     def release(self) -> None:
         """The child is dead and reaped: the watchdog leaves without killing anything."""
-        with contextlib.suppress(OSError):
-            self.process.stdin.write(b"done\n")
-            self.process.stdin.close()
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.write(b"done\n")
+                self.process.stdin.close()
         self.process.wait()
 
 

@@ -11,7 +11,6 @@ import json
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 from django.conf import settings
 from django.utils.translation import gettext as _
@@ -49,7 +48,7 @@ def run_script(
     dataset: Path | None = None,
     limits: Limits | None = None,
     box: Box | None = None,
-    inputs: Mapping[str, BinaryIO] | None = None,
+    inputs: Mapping[str, files.ReadableFile] | None = None,
 ) -> SandboxResult:
     """Run `code` through the harness in a new box and report its events to `on_event`.
 
@@ -129,7 +128,7 @@ def run_script(
             box.close()
 
 
-def _prepare_run_dir(box: Box, *, code: str, config: dict, inputs: Mapping[str, BinaryIO]) -> None:
+def _prepare_run_dir(box: Box, *, code: str, config: dict, inputs: Mapping[str, files.ReadableFile]) -> None:
     run_dir = box.run_dir
     if run_dir.is_dir():
         # A resumed run: links from an earlier child (if its worker died before the sweep) must not

@@ -75,7 +75,7 @@ class Supervisor:
 
     def run(self, *, should_stop: Callable[[], bool], wall_limit_s: float) -> SandboxResult:
         process = self.box.process
-        assert process is not None
+        assert process is not None and process.stdout is not None and process.stderr is not None
         if self.box.host.mode != "bwrap":
             self.child_pid = process.pid
         streams = {process.stdout.fileno(): "stdout", process.stderr.fileno(): "stderr"}

@@ -8,8 +8,11 @@ students of the courses they teach. Lists stay one query for the rows whatever t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -25,7 +28,10 @@ from accounts.admin_utils import csv_response, format_accuracy, format_duration
 from accounts.models import Course
 from training import selectors
 from training.models import EpochMetric, Run, RunArtifact, RunEvent
-from training.selectors import accuracy_of
+from training.selectors import MeasuredAccuracy, accuracy_of
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise, WithAnnotations
 
 LOG_TAIL = 50  # events shown on a run's admin page; the live run page has them all
 
@@ -44,7 +50,7 @@ def event_text(event: RunEvent) -> str:
     return json.dumps(payload, ensure_ascii=False, sort_keys=True)[:500]
 
 
-def number_column(name: str, label, fmt: str):
+def number_column(name: str, label: StrOrPromise, fmt: str) -> Callable[[Any, Any], str]:
     """A read-only column that shows a float field with ``fmt`` ("{:.4f}", "{:.1%}") and "-" for none."""
 
     @admin.display(description=label)
@@ -74,7 +80,7 @@ class ReadOnlyInline(StudentScopedInline, admin.TabularInline):
 
 class EpochMetricInline(ReadOnlyInline):
     model = EpochMetric
-    fields = ["epoch", "train_loss_", "train_acc_", "val_loss_", "val_acc_", "lr_", "seconds_"]
+    fields = ("epoch", "train_loss_", "train_acc_", "val_loss_", "val_acc_", "lr_", "seconds_")
     readonly_fields = fields
     train_loss_ = number_column("train_loss", _("train loss"), "{:.4f}")
     train_acc_ = number_column("train_acc", _("train accuracy"), "{:.1%}")
@@ -90,7 +96,7 @@ class RunLogTailInline(ReadOnlyInline):
     """The last LOG_TAIL events of the run (RunAdmin.get_formset_kwargs cuts the tail)."""
 
     model = RunEvent
-    fields = ["seq", "kind", "text", "created_at"]
+    fields = ("seq", "kind", "text", "created_at")
     readonly_fields = fields
     verbose_name = _("event")
     # Lazy all the way: a "%" here would translate once, at import, in the default language.
@@ -103,7 +109,7 @@ class RunLogTailInline(ReadOnlyInline):
 
 class RunArtifactInline(ReadOnlyInline):
     model = RunArtifact
-    fields = ["kind", "filename", "size", "epoch", "updated_at"]
+    fields = ("kind", "filename", "size", "epoch", "updated_at")
     readonly_fields = fields
 
 
@@ -168,7 +174,7 @@ class RunAdmin(StudentScopedAdmin):
         return super().get_queryset(request).annotate(test_accuracy=accuracy_of())
 
     def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
-        return [field for _title, options in self.fieldsets for field in options["fields"]]
+        return flatten_fieldsets(self.get_fieldsets(request, obj))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # runs are created from a design, by their owner
@@ -267,7 +273,9 @@ class RunAdmin(StudentScopedAdmin):
             )
 
     @admin.action(description=_("Export the selected runs as CSV"), permissions=["view"])
-    def export_csv(self, request: HttpRequest, queryset: QuerySet[Run]) -> HttpResponse:
+    def export_csv(
+        self, request: HttpRequest, queryset: QuerySet[WithAnnotations[Run, MeasuredAccuracy]]
+    ) -> HttpResponse:
         header = [
             _("run"),
             _("student"),
@@ -346,7 +354,7 @@ class RunArtifactAdmin(RunChildAdmin):
     readonly_fields = ["run", "kind", "file", "filename", "size", "epoch", "updated_at"]
 
 
-def register_run_action(action) -> None:
+def register_run_action(action: Callable[..., Any]) -> None:
     """An app above training adds an action to the run admin (feedback: "Request feedback again")
     without training importing it."""
     if action not in RunAdmin.actions:
@@ -365,7 +373,7 @@ RESULTS_HEADER = [
 ]
 
 
-def results_rows(courses: QuerySet[Course]):
+def results_rows(courses: Iterable[Course]) -> Iterator[list]:
     """One CSV row per student per course: one query per course (a course is a handful of rows)."""
     for course in courses:
         for student in selectors.course_student_results(course=course):
@@ -420,10 +428,6 @@ class CourseResultsAdmin(CourseAdmin):
         course = self._course_or_404(request, object_id)
         students = list(selectors.course_student_results(course=course))
         runs = list(selectors.course_recent_runs(course=course))
-        for row in students:
-            row.best_accuracy_text = format_accuracy(row.best_accuracy)
-        for run in runs:
-            run.accuracy_text = format_accuracy(run.test_accuracy)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,

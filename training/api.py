@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.auth import signed_in_user
 from buildx.api import error_response
 from designs.models import DesignVersion
 from training import services
@@ -89,13 +90,13 @@ def _refused(exc: services.RunRefused) -> Response:
 
 def _own_runs(request: Request):
     return with_queue_position(
-        Run.objects.filter(owner=request.user).select_related("design_version__design")
+        Run.objects.filter(owner=signed_in_user(request)).select_related("design_version__design")
     )
 
 
 def _viewable_run(request: Request, pk: int) -> Run:
     """Reading a run: its owner, or their instructor. Changing it stays with the owner."""
-    return get_object_or_404(runs_viewable_by(request.user), pk=pk)
+    return get_object_or_404(runs_viewable_by(signed_in_user(request)), pk=pk)
 
 
 class RunListCreate(generics.ListAPIView):
@@ -118,7 +119,9 @@ class RunListCreate(generics.ListAPIView):
         body = RunCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         version = (
-            DesignVersion.objects.filter(pk=body.validated_data["design_version"], design__owner=request.user)
+            DesignVersion.objects.filter(
+                pk=body.validated_data["design_version"], design__owner=signed_in_user(request)
+            )
             .select_related("design")
             .first()
         )
@@ -137,7 +140,7 @@ class RunListCreate(generics.ListAPIView):
                 fields={"code_artifact": [str(_("No such code for this version."))]},
             )
         try:
-            run = services.run_create(owner=request.user, version=version, artifact=artifact)
+            run = services.run_create(owner=signed_in_user(request), version=version, artifact=artifact)
         except services.RunRefused as exc:
             return _refused(exc)
         return Response(RunSerializer(with_own_queue_position(run)).data, status=status.HTTP_201_CREATED)
@@ -168,8 +171,8 @@ class RunEvents(APIView):
         try:
             after = max(int(request.query_params.get("after", 0)), 0)
             limit = min(max(int(request.query_params.get("limit", 500)), 1), EVENTS_PAGE_MAX)
-            before = request.query_params.get("before")
-            before = int(before) if before else None
+            before_text = request.query_params.get("before")
+            before = int(before_text) if before_text else None
         except ValueError:
             return error_response(code="invalid", message=str(_("after, before and limit are numbers.")))
         qs = RunEvent.objects.filter(run=run, seq__gt=after)

@@ -92,7 +92,7 @@ def onnx_bytes(run: Run) -> bytes:
         torch.onnx.export(
             model,
             (example,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # torch types f as a path; the TorchScript exporter takes a file
             dynamo=False,
             opset_version=17,
             input_names=["input"],

@@ -134,6 +134,8 @@ class SocketSlot:
         self.released = False
 
     async def _beat(self) -> None:
+        if self.member is None:
+            return  # embedded mode: no Redis entry to keep alive
         script = self.sockets.client().register_script(_BEAT)
         while True:
             await asyncio.sleep(settings.WS_HEARTBEAT_SECONDS)

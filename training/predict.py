@@ -31,6 +31,7 @@ import logging
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from designs.models import CodeArtifact
 from sandbox import runner as sandbox_runner
 from sandbox.engine import buildx_runtime as rt
 from sandbox.engine import datasets
+from sandbox.files import ReadableFile
 from training import limits
 from training.models import Run, RunArtifact
 
@@ -72,6 +74,7 @@ class ImageRejected(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.index = 0  # which of the images sent; predict() sets it
 
 
 @dataclass
@@ -105,8 +108,16 @@ def weights_artifact(run: Run) -> RunArtifact | None:
     return None
 
 
+def saved_weights(run: Run) -> RunArtifact:
+    """``weights_artifact``, or PredictRefused for a run that saved none."""
+    artifact = weights_artifact(run)
+    if artifact is None:
+        raise PredictRefused("no_weights", _("This run saved no weights, so there is no model to use."))
+    return artifact
+
+
 @contextlib.contextmanager
-def local_copy(artifact: RunArtifact):
+def local_copy(artifact: RunArtifact) -> Iterator[Path]:
     """A path to the artifact's file on this machine: its own where the storage is a local disk, else a
     temporary copy streamed from the storage (S3 and its kin)."""
     try:
@@ -122,9 +133,11 @@ def local_copy(artifact: RunArtifact):
 
 
 def checkpoint_name(artifact: RunArtifact) -> str:
-    return {RunArtifact.Kind.CHECKPOINT_LAST: "last", RunArtifact.Kind.CHECKPOINT_BEST: "best"}.get(
-        artifact.kind, "model"
-    )
+    names: dict[str, str] = {
+        RunArtifact.Kind.CHECKPOINT_LAST: "last",
+        RunArtifact.Kind.CHECKPOINT_BEST: "best",
+    }
+    return names.get(artifact.kind, "model")
 
 
 def read_weights(artifact: RunArtifact) -> dict[str, torch.Tensor]:
@@ -182,7 +195,7 @@ def check_trusted(run: Run) -> None:
 
 def _source_shape(run: Run, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
     try:
-        return tuple(datasets.get_info(run.dataset).input_shape)
+        return datasets.get_info(run.dataset).input_shape
     except (KeyError, ValueError):
         return input_shape  # an uploaded dataset: its images already have the model's input size
 
@@ -190,9 +203,7 @@ def _source_shape(run: Run, input_shape: tuple[int, int, int]) -> tuple[int, int
 def build(run: Run) -> LoadedModel:
     """Rebuild the run's model from its spec and load its weights (no cache: see ``get_model``)."""
     check_trusted(run)
-    artifact = weights_artifact(run)
-    if artifact is None:
-        raise PredictRefused("no_weights", _("This run saved no weights, so there is no model to use."))
+    artifact = saved_weights(run)
     try:
         code = compiled_script(run)
         namespace = compiler.load_compiled(code)
@@ -211,7 +222,8 @@ def build(run: Run) -> LoadedModel:
         )
     model.load_state_dict(tensors, strict=True)
     model.eval()
-    input_shape = tuple(int(x) for x in namespace["INPUT_SHAPE"])
+    c, h, w = (int(x) for x in namespace["INPUT_SHAPE"])
+    input_shape = (c, h, w)
     nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     name = checkpoint_name(artifact)
     class_names = (run.metrics or {}).get("class_names") or _class_names(run, namespace)
@@ -333,7 +345,7 @@ def decode_image(data: bytes, *, shape: tuple[int, int, int]) -> torch.Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             # Only the PNG and JPEG parsers look at the bytes: the type is decided by content, not name.
-            im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            im: Image.Image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
         width, height = im.size
         if width * height > settings.PREDICT_MAX_IMAGE_PIXELS:
             raise ImageRejected(
@@ -393,9 +405,7 @@ class ModelFacts:
 def model_facts(run: Run, loaded: LoadedModel | None = None) -> ModelFacts:
     if loaded is not None:
         return ModelFacts(loaded.class_names, loaded.source_shape, loaded.checkpoint, loaded.epoch)
-    artifact = weights_artifact(run)
-    if artifact is None:
-        raise PredictRefused("no_weights", _("This run saved no weights, so there is no model to use."))
+    artifact = saved_weights(run)
     report = run.design_version.report or {}
     dataset = report.get("dataset") or {}
     names = (run.metrics or {}).get("class_names") or dataset.get("class_names") or []
@@ -410,13 +420,15 @@ def sandboxed(run: Run, *, images: torch.Tensor | None) -> dict:
     ``images`` uint8 (N, C, H, W), or None for the run's test split. Returns the child's ``result``
     event. Costs a sandbox start (seconds): nothing of this code is kept in the web process.
     """
-    artifact = weights_artifact(run)
+    artifact = saved_weights(run)
     events: list[dict] = []
     config: dict[str, Any] = {"mode": "predict", "weights": "weights.safetensors", "epochs": 1}
     dataset = None
     with contextlib.ExitStack() as stack:
         box = stack.enter_context(sandbox_runner.open_box())
-        inputs = {"weights.safetensors": stack.enter_context(artifact.file.open("rb"))}
+        inputs: dict[str, ReadableFile] = {
+            "weights.safetensors": stack.enter_context(artifact.file.open("rb"))
+        }
         if images is not None:
             buffer = stack.enter_context(tempfile.TemporaryFile())
             rt.write_safetensors_file(buffer, {"images": images.contiguous()}, metadata={})
@@ -555,7 +567,7 @@ def mistakes(*, run: Run, limit: int | None = None) -> dict:
     check_predictable(run)
     limit = limit or settings.PREDICT_MISTAKES
     facts = model_facts(run, get_model(run) if is_trusted(run) else None)
-    artifact = weights_artifact(run)
+    artifact = saved_weights(run)
     key = f"predict:mistakes:{run.pk}:{artifact.pk}:{artifact.updated_at.timestamp()}:{limit}"
     found = cache.get(key)
     if found is not None:

@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.auth import signed_in_user
 from buildx.api import error_response
 from training import exports, limits, predict
 from training.models import Run
@@ -98,7 +99,7 @@ class RunPredict(APIView):
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="docs/contracts.md section 9")},
     )
     def post(self, request: Request, pk: int) -> Response:
-        with limits.prediction_admitted(user_id=request.user.pk) as busy:
+        with limits.prediction_admitted(user_id=signed_in_user(request).pk) as busy:
             if busy is not None:
                 return too_many(busy)
             return self._predict(request, pk)
@@ -134,7 +135,7 @@ class RunMistakes(APIView):
     )
     def get(self, request: Request, pk: int) -> Response:
         # The whole test split through the model, or a sandbox for the assistant's code: a prediction.
-        with limits.prediction_admitted(user_id=request.user.pk) as busy:
+        with limits.prediction_admitted(user_id=signed_in_user(request).pk) as busy:
             if busy is not None:
                 return too_many(busy)
             run = own_run(request, pk)

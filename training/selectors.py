@@ -3,6 +3,9 @@ results the admin shows instructors (a course's students with their best run, it
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import TYPE_CHECKING, TypedDict
+
 from django.db.models import (
     Case,
     Count,
@@ -23,8 +26,11 @@ from accounts.models import Course, Membership, User
 from designs.changes import spec_changes
 from training.models import Run
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
-def runs_viewable_by(user) -> QuerySet[Run]:
+
+def runs_viewable_by(user: User) -> QuerySet[Run]:
     """The user's runs, their students' runs when they teach a course, every run for a superuser.
 
     Only viewing: stopping, resuming, predicting and training stay with the owner (instructors cancel
@@ -161,7 +167,18 @@ def accuracy_of(prefix: str = "") -> Case:
     )
 
 
-def course_student_results(*, course: Course) -> QuerySet[User]:
+class StudentResults(TypedDict):  # what course_student_results annotates on each student
+    run_count: int
+    succeeded_count: int
+    best_accuracy: float | None
+    last_run_at: datetime | None
+
+
+class MeasuredAccuracy(TypedDict):  # what accuracy_of() annotates on a run (RunAdmin, course_recent_runs)
+    test_accuracy: float | None
+
+
+def course_student_results(*, course: Course) -> QuerySet[WithAnnotations[User, StudentResults]]:
     """The course's students, each annotated with ``run_count``, ``succeeded_count``,
     ``best_accuracy`` (None before a finished run) and ``last_run_at``: one query whatever the runs."""
     return (
@@ -176,7 +193,9 @@ def course_student_results(*, course: Course) -> QuerySet[User]:
     )
 
 
-def course_recent_runs(*, course: Course, limit: int = RECENT_RUNS) -> QuerySet:
+def course_recent_runs(
+    *, course: Course, limit: int = RECENT_RUNS
+) -> QuerySet[WithAnnotations[Run, MeasuredAccuracy]]:
     students = Membership.objects.filter(course=course, role=Membership.Role.STUDENT).values("user_id")
     return (
         Run.objects.filter(owner_id__in=students)

@@ -9,6 +9,8 @@ import logging
 
 from django.dispatch import Signal
 
+from training.models import Run
+
 logger = logging.getLogger(__name__)
 
 # Sent once a run has ended (succeeded, failed or cancelled) on the worker that ran it, with
@@ -16,7 +18,7 @@ logger = logging.getLogger(__name__)
 run_finished = Signal()
 
 
-def announce_run_finished(run) -> None:
+def announce_run_finished(run: Run) -> None:
     """Send ``run_finished``; a receiver that raises is logged and never fails the run."""
     for receiver, result in run_finished.send_robust(sender=type(run), run=run):
         if isinstance(result, Exception):

@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from accounts.auth import signed_in_user
 from designs.models import Design, DesignVersion
 from designs.views import starter_cards
 from training import selectors, services
@@ -18,22 +19,23 @@ from training.models import Run
 
 def _own_run(request: HttpRequest, pk: int) -> Run:
     return get_object_or_404(
-        Run.objects.select_related("design_version__design", "code_artifact"), pk=pk, owner=request.user
+        Run.objects.select_related("design_version__design", "code_artifact"),
+        pk=pk,
+        owner=signed_in_user(request),
     )
 
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     """My designs (with their best test accuracy so far), my recent runs and the starter designs."""
-    designs = list(Design.objects.filter(owner=request.user).order_by("-updated_at")[:50])
+    owner = signed_in_user(request)
+    designs = list(Design.objects.filter(owner=owner).order_by("-updated_at")[:50])
     runs = list(
-        Run.objects.filter(owner=request.user)
-        .select_related("design_version__design")
-        .order_by("-created_at")[:10]
+        Run.objects.filter(owner=owner).select_related("design_version__design").order_by("-created_at")[:10]
     )
     best: dict[int, float] = {}
     finished = Run.objects.filter(
-        owner=request.user, status=Run.Status.SUCCEEDED, design_version__design__in=designs
+        owner=owner, status=Run.Status.SUCCEEDED, design_version__design__in=designs
     ).values_list("design_version__design_id", "metrics")
     for design_id, metrics in finished:
         accuracy = (metrics or {}).get("accuracy")
@@ -45,19 +47,18 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         .annotate(n=Max("number"))
         .values_list("design", "n")
     )
-    for design in designs:
-        design.best_accuracy = best.get(design.pk)
-        design.version_count = versions.get(design.pk, 0)
+    # (design, number of versions, best accuracy or None) for each row of the table.
+    rows = [(design, versions.get(design.pk, 0), best.get(design.pk)) for design in designs]
     return render(
         request,
         "designs/dashboard.html",
-        {"designs": designs, "runs": runs, "starters": starter_cards(), "runs_enabled": True},
+        {"designs": rows, "runs": runs, "starters": starter_cards(), "runs_enabled": True},
     )
 
 
 @login_required
 def run_list(request: HttpRequest) -> HttpResponse:
-    runs = Run.objects.filter(owner=request.user).select_related("design_version__design")
+    runs = Run.objects.filter(owner=signed_in_user(request)).select_related("design_version__design")
     status = request.GET.get("status")
     if status in Run.Status.values:
         runs = runs.filter(status=status)
@@ -84,7 +85,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The run page; the owner's, or read-only for their instructor (the admin links here)."""
     run = get_object_or_404(
         selectors.with_queue_position(
-            selectors.runs_viewable_by(request.user).select_related(
+            selectors.runs_viewable_by(signed_in_user(request)).select_related(
                 "design_version__design", "design_version__derived_from_run", "code_artifact", "owner"
             )
         ),
@@ -125,7 +126,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def run_start(request: HttpRequest) -> HttpResponse:
     """Train a design version (its newest ready code unless one is named): a form's Train button."""
     version = get_object_or_404(
-        DesignVersion, pk=request.POST.get("design_version"), design__owner=request.user
+        DesignVersion, pk=request.POST.get("design_version"), design__owner=signed_in_user(request)
     )
     artifact_id = request.POST.get("code_artifact", "")
     artifact = services.run_code(
@@ -141,7 +142,7 @@ def run_start(request: HttpRequest) -> HttpResponse:
         )
         return redirect(request.META.get("HTTP_REFERER") or "dashboard")
     try:
-        run = services.run_create(owner=request.user, version=version, artifact=artifact)
+        run = services.run_create(owner=signed_in_user(request), version=version, artifact=artifact)
     except services.RunRefused as exc:
         messages.error(request, exc.message)
         return redirect(request.META.get("HTTP_REFERER") or "dashboard")
@@ -172,7 +173,7 @@ def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
 def run_compare(request: HttpRequest) -> HttpResponse:
     ids = {int(i) for i in request.GET.getlist("ids") if i.isdigit()}
     runs = list(
-        Run.objects.filter(owner=request.user, pk__in=ids)
+        Run.objects.filter(owner=signed_in_user(request), pk__in=ids)
         .select_related("design_version__design", "design_version__derived_from_run")
         .order_by("created_at")
     )

@@ -15,7 +15,7 @@ NEW_PASSWORD = "a-brand-new-passphrase-42"
 
 
 def link_in_last_mail(path_prefix: str) -> str:
-    match = re.search(rf"http://testserver({re.escape(path_prefix)}\S+)", mail.outbox[-1].body)
+    match = re.search(rf"http://testserver({re.escape(path_prefix)}\S+)", str(mail.outbox[-1].body))
     assert match, mail.outbox[-1].body
     return match.group(1)
 

@@ -109,6 +109,7 @@ class OpenAIServer:
     def base_url(self) -> str:
         assert self._httpd is not None, "start() the server first"
         host, port = self._httpd.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET server's address; typeshed allows bytes for others
         return f"http://{host}:{port}/v1"
 
     # --- script --------------------------------------------------------------------------------

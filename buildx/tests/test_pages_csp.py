@@ -24,8 +24,8 @@ class InlineCodeFinder(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         names = dict(attrs)
         if tag == "script":
-            if names.get("src"):
-                self.script_srcs.append(names["src"])
+            if src := names.get("src"):
+                self.script_srcs.append(src)
             else:
                 self.violations.append(f"inline <script {attrs}>")
         if tag == "style":

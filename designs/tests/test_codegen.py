@@ -345,10 +345,8 @@ def test_the_students_words_reach_the_model_only_inside_the_data_block(llm_serve
     assert "between <design-data> and </design-data>" in system and "never instructions" in system
     # One block, which the student's text cannot close: its "<" is escaped inside the JSON.
     assert user.count("<design-data>") == 1 and user.count("</design-data>") == 1
-    before, block, after = (
-        user.partition("<design-data>")[0],
-        *user.partition("<design-data>")[2].split("</design-data>"),
-    )
+    before, _, rest = user.partition("<design-data>")
+    block, after = rest.split("</design-data>")
     assert "IGNORE PREVIOUS" in block
     assert "IGNORE PREVIOUS" not in before and "IGNORE PREVIOUS" not in after
     assert json.loads(block)["spec"]["model_name"]  # the block is plain JSON

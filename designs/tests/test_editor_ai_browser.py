@@ -66,7 +66,9 @@ def browser():
 
 def _design(owner, *, epochs: int):
     """The digits starter with ``epochs``: each test asks about another spec, so no answer is reused."""
-    spec = dict(services.starter_get(slug="tiny_cnn_digits")["spec"])
+    starter = services.starter_get(slug="tiny_cnn_digits")
+    assert starter is not None
+    spec = dict(starter["spec"])
     spec["hyperparameters"] = {**spec["hyperparameters"], "epochs": epochs}
     design = services.design_create(owner=owner, name="Tiny", spec=spec)
     version = design.versions.get()

@@ -30,6 +30,7 @@ ORIGINAL_FORMAT = {
 
 def _design_with_two_versions(owner) -> Design:
     design = services.design_create_from_starter(owner=owner, slug="tiny_cnn_digits")
+    assert design.latest_version is not None
     spec = dict(design.latest_version.spec)
     spec["layers"] = [*spec["layers"][:-1], {**spec["layers"][-1], "out_features": 10}]
     spec["layers"].insert(2, {"type": "Dropout", "name": "drop1", "p": 0.25})
@@ -227,9 +228,9 @@ def test_the_dashboard_shows_each_designs_best_accuracy_and_my_recent_runs(alice
 
 
 def _editor_state(page: str) -> dict:
-    return json.loads(
-        re.search(r'<script id="editor-state" type="application/json">(.*?)</script>', page, re.S)[1]
-    )
+    found = re.search(r'<script id="editor-state" type="application/json">(.*?)</script>', page, re.S)
+    assert found, "the editor's state is missing from the page"
+    return json.loads(found[1])
 
 
 def test_without_an_llm_the_generate_button_is_off_and_says_why(alice_client, alice, llm_off):

@@ -36,9 +36,9 @@ def applied(owner) -> tuple[Run, DesignVersion]:
 
 def trained(owner, version: DesignVersion, *, accuracy: float = 0.85) -> Run:
     """A finished run of ``version``, trained with its compiled code."""
-    run = run_services.run_create(
-        owner=owner, version=version, artifact=run_services.run_code(version=version)
-    )
+    artifact = run_services.run_code(version=version)
+    assert artifact is not None
+    run = run_services.run_create(owner=owner, version=version, artifact=artifact)
     Run.objects.filter(pk=run.pk).update(
         status=Run.Status.SUCCEEDED,
         metrics={"accuracy": accuracy},

@@ -490,7 +490,11 @@ class ColorJitter:
         self.contrast = _factor(contrast, 1.0) if contrast else None
         self.saturation = _factor(saturation, 1.0) if saturation else None
         # hue: a share of a full turn, drawn from [-hue, hue] (torchvision's meaning; at most 0.5).
-        self.hue = ((-abs(hue), abs(hue)) if isinstance(hue, (int, float)) else tuple(hue)) if hue else None
+        self.hue = (
+            ((-abs(hue), abs(hue)) if isinstance(hue, (int, float)) else (float(hue[0]), float(hue[1])))
+            if hue
+            else None
+        )
 
     def _rand(self, x: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
         return torch.empty(x.shape[0], 1, 1, 1, device=x.device).uniform_(*bounds)
@@ -693,7 +697,7 @@ def save_checkpoint(
     _write_checkpoint(
         "last", model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch, metric=metric
     )
-    if improved:
+    if improved and metric is not None:  # (improved implies a metric; said again for the type checker)
         _link_best(epoch=epoch, metric=metric)
 
 
@@ -996,8 +1000,9 @@ def read_mnist_folder(folder: Path, class_names: Sequence[str] | None = None) ->
     missing = [MNIST_FILES[k] for k, p in paths.items() if p is None]
     if missing:
         raise FileNotFoundError(f"missing in {folder}: {', '.join(missing)}")
-    xs = [read_idx(paths["train_images"]), read_idx(paths["test_images"])]
-    ys = [read_idx(paths["train_labels"]), read_idx(paths["test_labels"])]
+    found = {key: path for key, path in paths.items() if path is not None}  # all of them, now
+    xs = [read_idx(found["train_images"]), read_idx(found["test_images"])]
+    ys = [read_idx(found["train_labels"]), read_idx(found["test_labels"])]
     for x, y in zip(xs, ys, strict=True):
         if x.dim() != 3 or y.dim() != 1 or x.shape[0] != y.shape[0]:
             raise ValueError(f"{folder}: image and label files do not match")
@@ -1072,8 +1077,8 @@ def read_image_folder(folder: Path, *, test_share: float = 0.2, seed: int = 0) -
     rgb = sum(im.mode not in ("L", "1", "I", "I;16", "LA") for im in pics) * 2 > len(pics)
     size = pics[0].size
     arrays = []
-    for im in pics:
-        im = im.convert("RGB" if rgb else "L")
+    for pic in pics:
+        im = pic.convert("RGB" if rgb else "L")
         if im.size != size:
             im = im.resize(size)
         t = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).reshape(size[1], size[0], -1)
@@ -1153,7 +1158,8 @@ def main(
 
     script = sys.modules.get(getattr(train, "__module__", ""), None)
     if args.epochs is not None and script is not None:
-        script.EPOCHS = args.epochs  # train() reads the constant when it runs
+        # train() reads the constant when it runs. (typeshed's ModuleType takes no new attributes.)
+        script.EPOCHS = args.epochs  # type: ignore[attr-defined]
     configure(
         device=args.device,
         checkpoint_dir=args.checkpoints,

@@ -62,6 +62,8 @@ class ContractError(Exception):
 def load_script(path: Path) -> ModuleType:
     # Not "__main__": the script's own `if __name__ == "__main__": rt.main(...)` must not run here.
     spec = importlib.util.spec_from_file_location("buildx_script", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules["buildx_script"] = module
     spec.loader.exec_module(module)
@@ -151,7 +153,8 @@ def smoke_data(module: ModuleType, data: rt.Data) -> rt.Data:
 
     Used to check code written by an LLM before it is offered: the whole train() runs, briefly.
     """
-    module.EPOCHS = 1  # train() reads the module's constant when it runs
+    # train() reads the module's constant when it runs. (typeshed's ModuleType takes no new attributes.)
+    module.EPOCHS = 1  # type: ignore[attr-defined]
     rt.state.epochs = 1
     size = getattr(module, "BATCH_SIZE", 8)
     size = size if isinstance(size, int) and size > 0 else 8

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 from sandbox import checks, files, runner
@@ -40,7 +41,7 @@ ESCAPE_PATHS = [
 # The scripts print these words only when an attempt got through.
 BREACH_WORDS = ("CONNECTED", "ROOT", "UNSHARED", "HARDLINKED", "DOWNLOADED", "RAISED")
 
-SMALL_LIMITS = {
+SMALL_LIMITS: dict[str, Any] = {  # settings for the hostile runs
     "BUILDX_SANDBOX": "bwrap",
     "BUILDX_ALLOW_UNSANDBOXED_LLM_CODE": False,
     "BUILDX_SANDBOX_PRESPAWN": 1,
@@ -129,7 +130,7 @@ class Canary:
         hosts = {"127.0.0.1", "localhost"}
         try:
             hosts.update(
-                info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+                str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
             )
         except OSError:
             pass
@@ -234,6 +235,7 @@ def run_cold(
     app uses): its own run folder, as a real run's; the caller closes it."""
     harness = imports_torch(code) if harness is None else harness
     run_dir = box.run_dir if box is not None else run_dir
+    assert run_dir is not None, "run_cold needs a box or a run folder"
     worker = StandInWorker(run_dir)
     result = runner.run_script(
         code=code,

@@ -38,7 +38,9 @@ def digits_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def starter() -> tuple[str, dict]:
     """The digits starter as the platform compiles it, and its validation report."""
-    spec, report = validation.validate(services.starter_get(slug="tiny_cnn_digits")["spec"])
+    starter = services.starter_get(slug="tiny_cnn_digits")
+    assert starter is not None
+    spec, report = validation.validate(starter["spec"])
     code = compiler.compile_spec(spec, design_name="Tiny CNN for digits", version_number=1, report=report)
     return code, report
 

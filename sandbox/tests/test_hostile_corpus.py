@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -191,7 +191,7 @@ def assert_expected(outcome: Outcome, expect: Expect) -> None:
         )
 
 
-def processes_in(directory: Path, *, besides: list[int] = ()) -> list[int]:
+def processes_in(directory: Path, *, besides: Iterable[int] = ()) -> list[int]:
     """Pids whose working directory is inside `directory` (a straggler), except `besides`' trees."""
     spared = {pid for parent in besides for pid in descendants(parent)}
     found = []

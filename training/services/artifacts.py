@@ -8,13 +8,13 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.db import transaction
 from django.db.models import Sum
 
+from sandbox.files import ReadableFile
 from training.models import Run, RunArtifact
 
 logger = logging.getLogger(__name__)
@@ -52,12 +52,13 @@ class Written:
         RunArtifact.file.field.storage.delete(self.name)
 
 
-def artifact_write(*, run: Run, kind: str, filename: str, source: BinaryIO | bytes) -> Written:
+def artifact_write(*, run: Run, kind: str, filename: str, source: ReadableFile | bytes) -> Written:
     """Put a run's file in Django's storage under a new name, streamed (never whole in memory).
 
     Outside any transaction: the copy of a large checkpoint must not hold the run's row lock."""
     field_ = RunArtifact.file.field
-    content = ContentFile(source) if isinstance(source, bytes) else File(source)
+    # django-stubs asks File for an IO; Django's File reads and seeks any file object, a RawIOBase too.
+    content = ContentFile(source) if isinstance(source, bytes) else File(source)  # type: ignore[arg-type]
     name = field_.storage.save(field_.generate_filename(RunArtifact(run=run), f"{kind}/{filename}"), content)
     return Written(name=name, filename=filename, size=field_.storage.size(name))
 
@@ -81,7 +82,7 @@ def artifact_record(*, run: Run, kind: str, written: Written, epoch: int | None 
 
 
 def artifact_store(
-    *, run: Run, kind: str, filename: str, content: bytes | BinaryIO, epoch: int | None = None
+    *, run: Run, kind: str, filename: str, content: bytes | ReadableFile, epoch: int | None = None
 ) -> RunArtifact:
     """Write and record a run's file at once (small files, or outside any transaction)."""
     written = artifact_write(run=run, kind=kind, filename=filename, source=content)

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -81,7 +81,7 @@ class _Heartbeat:
         self.thread.join(timeout=5)
 
 
-def _final_status(result_status: str) -> str:
+def _final_status(result_status: str) -> Run.Status:
     return {
         "succeeded": Run.Status.SUCCEEDED,
         "cancelled": Run.Status.CANCELLED,
@@ -133,7 +133,7 @@ def run_execute(*, run: Run) -> Run:
             sink.add_platform_line(note)
         hp = run.hyperparameters
         training_cache, whole_cache = dataset_caches(run.dataset)
-        config = {
+        config: dict[str, Any] = {
             "mode": "train",
             "resume": resume_epoch is not None,
             "checkpoint_dir": "checkpoints",
@@ -244,7 +244,7 @@ def _store_model_and_evaluate(
     return test, None
 
 
-def run_evaluate(*, run: Run, weights: BinaryIO, dataset: Path) -> tuple[dict | None, str]:
+def run_evaluate(*, run: Run, weights: sandbox_files.ReadableFile, dataset: Path) -> tuple[dict | None, str]:
     """The test metrics of `weights`, measured by the platform: (metrics, "") or (None, why not).
 
     A fresh box builds the design's model with the compiler (no user code runs there), loads the

@@ -20,6 +20,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from accounts.models import User
 from designs.models import CodeArtifact, DesignVersion
 from training.models import Run
 from training.services.artifacts import storage_used
@@ -129,7 +130,7 @@ def run_code(*, version: DesignVersion, artifact_id: int | None = None) -> CodeA
         return None
 
 
-def run_create(*, owner, version: DesignVersion, artifact: CodeArtifact) -> Run:
+def run_create(*, owner: User, version: DesignVersion, artifact: CodeArtifact) -> Run:
     """Create a queued run of ``artifact`` and send it to the training queue once committed.
 
     Raises ``RunRefused`` with the reason when the code is not ready or a quota says no.

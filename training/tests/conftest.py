@@ -91,7 +91,9 @@ def make_design(owner, *, epochs: int = 3, name: str = "Tiny") -> tuple[DesignVe
     """The digits starter with fewer epochs, saved and compiled by the designs app."""
     from designs import services as design_services
 
-    spec = copy.deepcopy(design_services.starter_get(slug="tiny_cnn_digits")["spec"])
+    starter = design_services.starter_get(slug="tiny_cnn_digits")
+    assert starter is not None
+    spec = copy.deepcopy(starter["spec"])
     spec["hyperparameters"]["epochs"] = epochs
     design = design_services.design_create(owner=owner, name=name, spec=spec)
     version = design.versions.get()
@@ -287,7 +289,7 @@ def as_events(frame) -> list[dict]:
 
 async def receive_until_done(communicator, run_id: int, *, timeout: float = 90) -> list[dict]:
     """Every message for ``run_id`` up to and including its run.done."""
-    got = []
+    got: list[dict] = []
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()

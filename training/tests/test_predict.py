@@ -31,7 +31,9 @@ EPOCHS = 2
 
 
 def starter_spec() -> dict:
-    spec = copy.deepcopy(design_services.starter_get(slug="tiny_cnn_digits")["spec"])
+    starter = design_services.starter_get(slug="tiny_cnn_digits")
+    assert starter is not None
+    spec = copy.deepcopy(starter["spec"])
     spec["hyperparameters"]["epochs"] = EPOCHS
     return spec
 

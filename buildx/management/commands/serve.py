@@ -60,7 +60,9 @@ class Command(BaseCommand):
 
         application = get_default_application()
         if settings.DEBUG:
-            application = ASGIStaticFilesHandler(application)
+            # django-stubs types the wrapped app as Django's ASGIHandler; it wraps any ASGI app (daphne's
+            # runserver wraps Channels' router the same way).
+            application = ASGIStaticFilesHandler(application)  # type: ignore[arg-type,assignment]
         self.stdout.write(f"BuildX is running at http://{host}:{port}/  (Ctrl+C stops it)")
         try:
             Server(

@@ -51,13 +51,13 @@ class Command(BaseCommand):
     def handle(
         self, *args, name: str, data_dir: str | None, mirror: str | None, no_cache: bool, **options
     ) -> None:
-        data_dir = settings.DATA_DIR if data_dir is None else data_dir
+        folder = settings.DATA_DIR if data_dir is None else data_dir
         names = list(datasets.BUILTIN) if name.lower() == "all" else [name]
         for one in names:
             canonical = datasets.canonical_name(one)
             if canonical is None:
                 raise CommandError(f"Unknown dataset {one!r}. Built-in: {', '.join(datasets.BUILTIN)}.")
-            self.fetch_one(canonical, data_dir=data_dir, mirror=mirror, build=not no_cache)
+            self.fetch_one(canonical, data_dir=folder, mirror=mirror, build=not no_cache)
 
     def fetch_one(self, name: str, *, data_dir, mirror: str | None, build: bool) -> None:
         info = datasets.BUILTIN[name]
