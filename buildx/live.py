@@ -89,7 +89,7 @@ class _Publisher:
 
     async def _send_all(self) -> None:
         layer = get_channel_layer()
-        assert self.queue is not None
+        assert layer is not None and self.queue is not None
         while True:
             group, message = await self.queue.get()
             try:
@@ -147,7 +147,9 @@ def publish(group: str, message: dict[str, Any]) -> None:
             loop = _server_loop
             if loop is None or loop.is_closed():
                 return  # no WebSocket has connected to this process yet: nobody to tell
-            future = asyncio.run_coroutine_threadsafe(get_channel_layer().group_send(group, message), loop)
+            layer = get_channel_layer()
+            assert layer is not None
+            future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
             with _lock:
                 _handed.add(future)
             future.add_done_callback(_handed_done)

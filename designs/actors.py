@@ -20,7 +20,7 @@ def generate_code(artifact_id: int, user_id: int) -> None:
     """
     user = get_user_model().objects.filter(pk=user_id).first()
     artifact = services.artifact_claim(artifact_id=artifact_id) if user is not None else None
-    if artifact is None:
+    if artifact is None or user is None:
         return  # taken by another job, ended, or deleted since the request: nothing to do
     try:
         artifact = services.artifact_generate(version=artifact.version, user=user, artifact=artifact)

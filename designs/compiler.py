@@ -14,7 +14,7 @@ import keyword
 import re
 from typing import TYPE_CHECKING, Any
 
-from designs.catalog import LAYERS, NO_TORCH_DEFAULT, TRANSFORMS, DatasetInfo, dataset_lookup
+from designs.catalog import LAYERS, NO_TORCH_DEFAULT, TRANSFORMS, DatasetFacts, dataset_lookup
 from designs.validation import MODEL_INPUT, analyse, hyperparameter
 
 if TYPE_CHECKING:  # annotations only: compiling a spec needs no Django model loaded
@@ -235,7 +235,7 @@ def _per_channel(values: tuple, channels: int) -> list[float]:
     return [values[0]] * channels
 
 
-def _dataset(spec: dict) -> DatasetInfo:
+def _dataset(spec: dict) -> DatasetFacts:
     info = dataset_lookup(spec["dataset"])
     if info is None:  # validation normalises the name: only a spec that skipped it gets here
         raise ValueError(f"Unknown dataset {spec['dataset']!r}: compile a validated spec.")

@@ -119,9 +119,10 @@ def apply_edit(spec: dict, edit: dict) -> dict:
         hyperparameters[edit["name"]] = copy.deepcopy(edit.get("value"))
     elif op == "add_preprocessing":
         transform = copy.deepcopy(edit["transform"])
+        current = new.get("preprocessing")
         steps = [
             t
-            for t in (new.get("preprocessing") if isinstance(new.get("preprocessing"), list) else [])
+            for t in (current if isinstance(current, list) else [])
             if not isinstance(t, dict) or t.get("type") != transform["type"]
         ]
         # Augment before Normalize, as torchvision pipelines do (ColorJitter expects [0, 1] pixels).

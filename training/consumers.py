@@ -245,7 +245,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await self._watch(content)
         elif kind == "unwatch":
             run_id = _int(content.get("run"))
-            if self.watching.pop(run_id, None) is not None:
+            if run_id is not None and self.watching.pop(run_id, None) is not None:
                 await self.fanout.discard(run_id, self)
         else:
             await self.send_json(
@@ -303,7 +303,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         if events[0]["seq"] == last + 1:
             # The common case: the next events, one frame, straight to the server (this runs once
             # per socket per batch, so the consumer's own send wrappers are skipped).
-            await self.base_send({"type": "websocket.send", "text": text})
+            # One of text/bytes only, as servers and test clients require; asgiref's TypedDict wants both.
+            await self.base_send({"type": "websocket.send", "text": text})  # type: ignore[arg-type]
             self.watching[run_id] = events[-1]["seq"]
             return
         # Already sent, or a gap (the layer dropped messages over its capacity): sorted out from the

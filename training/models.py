@@ -88,9 +88,6 @@ class Run(models.Model):
     log_lines = models.PositiveIntegerField(default=0)  # stored log lines
     log_dropped = models.PositiveIntegerField(default=0)  # lines the coalescer did not keep
 
-    # Not a column: training.selectors sets it (with_queue_position, with_own_queue_position).
-    queue_position: int | None
-
     class Meta:
         ordering = ["-created_at"]
         indexes = [

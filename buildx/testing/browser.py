@@ -53,7 +53,8 @@ def serve_on_test_database(*, tmp: Path, django_db_blocker, env: dict | None = N
 
     env = {**os.environ, "DEBUG": "true", "PYTHONUNBUFFERED": "1", **(env or {})}
     with django_db_blocker.unblock():
-        if connection.settings_dict["NAME"] != connection.creation._get_test_db_name():
+        # (Django's stubs lack the backends' test-database methods used here.)
+        if connection.settings_dict["NAME"] != connection.creation._get_test_db_name():  # type: ignore[attr-defined]
             # pytest-django sets the test database up only for tests that ask for it: without, the
             # server would run on the developer's own database.
             raise RuntimeError("no test database is set up: mark the module django_db(transaction=True)")
@@ -65,7 +66,7 @@ def serve_on_test_database(*, tmp: Path, django_db_blocker, env: dict | None = N
         with django_db_blocker.unblock():
             connection.ensure_connection()
             name = str(connection.settings_dict["NAME"])
-            if connection.is_in_memory_db():
+            if connection.is_in_memory_db():  # type: ignore[attr-defined]
                 path = tmp / "browser.sqlite3"
                 target = sqlite3.connect(path)
                 connection.connection.backup(target)

@@ -46,7 +46,7 @@ def test_the_facts_module_imports_neither_torch_nor_django():
     assert imported <= {"__future__", "re", "dataclasses"}
 
 
-def _string_constants(path: Path) -> set[str]:
+def _string_constants(path: Path) -> set[str | float]:
     return {
         node.value
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
