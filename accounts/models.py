@@ -4,7 +4,9 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.models import UserManager as DjangoUserManager
 from django.db import models
+from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from phonenumber_field.modelfields import PhoneNumberField
 
 
 class UserManager(DjangoUserManager):
@@ -23,8 +25,12 @@ class UserManager(DjangoUserManager):
 
 
 class User(AbstractUser):
-    email = models.EmailField(_("email address"), unique=True)
-    phone_number = models.CharField(_("phone number"), max_length=32, blank=True)
+    # Null, not blank, for people who signed up with a phone number: unique ignores NULLs.
+    email = models.EmailField(_("email address"), unique=True, null=True, blank=True)
+    # E.164 ("+821012345678"). A number is the user's only once verified by a code: only verified numbers
+    # are unique, log in, or block another account from claiming them.
+    phone_number = PhoneNumberField(_("phone number"), blank=True)
+    phone_verified = models.BooleanField(_("phone number verified"), default=False)
     preferred_language = models.CharField(
         _("preferred language"), max_length=8, choices=settings.LANGUAGES, blank=True
     )
@@ -35,12 +41,23 @@ class User(AbstractUser):
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []
 
+    class Meta(AbstractUser.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["phone_number"], condition=Q(phone_verified=True), name="unique_verified_phone"
+            ),
+            models.CheckConstraint(
+                condition=Q(phone_verified=False) | ~Q(phone_number=""), name="verified_phone_has_number"
+            ),
+        ]
+
     def __str__(self) -> str:
+        # Never the phone number: instructors see students by this name.
         return self.email or self.username
 
     @property
     def display_name(self) -> str:
-        return self.get_full_name() or self.email
+        return self.get_full_name() or self.email or self.username
 
 
 JOIN_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
