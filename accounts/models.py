@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.models import UserManager as DjangoUserManager
 from django.db import models
@@ -13,9 +14,14 @@ class UserManager(DjangoUserManager):
     """Users log in with their email; the username is kept (Django's admin wants one) and filled from it."""
 
     def _create_user(self, username, email, password, **extra_fields):
-        email = self.normalize_email(email)
-        username = username or email
-        return super()._create_user(username, email, password, **extra_fields)
+        # Django's would store a missing email as "": NULL instead, as many users may have none.
+        email = self.normalize_email(email) or None
+        user = self.model(
+            username=self.model.normalize_username(username or email), email=email, **extra_fields
+        )
+        user.password = make_password(password)
+        user.save(using=self._db)
+        return user
 
     def create_user(self, username=None, email=None, password=None, **extra_fields):
         return super().create_user(username, email, password, **extra_fields)

@@ -53,14 +53,7 @@ def parse_phone(value: str, *, region: str | None = None) -> str:
         raise ValidationError(message, code="invalid_phone", params={"example": EXAMPLE}) from None
     params = {"country_code": number.country_code}
     if not phonenumbers.is_valid_number(number):
-        reason = phonenumbers.is_possible_number_with_reason(number)
-        if reason in (ValidationResult.TOO_SHORT, ValidationResult.INVALID_LENGTH):
-            message = _("This number is too short for a number with country code +%(country_code)s.")
-        elif reason == ValidationResult.TOO_LONG:
-            message = _("This number is too long for a number with country code +%(country_code)s.")
-        else:
-            message = _("This is not a valid number with country code +%(country_code)s: check the digits.")
-        raise ValidationError(message, code="invalid_phone", params=params)
+        raise ValidationError(invalid_reason(number), code="invalid_phone", params=params)
     if phonenumbers.number_type(number) not in SMS_CAPABLE:
         params["number"] = phonenumbers.format_number(number, PhoneNumberFormat.INTERNATIONAL)
         raise ValidationError(
@@ -69,6 +62,29 @@ def parse_phone(value: str, *, region: str | None = None) -> str:
             params=params,
         )
     return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+
+
+def invalid_reason(number: phonenumbers.PhoneNumber):
+    """Why a parsed number is not valid, as a message: too short, too long, or wrong digits.
+
+    libphonenumber's possible lengths are wide (a Korean "010-123" is "possible"), so the length is
+    compared with the country's example mobile number when the number starts like one.
+    """
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    digits = phonenumbers.national_significant_number(number)
+    region = phonenumbers.region_code_for_country_code(number.country_code)
+    example = phonenumbers.example_number_for_type(region, PhoneNumberType.MOBILE)
+    example_digits = phonenumbers.national_significant_number(example) if example else ""
+    if example_digits and digits[:2] == example_digits[:2]:
+        if len(digits) < len(example_digits):
+            reason = ValidationResult.TOO_SHORT
+        elif len(digits) > len(example_digits):
+            reason = ValidationResult.TOO_LONG
+    if reason in (ValidationResult.TOO_SHORT, ValidationResult.INVALID_LENGTH):
+        return _("This number is too short for a number with country code +%(country_code)s.")
+    if reason == ValidationResult.TOO_LONG:
+        return _("This number is too long for a number with country code +%(country_code)s.")
+    return _("This is not a valid number with country code +%(country_code)s: check the digits.")
 
 
 def normalize_phone(value: str) -> str | None:

@@ -7,4 +7,5 @@ def platform(request) -> dict:
     return {
         "GOOGLE_LOGIN_ENABLED": settings.GOOGLE_LOGIN_ENABLED,
         "LLM_ENABLED": settings.LLM_ENABLED,
+        "PHONE_SIGNUP_ENABLED": settings.PHONE_SIGNUP_ENABLED,
     }
