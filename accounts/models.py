@@ -50,10 +50,17 @@ class User(AbstractUser):
     class Meta(AbstractUser.Meta):
         constraints = [
             models.UniqueConstraint(
-                fields=["phone_number"], condition=Q(phone_verified=True), name="unique_verified_phone"
+                fields=["phone_number"],
+                condition=Q(phone_verified=True),
+                name="unique_verified_phone",
+                violation_error_code="phone_taken",
+                violation_error_message=_("This phone number is already verified on another account."),
             ),
             models.CheckConstraint(
-                condition=Q(phone_verified=False) | ~Q(phone_number=""), name="verified_phone_has_number"
+                condition=Q(phone_verified=False) | ~Q(phone_number=""),
+                name="verified_phone_has_number",
+                violation_error_code="phone_missing",
+                violation_error_message=_("Only a number can be verified: enter the phone number."),
             ),
         ]
 

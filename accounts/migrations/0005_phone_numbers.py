@@ -13,8 +13,8 @@ from django.db import migrations, models
 def to_e164(apps, schema_editor):
     User = apps.get_model("accounts", "User")
     kept = []
-    for user in User.objects.exclude(phone_number="").only("pk", "phone_number").iterator():
-        raw = user.phone_number.strip()
+    for pk, stored in User.objects.exclude(phone_number="").values_list("pk", "phone_number").iterator():
+        raw = str(stored).strip()
         try:
             number = phonenumbers.parse(raw, "KR")
         except phonenumbers.NumberParseException:
@@ -22,10 +22,9 @@ def to_e164(apps, schema_editor):
         if number is not None and phonenumbers.is_valid_number(number):
             value = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
         else:
-            kept.append(user.pk)
+            kept.append(pk)
             value = raw
-        if value != user.phone_number:
-            User.objects.filter(pk=user.pk).update(phone_number=value)
+        User.objects.filter(pk=pk).update(phone_number=value)
     if kept:
         print(f"\n  accounts.0005: {len(kept)} phone number(s) are not valid and were kept as typed: users {kept}")
     User.objects.filter(email="").update(email=None)
@@ -58,7 +57,11 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name="user",
             constraint=models.UniqueConstraint(
-                condition=models.Q(("phone_verified", True)), fields=("phone_number",), name="unique_verified_phone"
+                condition=models.Q(("phone_verified", True)),
+                fields=("phone_number",),
+                name="unique_verified_phone",
+                violation_error_code="phone_taken",
+                violation_error_message="This phone number is already verified on another account.",
             ),
         ),
         migrations.AddConstraint(
@@ -66,6 +69,8 @@ class Migration(migrations.Migration):
             constraint=models.CheckConstraint(
                 condition=models.Q(("phone_verified", False), models.Q(("phone_number", ""), _negated=True), _connector="OR"),
                 name="verified_phone_has_number",
+                violation_error_code="phone_missing",
+                violation_error_message="Only a number can be verified: enter the phone number.",
             ),
         ),
     ]
