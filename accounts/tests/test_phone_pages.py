@@ -319,3 +319,15 @@ def test_an_old_unverified_number_does_not_block_the_login(client, alice):
         "/accounts/login/", {"login": "alice@example.com", "password": "correct-horse-battery-staple"}
     )
     assert response["Location"] == "/dashboard/"
+
+
+@pytest.mark.django_db
+def test_the_phone_pages_and_their_errors_speak_korean(client, sms_outbox):
+    korean = {"HTTP_ACCEPT_LANGUAGE": "ko"}
+    assert "전화번호로 로그인" in client.get("/accounts/login/", **korean).content.decode()
+    assert "전화번호로 회원가입" in client.get("/accounts/signup/?by=phone", **korean).content.decode()
+    response = client.post("/accounts/login/code/", {"phone": "010-123"}, **korean)
+    assert "국가 번호 +82의 번호로는 너무 짧습니다." in response.content.decode()
+    phone_user(None, HANA_PHONE)
+    client.post("/accounts/login/code/", {"phone": "010-5555-6666"}, **korean)
+    assert "BuildX 인증 코드" in sms_outbox[-1].text
