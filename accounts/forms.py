@@ -46,14 +46,13 @@ class SignupExtras(forms.Form):
             return cleaned_data
         if not email and not phone:
             # The page shows one of the two (?by=phone): the error goes where the person can see it.
-            field = "email" if "email" in self.data else "phone"
-            if field == "phone" or "phone" in self.data:
-                message = _("Enter your phone number, for example 010-1234-5678.")
+            typed_email, typed_phone = "email" in self.data, "phone" in self.data
+            if typed_email and not typed_phone:
+                self.add_error("email", _("Enter your email address."))
+            elif typed_phone and not typed_email:
+                self.add_error("phone", _("Enter your phone number, for example 010-1234-5678."))
             else:
-                message = _("Enter your email address.")
-            if "email" in self.data and "phone" in self.data:
-                message = _("Enter an email address or a phone number.")
-            self.add_error(field, message)
+                self.add_error(None, _("Enter an email address or a phone number."))
         elif email and not password and not self.has_error(password_field):
             self.add_error(password_field, _("Choose a password for your account."))
         elif phone and not email and password:

@@ -139,6 +139,7 @@ def test_an_api_client_signs_up_with_a_phone_number(client, sms_outbox):
 def test_an_api_sign_up_needs_an_email_or_a_phone(client):
     response = post(client, "/auth/signup", {"password": "a-long-passphrase-77"})
     assert response.status_code == 400
+    assert response.json()["errors"][0]["message"] == "Enter an email address or a phone number."
     assert not User.objects.exists()
 
 
@@ -182,3 +183,16 @@ def test_the_api_will_not_move_alices_number_to_bob(client, alice_phone, bob, sm
     assert response.json()["errors"][0]["code"] == "phone_taken"
     bob.refresh_from_db()
     assert bob.phone_number == ""
+
+
+@pytest.mark.django_db
+def test_a_resent_code_counts_against_the_numbers_texts(client, alice_phone, sms_outbox):
+    session = request_code(client, ALICE_PHONE)
+    assert post(client, "/auth/code/resend", session=session).status_code == 200
+    assert len(sms_outbox) == 2
+    first, second = (m.text for m in sms_outbox)
+    assert first != second  # a new code
+    response = post(
+        client, "/auth/code/confirm", {"code": last_code(sms_outbox, ALICE_PHONE)}, session=session
+    )
+    assert response.status_code == 200
