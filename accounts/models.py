@@ -36,7 +36,9 @@ class User(AbstractUser):
     # E.164 ("+821012345678"). A number is the user's only once verified by a code: only verified numbers
     # are unique, log in, or block another account from claiming them.
     phone_number = PhoneNumberField(_("phone number"), blank=True)
-    phone_verified = models.BooleanField(_("phone number verified"), default=False)
+    # A default in the database too: rows written by code that predates the column (an older migration's
+    # model, a raw INSERT) are unverified, not an error.
+    phone_verified = models.BooleanField(_("phone number verified"), default=False, db_default=False)
     preferred_language = models.CharField(
         _("preferred language"), max_length=8, choices=settings.LANGUAGES, blank=True
     )

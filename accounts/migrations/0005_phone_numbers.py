@@ -44,7 +44,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="user",
             name="phone_verified",
-            field=models.BooleanField(default=False, verbose_name="phone number verified"),
+            field=models.BooleanField(db_default=False, default=False, verbose_name="phone number verified"),
         ),
         migrations.RunPython(to_e164, migrations.RunPython.noop, elidable=True),
         migrations.AlterField(
