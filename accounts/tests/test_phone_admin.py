@@ -93,3 +93,24 @@ def test_the_admin_cannot_give_a_verified_number_to_a_second_user(client, carol,
     bob.refresh_from_db()
     assert bob.phone_number == "" and not bob.phone_verified
     assert User.objects.filter(phone_number=ALICE_PHONE, phone_verified=True).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_phone_only_student_shows_by_name_never_by_number(carol_client, course_a):
+    from accounts import services
+
+    hana = User.objects.create_user(email=None, username="user-1a2b3c4d", first_name="Hana")
+    hana.phone_number = "+821055556666"
+    hana.phone_verified = True
+    hana.save()
+    services.course_join(user=hana, code=course_a.join_code)
+    for url in [
+        f"/courses/{course_a.pk}/",
+        f"/admin/accounts/course/{course_a.pk}/overview/",
+        "/admin/accounts/user/",
+    ]:
+        body = carol_client.get(url).content.decode()
+        assert "Hana" in body, url
+        assert "None" not in body, url
+        for shown in ["+821055556666", "010-5555-6666", "5555-6666"]:
+            assert shown not in body, url

@@ -196,3 +196,16 @@ def test_a_resent_code_counts_against_the_numbers_texts(client, alice_phone, sms
         client, "/auth/code/confirm", {"code": last_code(sms_outbox, ALICE_PHONE)}, session=session
     )
     assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_an_expired_code(client, alice_phone, sms_outbox, monkeypatch, settings):
+    import time
+
+    session = request_code(client, ALICE_PHONE)
+    code = last_code(sms_outbox, ALICE_PHONE)
+    later = time.time() + settings.ACCOUNT_LOGIN_BY_CODE_TIMEOUT + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    response = post(client, "/auth/code/confirm", {"code": code}, session=session)
+    assert response.status_code == 409
+    assert "access_token" not in response.json().get("meta", {})
