@@ -9,6 +9,7 @@ from django.contrib.auth.forms import AdminUserCreationForm
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from accounts import services
@@ -80,19 +81,47 @@ class UserAdmin(StudentScopedMixin, DjangoUserAdmin):
     add_fieldsets = (
         (None, {"classes": ("wide",), "fields": ("email", "usable_password", "password1", "password2")}),
     )
-    list_display = ("email", "first_name", "last_name", "is_staff", "date_joined")
-    list_filter = (CourseListFilter, "is_staff", "is_superuser", "is_active")
-    search_fields = ("email", "first_name", "last_name", "username")
+    list_display = ("email", "first_name", "last_name", "phone_status", "is_staff", "date_joined")
+    list_filter = (CourseListFilter, "phone_verified", "is_staff", "is_superuser", "is_active")
+    search_fields = ("email", "first_name", "last_name", "username", "phone_number")
     ordering = ("email",)
+    readonly_fields = ("phone_status",)
     fieldsets = (
         *(DjangoUserAdmin.fieldsets or ()),
-        (_("BuildX"), {"fields": ("phone_number", "preferred_language")}),
+        (_("BuildX"), {"fields": ("phone_number", "phone_verified", "preferred_language")}),
     )
-    # What an instructor sees of a student: who they are, not their password or permissions.
+    # What an instructor sees of a student: who they are, not their password, permissions or phone
+    # number (only whether it is verified: whether they can log in with a code).
     instructor_fieldsets = (
-        (None, {"fields": ("email", "first_name", "last_name", "preferred_language")}),
+        (None, {"fields": ("email", "first_name", "last_name", "preferred_language", "phone_status")}),
         (_("Activity"), {"fields": ("last_login", "date_joined")}),
     )
+
+    @admin.display(description=_("phone"), ordering="phone_verified")
+    def phone_status(self, user: User) -> str:
+        if not user.phone_number:
+            return gettext("no number")
+        return gettext("verified") if user.phone_verified else gettext("not verified")
+
+    def get_list_display(self, request: HttpRequest):
+        if request.user.is_superuser:
+            return (
+                "email",
+                "first_name",
+                "last_name",
+                "phone_number",
+                "phone_status",
+                "is_staff",
+                "date_joined",
+            )
+        return self.list_display
+
+    def get_search_fields(self, request: HttpRequest):
+        # An instructor searching by number would learn which student has it.
+        if request.user.is_superuser:
+            return self.search_fields
+        return tuple(field for field in self.search_fields if field != "phone_number")
+
     inlines = [MembershipInline]
 
     def get_inlines(self, request: HttpRequest, obj=None):
@@ -107,7 +136,7 @@ class UserAdmin(StudentScopedMixin, DjangoUserAdmin):
     def get_list_filter(self, request: HttpRequest):
         if request.user.is_superuser:
             return self.list_filter
-        return (CourseListFilter,)
+        return (CourseListFilter, "phone_verified")
 
 
 @admin.register(Course)

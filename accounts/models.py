@@ -3,19 +3,27 @@ from __future__ import annotations
 from typing import ClassVar
 
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.models import UserManager as DjangoUserManager
 from django.db import models
+from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from phonenumber_field.modelfields import PhoneNumberField
 
 
 class UserManager(DjangoUserManager):
     """Users log in with their email; the username is kept (Django's admin wants one) and filled from it."""
 
     def _create_user(self, username, email, password, **extra_fields):
-        email = self.normalize_email(email)
-        username = username or email
-        return super()._create_user(username, email, password, **extra_fields)
+        # Django's would store a missing email as "": NULL instead, as many users may have none.
+        email = self.normalize_email(email) or None
+        user = self.model(
+            username=self.model.normalize_username(username or email), email=email, **extra_fields
+        )
+        user.password = make_password(password)
+        user.save(using=self._db)
+        return user
 
     def create_user(self, username=None, email=None, password=None, **extra_fields):
         return super().create_user(username, email, password, **extra_fields)
@@ -25,8 +33,15 @@ class UserManager(DjangoUserManager):
 
 
 class User(AbstractUser):
-    email = models.EmailField(_("email address"), unique=True)
-    phone_number = models.CharField(_("phone number"), max_length=32, blank=True)
+    # Null, not blank, for people who signed up with a phone number: unique ignores NULLs.
+    # (The stubs type AbstractUser.email as str; here it may be None.)
+    email = models.EmailField(_("email address"), unique=True, null=True, blank=True)  # type: ignore[assignment]
+    # E.164 ("+821012345678"). A number is the user's only once verified by a code: only verified numbers
+    # are unique, log in, or block another account from claiming them.
+    phone_number = PhoneNumberField(_("phone number"), blank=True)
+    # A default in the database too: rows written by code that predates the column (an older migration's
+    # model, a raw INSERT) are unverified, not an error.
+    phone_verified = models.BooleanField(_("phone number verified"), default=False, db_default=False)
     preferred_language = models.CharField(
         _("preferred language"), max_length=8, choices=settings.LANGUAGES, blank=True
     )
@@ -37,12 +52,30 @@ class User(AbstractUser):
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: ClassVar[list[str]] = []
 
+    class Meta(AbstractUser.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["phone_number"],
+                condition=Q(phone_verified=True),
+                name="unique_verified_phone",
+                violation_error_code="phone_taken",
+                violation_error_message=_("This phone number is already verified on another account."),
+            ),
+            models.CheckConstraint(
+                condition=Q(phone_verified=False) | ~Q(phone_number=""),
+                name="verified_phone_has_number",
+                violation_error_code="phone_missing",
+                violation_error_message=_("Only a number can be verified: enter the phone number."),
+            ),
+        ]
+
     def __str__(self) -> str:
+        # Never the phone number: instructors see students by this name.
         return self.email or self.username
 
     @property
     def display_name(self) -> str:
-        return self.get_full_name() or self.email
+        return self.get_full_name() or self.email or self.username
 
 
 JOIN_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"

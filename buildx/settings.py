@@ -106,6 +106,7 @@ INSTALLED_APPS = [
     "allauth.socialaccount",
     "allauth.socialaccount.providers.google",
     "allauth.headless",
+    "phonenumber_field",
     "csp",
     "buildx",
     "accounts",
@@ -128,6 +129,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    # After allauth's: a rate limit hit deep inside one of its flows answers 429, not 500.
+    "accounts.middleware.RateLimitedAs429",
 ]
 
 ROOT_URLCONF = "buildx.urls"
@@ -241,13 +244,53 @@ EMBEDDED_WORKER_THREADS = env_int("EMBEDDED_WORKER_THREADS", 2)
 
 # --- Accounts (allauth) ------------------------------------------------------------------------
 
-ACCOUNT_LOGIN_METHODS = {"email"}
-ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+# Email + password, or a phone number + a code sent by SMS (allauth's login by code). A phone is
+# never a password login: see accounts/adapters.py.
+ACCOUNT_LOGIN_METHODS = {"email", "phone"}
+ACCOUNT_EMAIL_VERIFICATION = env("ACCOUNT_EMAIL_VERIFICATION", "optional")
+# Sign up with an email and a password, or with a phone number alone; accounts.forms.SignupExtras
+# asks for one of the two (allauth's fields are all optional). allauth cannot make email verification
+# mandatory without a required email, so then only email sign-ups are open (a phone can still be added).
+PHONE_SIGNUP_ENABLED = ACCOUNT_EMAIL_VERIFICATION != "mandatory"
+ACCOUNT_SIGNUP_FIELDS = (
+    ["email", "phone", "password1", "password2"]
+    if PHONE_SIGNUP_ENABLED
+    else ["email*", "phone", "password1*", "password2*"]
+)
+ACCOUNT_SIGNUP_FORM_CLASS = "accounts.forms.SignupExtras"
+ACCOUNT_FORMS = {
+    "login": "accounts.login_forms.EmailLoginForm",
+    "request_login_code": "accounts.login_forms.PhoneLoginCodeForm",
+}
+# allauth warns when no login method is a required sign-up field; SignupExtras requires one of two.
+SILENCED_SYSTEM_CHECKS = ["account.W001"] if PHONE_SIGNUP_ENABLED else []
 ACCOUNT_USER_MODEL_USERNAME_FIELD = None
 ACCOUNT_UNIQUE_EMAIL = True
-ACCOUNT_EMAIL_VERIFICATION = env("ACCOUNT_EMAIL_VERIFICATION", "optional")
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
-ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
+ACCOUNT_LOGIN_BY_CODE_ENABLED = True
+# SMS codes: six digits (what phones offer to paste), a few minutes, three tries, used once (allauth
+# keeps a code in the session's pending login and drops it when the login completes or fails).
+# One lifetime for every SMS code (the text says it): a few minutes, as Korean services do.
+PHONE_CODE_TIMEOUT_S = 3 * 60
+ACCOUNT_LOGIN_BY_CODE_TIMEOUT = PHONE_CODE_TIMEOUT_S
+ACCOUNT_LOGIN_BY_CODE_MAX_ATTEMPTS = 3
+ACCOUNT_LOGIN_BY_CODE_SUPPORTS_RESEND = True
+ACCOUNT_PHONE_VERIFICATION_TIMEOUT = PHONE_CODE_TIMEOUT_S
+ACCOUNT_PHONE_VERIFICATION_MAX_ATTEMPTS = 3
+ACCOUNT_PHONE_VERIFICATION_CODE_FORMAT = {"numeric": True, "length": 6, "dashed": False}
+ACCOUNT_PHONE_VERIFICATION_SUPPORTS_RESEND = True
+# Rate limits live in the cache (Redis in production, shared by every process). Keys are the E.164
+# number, so "010-1234-5678" and "+821012345678" count as one. "sms" is ours: every text BuildX would
+# send to a number, whatever the flow, unknown numbers included (the same answers either way).
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": "10/m/ip,5/5m/key",
+    "request_login_code": "30/10m/ip,5/h/key",
+    "verify_phone": "1/30s/key,5/h/key,30/10m/ip",
+    "change_phone": "5/m/user",
+    "sms": "5/h/key",
+}
+# Numbers typed without a country code are Korean.
+PHONENUMBER_DEFAULT_REGION = env("PHONENUMBER_DEFAULT_REGION", "KR")
 ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
 SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
 LOGIN_URL = "account_login"
@@ -297,6 +340,20 @@ EMAIL_HOST_USER = env("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "BuildX <noreply@localhost>")
+
+# --- SMS (accounts/sms.py) ---------------------------------------------------------------------
+
+# "console" logs each text (the code shows in the log, as mail does); "gateway" posts it to an HTTP
+# SMS gateway (below); "locmem" keeps texts in accounts.sms.outbox (tests); or a dotted class path.
+SMS_BACKEND = env("SMS_BACKEND", "console")
+SMS_GATEWAY_URL = env("SMS_GATEWAY_URL")
+SMS_GATEWAY_KEY = env("SMS_GATEWAY_KEY")
+SMS_SENDER = env("SMS_SENDER", "BuildX")
+SMS_GATEWAY_TIMEOUT_S = env_float("SMS_GATEWAY_TIMEOUT_S", 5.0)  # one HTTP attempt
+# Retries after the first attempt, on 429/5xx answers, timeouts and refused connections, with
+# exponential backoff (base × 2^retry seconds). A code is short-lived: a few quick tries, then give up.
+SMS_GATEWAY_MAX_RETRIES = env_int("SMS_GATEWAY_MAX_RETRIES", 2)
+SMS_GATEWAY_BACKOFF_S = env_float("SMS_GATEWAY_BACKOFF_S", 0.5)
 
 # --- API ---------------------------------------------------------------------------------------
 

@@ -80,7 +80,7 @@ class FeedbackAdmin(StudentScopedAdmin):
 
     @admin.display(description=_("student"), ordering="run__owner__email")
     def student(self, feedback: Feedback) -> str:
-        return feedback.run.owner.email
+        return str(feedback.run.owner)  # the email, or the name of one who signed up by phone
 
     @admin.display(description=_("findings"))
     def finding_codes(self, feedback: Feedback) -> str:

@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 
-from accounts import services
+from accounts import services, sms
 from designs.models import CodeArtifact, Design, DesignVersion
 from training.models import EpochMetric, Run, RunEvent
 
@@ -107,3 +107,12 @@ def bob_run(bob, courses):
 def carol_client(client, carol, courses):
     client.force_login(carol)
     return client
+
+
+@pytest.fixture
+def sms_outbox(settings):
+    """Texts kept in memory (accounts.sms.outbox), emptied before and after the test."""
+    settings.SMS_BACKEND = "locmem"
+    sms.outbox.clear()
+    yield sms.outbox
+    sms.outbox.clear()

@@ -47,3 +47,19 @@ def llm_off(settings):
     settings.OPENAI_API_KEY = ""
     settings.OPENAI_BASE_URL = ""
     settings.LLM_ENABLED = False
+
+
+@pytest.fixture
+def sms_gateway(settings):
+    """A local SMS gateway with the settings pointed at it (quick retries, short timeout)."""
+    from buildx.testing.sms_gateway import SMSGateway
+
+    with SMSGateway(api_key="sms-test-key") as gateway:
+        settings.SMS_BACKEND = "gateway"
+        settings.SMS_GATEWAY_URL = gateway.url
+        settings.SMS_GATEWAY_KEY = "sms-test-key"
+        settings.SMS_SENDER = "BuildX"
+        settings.SMS_GATEWAY_TIMEOUT_S = 2.0
+        settings.SMS_GATEWAY_MAX_RETRIES = 2
+        settings.SMS_GATEWAY_BACKOFF_S = 0.01
+        yield gateway

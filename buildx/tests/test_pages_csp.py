@@ -60,6 +60,8 @@ ANONYMOUS_PAGES = [
     "/",
     "/accounts/login/",
     "/accounts/signup/",
+    "/accounts/signup/?by=phone",
+    "/accounts/login/code/",
     "/accounts/password/reset/",
     "/accounts/password/reset/done/",
     "/accounts/password/reset/key/1-set-password/",  # an invalid key: the "bad link" page
@@ -72,6 +74,7 @@ LOGGED_IN_PAGES = [
     "/accounts/logout/",
     "/accounts/email/",
     "/accounts/password/change/",
+    "/accounts/phone/change/",
     "/accounts/3rdparty/",
 ]
 
@@ -165,3 +168,20 @@ def test_pages_may_connect_only_to_their_own_origin(alice_client):
     policy = alice_client.get("/dashboard/")["Content-Security-Policy"]
     directives = dict(part.strip().split(" ", 1) for part in policy.split(";") if part.strip())
     assert directives["connect-src"] == "'self'"
+
+
+@pytest.mark.django_db
+def test_the_code_pages_have_no_inline_code(client, alice, settings):
+    from accounts import sms
+
+    settings.SMS_BACKEND = "locmem"
+    alice.phone_number = "+821011112222"
+    alice.phone_verified = True
+    alice.save()
+    client.post("/accounts/login/code/", {"phone": "010-1111-2222"})
+    assert_csp_clean(client.get("/accounts/login/code/confirm/"))
+    sms.outbox.clear()
+    signup = client.__class__()
+    signup.post("/accounts/signup/?by=phone", {"phone": "010-5555-6666"})
+    assert_csp_clean(signup.get("/accounts/phone/verify/"))
+    sms.outbox.clear()
