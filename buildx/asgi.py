@@ -10,16 +10,16 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from buildx.origins import SameOriginValidator  # noqa: E402
 from buildx.routing import websocket_urlpatterns  # noqa: E402
+from buildx.ws_auth import WebSocketAuthMiddlewareStack  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": SameOriginValidator(WebSocketAuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
 

@@ -176,10 +176,16 @@ AUTHENTICATION_BACKENDS = [
 
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # Redis pub/sub: a group send is one PUBLISH, and each web process reads its subscriptions in bulk.
+    # Run events reach a process once, through the consumers' RunFanout (training/consumers.py), which
+    # joins run.<id> with one channel and fans out to its sockets. Chosen by bench/stream.py (500
+    # sockets): the core layer's receive costs four Redis round trips a message on the server's event
+    # loop, and fell seconds behind whenever handshakes and deliveries kept that loop busy. At most
+    # once: the database is the record, and a socket fills a gap in a run's numbers from it.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": env_int("CHANNEL_CAPACITY", 1000), "expiry": 60},
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
         }
     }
     DRAMATIQ_BROKER = {
@@ -451,26 +457,7 @@ RUNS_PUBLISH_TIMEOUT = float(env("RUNS_PUBLISH_TIMEOUT", "2"))  # seconds per ch
 RUNS_DEVICE = env("RUNS_DEVICE", "auto")
 RUNS_GPU = env_bool("RUNS_GPU", False)
 DRAMATIQ_BROKER["MIDDLEWARE"].append("training.middleware.StaleRunCheck")
-if REDIS_URL:
-    # redis-py 8 reads with a 5 s socket timeout by default, the same as channels-redis's 5 s BZPOPMIN:
-    # on a loaded machine the blocking read times out and kills every consumer. Give it room.
-    # redis-py 8 also caps a pool at 100 connections and *raises* past it: a burst of browsers
-    # connecting at once (each group_add borrows one) was refused. Raise the cap.
-    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
-        {
-            "address": REDIS_URL,
-            "socket_timeout": float(env("CHANNEL_SOCKET_TIMEOUT", "30")),
-            "max_connections": env_int("CHANNEL_MAX_CONNECTIONS", 1000),
-        }
-    ]
-    if env("CHANNEL_LAYER") == "pubsub":
-        # Opt-in: Redis pub/sub layer. A group_send is one PUBLISH and each Daphne process fans it out
-        # to its own sockets in memory, instead of one Redis list push and pop per socket. At-most-once,
-        # like the default layer over its capacity: the database is the record and pages fill gaps.
-        CHANNEL_LAYERS["default"] = {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]},
-        }
+
 # --- WebSockets (training/consumers.py) ---------------------------------------------------------
 
 # Open sockets (browser tabs) one user may hold across all processes, and one Daphne process in all;
