@@ -452,6 +452,9 @@ async def bench(args, users: list[tuple], base: str, port: int) -> int:
         latencies += client.latencies
         steady += [x for x, t in zip(client.latencies, client.line_times, strict=True) if t >= t_all_live]
         in_worker += client.in_worker
+    if args.dump:
+        rows = [{"t": c.line_times, "latency": c.latencies} for c in clients]
+        args.dump.write_text(json.dumps({"all_live": t_all_live, "clients": rows}))
     lines = sum(
         len(e.payload.get("lines", []))
         for e in RunEvent.objects.filter(run_id__in=[r for r, _ in runs], kind="run.log")
@@ -506,6 +509,9 @@ def main() -> int:
     )
     parser.add_argument("--ramp", type=int, default=50, help="clients connecting per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of streaming before the stop")
+    parser.add_argument(
+        "--dump", type=Path, help="write every client's (line time, latency) pairs here, as JSON"
+    )
     args = parser.parse_args()
     if not (settings.REDIS_URL and settings.DATABASE_URL):
         raise SystemExit("Set DATABASE_URL and REDIS_URL: this measures Daphne, Redis and PostgreSQL.")

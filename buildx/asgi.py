@@ -10,11 +10,11 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from buildx.origins import SameOriginValidator  # noqa: E402
 from buildx.routing import websocket_urlpatterns  # noqa: E402
+from buildx.ws_auth import WebSocketAuthMiddlewareStack  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -22,7 +22,7 @@ application = ProtocolTypeRouter(
         # types-channels wants routes whose callback is an ASGI app, which django-stubs' path() cannot
         # return: the routes are Channels' documented `path("ws/", Consumer.as_asgi())`.
         "websocket": SameOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))  # type: ignore[arg-type]
+            WebSocketAuthMiddlewareStack(URLRouter(websocket_urlpatterns))  # type: ignore[arg-type]
         ),
     }
 )

@@ -186,36 +186,21 @@ AUTHENTICATION_BACKENDS = [
 
 # --- Cache, channels, background work --------------------------------------------------------
 
-# redis-py 8 reads with a 5 s socket timeout by default, the same as channels-redis's 5 s BZPOPMIN: on
-# a loaded machine the blocking read times out and kills every consumer. Give it room. redis-py 8 also
-# caps a pool at 100 connections and *raises* past it: a burst of browsers connecting at once (each
-# group_add borrows one) was refused. Raise the cap.
-CHANNEL_HOSTS = [
-    {
-        "address": REDIS_URL,
-        "socket_timeout": env_float("CHANNEL_SOCKET_TIMEOUT", 30.0),
-        "max_connections": env_int("CHANNEL_MAX_CONNECTIONS", 1000),
-    }
-]
 if not REDIS_URL:
     CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
         "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     }
-elif env("CHANNEL_LAYER") == "pubsub":
-    # Opt-in: Redis pub/sub layer. A group_send is one PUBLISH and each Daphne process fans it out
-    # to its own sockets in memory, instead of one Redis list push and pop per socket. At-most-once,
-    # like the default layer over its capacity: the database is the record and pages fill gaps.
+else:
+    # Redis pub/sub: a group send is one PUBLISH, and each web process reads its subscriptions in bulk.
+    # Run events reach a process once, through the consumers' RunFanout (training/consumers.py), which
+    # joins run.<id> with one channel and fans out to its sockets. Chosen by bench/stream.py (500
+    # sockets): the core layer's receive costs four Redis round trips a message on the server's event
+    # loop, and fell seconds behind whenever handshakes and deliveries kept that loop busy. At most
+    # once: the database is the record, and a socket fills a gap in a run's numbers from it.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": CHANNEL_HOSTS},
-        }
-    }
-else:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": CHANNEL_HOSTS, "capacity": env_int("CHANNEL_CAPACITY", 1000), "expiry": 60},
+            "CONFIG": {"hosts": [REDIS_URL]},
         }
     }
 

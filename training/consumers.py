@@ -1,12 +1,13 @@
-"""The one WebSocket endpoint (/ws/). Each socket joins its user's group, ``user.<id>`` (status
+"""The one WebSocket endpoint (/ws/). Each socket joins its user's group, ``user_group(id)`` (status
 summaries of their runs, ``code.ready``, ``feedback.ready``), and watches runs: its owner's, or as their
-instructor a student's (read-only; ``runs_viewable_by``).
+instructor a student's (read-only; ``runs_viewable_by``). Group names and publishing are
+``buildx.live``'s.
 
 Run events reach a process once, not once per socket: a per-process ``RunFanout`` joins the group
-``run.<id>`` with a single channel while any socket of the process watches that run, encodes each
-batch once, and hands it to those sockets. A class of 500 browsers watching one run costs one
-channel-layer message per batch instead of 500 (each a Redis round trip and a decode with the default
-layer).
+``run_group(id)`` with a single channel while any socket of the process watches that run, encodes each
+batch once, and hands it to those sockets. It is the only fan-out: a class of 500 browsers watching one
+run costs one channel-layer message per batch and process, not 500 (bench/stream.py measured the layer
+fanning out to 500 members itself: it fell half a minute behind and dropped every socket).
 
 Browser -> server: ``{"type": "watch", "run": id, "after_seq": n}``, ``{"type": "unwatch", "run": id}``,
 ``{"type": "ping"}``. Server -> browser: stored run events, each
@@ -21,7 +22,8 @@ disconnect; one over a cap is accepted and closed at once with a code and a reas
 A watched run gets every event after ``after_seq`` exactly once, in order: the stored ones first
 (replay), then live ones. Live batches that arrive during the replay wait in the socket's backlog;
 afterwards anything at or below the last sent number is a duplicate and is dropped, and a jump (the
-layer dropped messages over its capacity) is filled from the database before the live event goes out.
+layer lost messages: it delivers at most once) is filled from the database before the live event goes
+out.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import asyncio
 import functools
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 
 from channels.db import database_sync_to_async
@@ -44,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
 MAX_WATCHED = 20
+JOIN_CONFIRM_TIMEOUT_S = 5.0
 
 
 # Read-only queries: any thread of the pool will do. The default (thread-sensitive) runs every
@@ -89,9 +93,11 @@ def replay_frames(events: list[dict], *, max_bytes: int) -> Iterator[tuple[str, 
 class RunFanout:
     """One per event loop (per Daphne process): run batches in once, out to every watching socket.
 
-    ``add`` joins ``run.<id>`` for the first watcher of a run and waits until the layer has it, so a
-    watcher that then reads the stored events misses nothing in between; ``discard`` leaves when the
-    last watcher goes. Delivery is a direct call per socket, in order, with no task per message.
+    ``add`` joins the run's group for the first watcher of a run and waits until the layer has it, so a
+    watcher that then reads the stored events misses nothing in between: with the pub/sub layer a join
+    is a SUBSCRIBE that Redis confirms to nobody, so ``add`` sends a marker to the group and waits for
+    it to come back. ``discard`` leaves when the last watcher goes. Delivery is a direct call per
+    socket, in order, with no task per message.
     """
 
     _by_loop: dict[asyncio.AbstractEventLoop, RunFanout] = {}
@@ -102,6 +108,8 @@ class RunFanout:
         self.watchers: dict[int, set[EventsConsumer]] = {}
         self.joined: dict[int, asyncio.Future] = {}
         self.receiver: asyncio.Task | None = None
+        self.deliverer: asyncio.Task | None = None
+        self.markers: dict[str, asyncio.Future] = {}  # joins waiting for their marker to come back
         self.lock = asyncio.Lock()
         self.pending: list[dict] = []
         self.wake = asyncio.Event()
@@ -128,6 +136,7 @@ class RunFanout:
             joined = self.joined[run_id] = asyncio.get_running_loop().create_future()
             try:
                 await self.layer.group_add(run_group(run_id), self.channel)
+                await self._joined_for_sure(run_id)
                 joined.set_result(True)
             except Exception as exc:
                 del self.joined[run_id]
@@ -147,8 +156,22 @@ class RunFanout:
             if joined is not None and joined.done() and not joined.exception():
                 await self.layer.group_discard(run_group(run_id), self.channel)
 
+    async def _joined_for_sure(self, run_id: int) -> None:
+        """Return once a message sent to the run's group after the join has come back to us: whatever
+        the worker publishes from now on reaches this process."""
+        marker = uuid.uuid4().hex
+        arrived = self.markers[marker] = asyncio.get_running_loop().create_future()
+        try:
+            await self.layer.group_send(run_group(run_id), {"type": "run.joined", "marker": marker})
+            await asyncio.wait_for(arrived, timeout=JOIN_CONFIRM_TIMEOUT_S)
+        except TimeoutError:
+            # Redis is slow or away: go on; a batch missed meanwhile shows as a gap and is filled.
+            logger.warning("Run fan-out: the join of run %s was not confirmed in time", run_id)
+        finally:
+            self.markers.pop(marker, None)
+
     async def _receive(self) -> None:
-        deliverer = asyncio.get_running_loop().create_task(self._deliver())
+        self.deliverer = asyncio.get_running_loop().create_task(self._deliver())
         try:
             while True:
                 try:
@@ -162,8 +185,12 @@ class RunFanout:
                 if message.get("type") == "run.batch" and message.get("events"):
                     self.pending.append(message)
                     self.wake.set()
+                elif message.get("type") == "run.joined":
+                    arrived = self.markers.get(message.get("marker"))
+                    if arrived is not None and not arrived.done():
+                        arrived.set_result(True)
         finally:
-            deliverer.cancel()
+            self.deliverer.cancel()
 
     async def _deliver(self) -> None:
         """Hand out what has arrived. Batches that queued up while the last round went out are merged
@@ -221,6 +248,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         # Runs whose events wait in ``backlog`` while a replay or a gap fill is sending stored ones.
         self.busy: set[int] = set()
         self.backlog: dict[int, list[list[dict]]] = {}
+        self.catching_up: set[asyncio.Task] = set()  # gap fills running on their own tasks
         self.fanout = RunFanout.of(self.channel_layer)
         live.register_server_loop(asyncio.get_running_loop())
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -229,6 +257,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         try:
             if hasattr(self, "group"):
+                for task in list(self.catching_up):
+                    task.cancel()  # nobody left to send to
                 for run_id in list(self.watching):
                     await self.fanout.discard(run_id, self)
                 self.watching.clear()
@@ -311,7 +341,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         # database on this socket's own task, not the fan-out's.
         self.busy.add(run_id)
         self.backlog.setdefault(run_id, []).append(events)
-        asyncio.get_running_loop().create_task(self._catch_up(run_id))
+        task = asyncio.get_running_loop().create_task(self._catch_up(run_id))
+        self.catching_up.add(task)
+        task.add_done_callback(self.catching_up.discard)
 
     async def _catch_up(self, run_id: int) -> None:
         try:

@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 USER_CAP_CODE = 4429
 PROCESS_CAP_CODE = 1013
 MISSED_HEARTBEATS = 3  # a member not refreshed for this many heartbeats belongs to a dead process
+REDIS_CONNECTIONS = 20  # per process: a slot take or a heartbeat holds one for a round trip
+REDIS_POOL_WAIT_S = 20.0  # as long as Daphne lets a handshake take
 
 # Redis's clock, not the web hosts': their clocks may disagree, and a score is compared with others'.
 _NOW = """
@@ -108,8 +110,14 @@ class _LoopSockets:
 
     def client(self) -> aioredis.Redis:
         # A client belongs to the loop that made it (its connections do); one per loop and URL.
+        # A pool that waits for a free connection: redis-py's default pool raises past 100, and a class
+        # of browsers connecting at once (a slot take each) was refused with "Too many connections"
+        # (bench/stream.py, 500 sockets), and the slots of the sockets that went were not given back.
         if self.redis is None or self.redis_url != settings.REDIS_URL:
-            self.redis = aioredis.Redis.from_url(settings.REDIS_URL)
+            pool = aioredis.BlockingConnectionPool.from_url(
+                settings.REDIS_URL, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S
+            )
+            self.redis = aioredis.Redis(connection_pool=pool)
             self.redis_url = settings.REDIS_URL
         return self.redis
 

@@ -81,7 +81,7 @@ def test_database_url_selects_pooled_postgresql_and_redis_url_selects_redis_ever
     assert config["database_name"] == "buildx_prod"
     assert config["pool"]["max_size"] == 10
     assert config["cache"] == "django.core.cache.backends.redis.RedisCache"
-    assert config["channel_layer"] == "channels_redis.core.RedisChannelLayer"
+    assert config["channel_layer"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
     assert config["broker"] == "RedisBroker"
     assert config["embedded"] is False
 
