@@ -1,19 +1,28 @@
-"""One error shape for the whole API.
+"""One error shape for the whole API, and its root.
 
 Every error answer is ``{"error": {"code": ..., "message": ..., "fields": {field: [messages]}}}``
 so a client (and the editor page) handles them the same way everywhere.
+
+``GET /api/v1/`` lists every endpoint of the API by name (``ApiRoot``).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
+from django.urls import URLPattern, URLResolver, reverse
 from django.utils.translation import gettext as _
-from rest_framework import status
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
@@ -70,3 +79,39 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         code = getattr(getattr(exc, "detail", None), "code", None) or getattr(exc, "default_code", "error")
     response.data = {"error": {"code": str(code), "message": str(detail)}}
     return response
+
+
+_CONVERTER = re.compile(r"<(?:\w+:)?(\w+)>")
+
+
+def named_routes(patterns: Sequence[URLPattern | URLResolver], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """``(url name, path template)`` of every named route in ``patterns``, includes followed, in order;
+    ``runs/<int:pk>/`` is written ``runs/{pk}/``."""
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            yield from named_routes(entry.url_patterns, prefix + str(entry.pattern))
+        elif entry.name:
+            yield entry.name, _CONVERTER.sub(r"{\1}", prefix + str(entry.pattern))
+
+
+class ApiRoot(APIView):
+    """The API's front page: every endpoint by name, as URLs (``{pk}``: fill in an id), and the login
+    endpoints for API clients (allauth headless, described by its own OpenAPI document)."""
+
+    permission_classes = [AllowAny]
+    routes: Sequence[URLPattern | URLResolver] = ()
+
+    @extend_schema(
+        summary="Every endpoint of the API, by name",
+        responses={200: serializers.DictField(child=serializers.CharField())},
+    )
+    def get(self, request: Request) -> Response:
+        base = request.build_absolute_uri(
+            request.path
+        )  # where this root is mounted: the routes are relative to it
+        links = {"auth": request.build_absolute_uri("/api/auth/app/v1/")}
+        links["auth_docs"] = request.build_absolute_uri(reverse("headless:openapi_html"))
+        for name, template in named_routes(self.routes):
+            if name != "api-root":
+                links[name.removeprefix("api-").replace("-", "_")] = base + template
+        return Response(links)

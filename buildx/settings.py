@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from corsheaders.defaults import default_headers as default_cors_headers
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -105,6 +106,7 @@ INSTALLED_APPS = [
     "allauth.socialaccount",
     "allauth.socialaccount.providers.google",
     "allauth.headless",
+    "corsheaders",
     "csp",
     "buildx",
     "accounts",
@@ -115,6 +117,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Above everything that can answer on its own (the body limits, CommonMiddleware), so that those
+    # answers carry the CORS headers too and a listed origin's page can read them.
+    "corsheaders.middleware.CorsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -326,6 +331,15 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"CodeArtifactStatusEnum": "designs.models.CodeArtifact.Status"},
 }
 
+# Cross-origin API clients (django-cors-headers): pages of these origins, a front end served from
+# another host, may call /api/ with a token. None by default: only the site's own pages.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
+CORS_URLS_REGEX = r"^/api/"
+# Tokens, never cookies: a listed origin's page cannot act with a visitor's BuildX session.
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = [*default_cors_headers, "last-event-id"]
+CORS_EXPOSE_HEADERS = ["Retry-After", "Content-Disposition"]
+
 # --- LLM (optional) -----------------------------------------------------------------------------
 
 OPENAI_API_KEY = env("OPENAI_API_KEY")
@@ -491,6 +505,9 @@ WS_MAX_PER_PROCESS = env_int("WS_MAX_PER_PROCESS", 2000)
 WS_HEARTBEAT_SECONDS = env_float("WS_HEARTBEAT_SECONDS", 30.0)
 # A replay of stored events goes out in frames of at most this many bytes (a larger event goes alone).
 WS_REPLAY_PAGE_BYTES = env_int("WS_REPLAY_PAGE_BYTES", 256 * 1024)
+# A token socket (buildx/tokens.py) that did not offer its token at the handshake has this long to send
+# it in its first message before it is closed (seconds).
+WS_AUTH_SECONDS = env_float("WS_AUTH_SECONDS", 10.0)
 
 # --- Predictions and exports (issue 9) -----------------------------------------------------------
 

@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from accounts import views as account_views
 from buildx import views
+from buildx.api import ApiRoot
 
 # The admin has no login form of its own: it sends people to the site login, which carries
 # allauth's rate limits (and, later, any second factor), so the admin is no softer target.
@@ -23,6 +24,8 @@ api_v1 = [
     # The split view serves its start-up script from a URL of its own: no inline script.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]
+# The browsable front page (JSON for API clients): every route above by name.
+api_v1.insert(0, path("", ApiRoot.as_view(routes=api_v1), name="api-root"))
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
