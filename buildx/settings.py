@@ -508,6 +508,12 @@ WS_REPLAY_PAGE_BYTES = env_int("WS_REPLAY_PAGE_BYTES", 256 * 1024)
 # A token socket (buildx/tokens.py) that did not offer its token at the handshake has this long to send
 # it in its first message before it is closed (seconds).
 WS_AUTH_SECONDS = env_float("WS_AUTH_SECONDS", 10.0)
+# A run's event stream over Server-Sent Events (training/sse.py): it reads new stored events this often,
+# sends a comment after this much silence (proxies close idle connections), and ends after at most this
+# long (the client reconnects with Last-Event-ID and is checked again). Seconds.
+SSE_POLL_SECONDS = env_float("SSE_POLL_SECONDS", 1.0)
+SSE_KEEPALIVE_SECONDS = env_float("SSE_KEEPALIVE_SECONDS", 15.0)
+SSE_MAX_SECONDS = env_float("SSE_MAX_SECONDS", 300.0)
 
 # --- Predictions and exports (issue 9) -----------------------------------------------------------
 
