@@ -3,7 +3,8 @@
 Every error answer is ``{"error": {"code": ..., "message": ..., "fields": {field: [messages]}}}``
 so a client (and the editor page) handles them the same way everywhere.
 
-``GET /api/v1/`` lists every endpoint of the API by name (``ApiRoot``).
+``GET /api/v1/`` lists every endpoint of the API by name (``ApiRoot``); a path under it that names
+none is a 404 in that shape too (``not_found``), not Django's HTML page.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
-from django.urls import URLPattern, URLResolver, reverse
+from django.http import Http404, HttpRequest, HttpResponsePermanentRedirect, JsonResponse
+from django.urls import Resolver404, URLPattern, URLResolver, resolve, reverse
 from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -103,7 +105,7 @@ class ApiRoot(APIView):
 
     @extend_schema(
         summary="Every endpoint of the API, by name",
-        responses={200: serializers.DictField(child=serializers.CharField())},
+        responses={200: {"type": "object", "additionalProperties": {"type": "string"}}},
     )
     def get(self, request: Request) -> Response:
         base = request.build_absolute_uri(
@@ -115,3 +117,22 @@ class ApiRoot(APIView):
             if name != "api-root":
                 links[name.removeprefix("api-").replace("-", "_")] = base + template
         return Response(links)
+
+
+@csrf_exempt  # it changes nothing: a POST gets the same JSON 404, not the CSRF failure page
+def not_found(request: HttpRequest, path: str = "") -> HttpResponsePermanentRedirect | JsonResponse:
+    """The last route under /api/v1/: a path that names no endpoint. Django's own 404 is an HTML page
+    (its debug page with DEBUG on), which an API client cannot read. A path missing only its final slash
+    is sent on to it with 308, which keeps the method and the body (Django's APPEND_SLASH cannot:
+    this route matches every path, and it answers a POST with an error)."""
+    if not request.path.endswith("/"):
+        try:
+            match = resolve(request.path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not not_found:
+            query = request.META.get("QUERY_STRING", "")
+            response = HttpResponsePermanentRedirect(request.path + "/" + (f"?{query}" if query else ""))
+            response.status_code = 308
+            return response
+    return JsonResponse(error_body(code="not_found", message=_("Not found.")), status=404)

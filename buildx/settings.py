@@ -310,7 +310,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus the error answers every endpoint can give (buildx/schema.py).
+    "DEFAULT_SCHEMA_CLASS": "buildx.schema.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "buildx.api.exception_handler",
@@ -329,6 +330,11 @@ SPECTACULAR_SETTINGS = {
     # The artifacts list and the code view share CodeArtifact's status choices; runs have a "status" of
     # their own.
     "ENUM_NAME_OVERRIDES": {"CodeArtifactStatusEnum": "designs.models.CodeArtifact.Status"},
+    # The run's event stream is a plain Django view (Server-Sent Events): its hook describes it.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "training.sse.openapi_paths",
+    ],
 }
 
 # Cross-origin API clients (django-cors-headers): pages of these origins, a front end served from

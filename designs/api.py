@@ -6,8 +6,8 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers, status
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
 from rest_framework.exceptions import NotFound, ParseError, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import JSONParser
@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from buildx.api import error_response
+from buildx.schema import ERROR
 from designs import catalog, services
 from designs.models import Design, DesignVersion
 from designs.selectors import with_latest_versions
@@ -34,22 +35,6 @@ from designs.serializers import (
     VersionSummarySerializer,
 )
 from designs.validation import SpecError, spec_hash
-
-ERROR = inline_serializer(
-    "Error",
-    fields={
-        "error": inline_serializer(
-            "ErrorBody",
-            fields={
-                "code": serializers.CharField(),
-                "message": serializers.CharField(),
-                "fields": serializers.DictField(
-                    child=serializers.ListField(child=serializers.CharField()), required=False
-                ),
-            },
-        )
-    },
-)
 
 
 class SafeJSONParser(JSONParser):

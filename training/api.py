@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from buildx.api import error_response
+from buildx.schema import ERROR
 from designs.models import DesignVersion
 from training import services
 from training.models import Run, RunArtifact, RunEvent
@@ -25,7 +26,7 @@ class RunSerializer(serializers.ModelSerializer):
     design = serializers.IntegerField(source="design_version.design_id", read_only=True)
     design_name = serializers.CharField(source="design_version.design.name", read_only=True)
     version_number = serializers.IntegerField(source="design_version.number", read_only=True)
-    queue_position = serializers.IntegerField(read_only=True)
+    queue_position = serializers.IntegerField(read_only=True, allow_null=True)
     url = serializers.SerializerMethodField()
 
     class Meta:
@@ -148,7 +149,7 @@ class RunListCreate(generics.ListAPIView):
             "(`design`, `version`), as the designs API gives them."
         ),
         request=RunCreateSerializer,
-        responses={201: RunSerializer},
+        responses={201: RunSerializer, 404: ERROR},
     )
     def post(self, request: Request) -> Response:
         body = RunCreateSerializer(data=request.data)
@@ -244,7 +245,7 @@ class RunMetrics(APIView):
 
 
 class RunStop(APIView):
-    @extend_schema(request=None, responses={202: RunSerializer})
+    @extend_schema(request=None, responses={202: RunSerializer, 409: ERROR})
     def post(self, request: Request, pk: int) -> Response:
         run = get_object_or_404(Run, pk=pk, owner=request.user)
         try:
@@ -255,7 +256,7 @@ class RunStop(APIView):
 
 
 class RunResume(APIView):
-    @extend_schema(request=None, responses={202: RunSerializer})
+    @extend_schema(request=None, responses={202: RunSerializer, 409: ERROR})
     def post(self, request: Request, pk: int) -> Response:
         run = get_object_or_404(Run, pk=pk, owner=request.user)
         try:

@@ -36,7 +36,7 @@ from django.conf import settings
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
 
 from buildx import tokens
 from buildx.api import error_body
@@ -114,17 +114,24 @@ async def _events(*, run_id: int, after: int, deadline: float, slot: limits.Sock
 
 
 def _resume_point(request: HttpRequest) -> int | None:
-    """``Last-Event-ID`` (a reconnection), else ``?after=``, else 0; None when it is not a number."""
-    value = request.headers.get("Last-Event-ID") or request.GET.get("after") or "0"
-    try:
-        after = int(value)
-    except ValueError:
-        return None
-    return after if after >= 0 else None
+    """``Last-Event-ID`` (a reconnection), else ``?after=``, else 0; None when either one that is given
+    is not a sequence number."""
+    given = [request.headers.get("Last-Event-ID"), *request.GET.getlist("after")]
+    points = []
+    for value in given:
+        if value is None:
+            continue
+        if not (value.strip().isascii() and value.strip().isdigit()):
+            return None
+        points.append(int(value))
+    return points[0] if points else 0
 
 
-@require_GET
+@csrf_exempt  # it only reads; a POST gets the API's 405 below, not the CSRF failure page
 async def run_stream(request: HttpRequest, pk: int) -> HttpResponse:
+    if request.method != "GET":
+        message = _('Method "%(method)s" not allowed.') % {"method": request.method}
+        return _error("method_not_allowed", message, 405, Allow="GET")
     token = tokens.bearer_token(request.headers)
     expires_at = None
     if token is not None:  # as the API: a token, when sent, decides (even with a session cookie)
@@ -158,3 +165,51 @@ async def run_stream(request: HttpRequest, pk: int) -> HttpResponse:
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx passes each event on at once
     return response
+
+
+def openapi_paths(result: dict, generator, request, public) -> dict:
+    """drf-spectacular postprocessing hook: this view is plain Django (DRF has no async views), so the
+    schema learns of it here."""
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    sequence = {"type": "integer", "minimum": 0}
+    # One message of the stream: a run event (id: its seq, event: its type, data: its JSON) or the end.
+    event = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "event": {"type": "string", "enum": [*RunEvent.Kind.values, "end"]},
+            "data": {"type": "string", "description": "The event as JSON, as the WebSocket sends it."},
+            "retry": {"type": "integer"},
+        },
+    }
+    result["paths"]["/api/v1/runs/{id}/stream/"] = {
+        "get": {
+            "operationId": "runs_stream_retrieve",
+            "summary": "The run's events as Server-Sent Events (docs/contracts.md section 8)",
+            "description": (
+                "Each stored event as `id: <seq>`, `event: <type>`, `data: <event JSON>`, then `event: end` "
+                "once the run is finished. Resume with `Last-Event-ID` (or `?after=` the first time). "
+                "204 when the run is finished and nothing is left after that point."
+            ),
+            "tags": ["runs"],
+            "parameters": [
+                {"in": "path", "name": "id", "required": True, "schema": {"type": "integer"}},
+                {"in": "header", "name": "Last-Event-ID", "schema": sequence},
+                {"in": "query", "name": "after", "schema": sequence},
+            ],
+            "security": [{"tokenAuth": []}, {"cookieAuth": []}],
+            "responses": {
+                "200": {
+                    "description": "The event stream.",
+                    "content": {"text/event-stream": {"schema": event}},
+                },
+                "204": {"description": "The run is finished and nothing is left to send."},
+                "400": {"description": "Last-Event-ID or after is not a sequence number.", "content": error},
+                "401": {"description": "No session or access token, or a bad one.", "content": error},
+                "404": {"description": "No such run, or not one the caller may view.", "content": error},
+                "405": {"description": "Only GET is answered.", "content": error},
+                "429": {"description": "Over the user's open connections.", "content": error},
+            },
+        }
+    }
+    return result

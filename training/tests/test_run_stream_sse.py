@@ -269,7 +269,8 @@ async def test_only_get_is_answered(alice):
     run_id = await queued_run(alice)
     client = await session(alice)
     response = await client.post(f"/api/v1/runs/{run_id}/stream/")
-    assert response.status_code in (403, 405)  # CSRF refuses a cookie POST first; GET is all there is
+    assert response.status_code == 405 and response["Allow"] == "GET"
+    assert json.loads(response.content)["error"]["code"] == "method_not_allowed"
 
 
 async def test_a_client_that_goes_away_ends_its_stream_and_frees_its_slot(alice, settings):
