@@ -8,6 +8,12 @@ open a logged-in socket to a site on ``localhost:8000``. Here it is Django's CSR
 sockets: the Origin must be the request's own scheme, host and port (its Host header, itself one of
 ALLOWED_HOSTS), or one of CSRF_TRUSTED_ORIGINS. A handshake without an Origin is refused too: every
 browser sends one, and other clients can send one.
+
+Token sockets (the handshake offers the ``buildx`` subprotocol: ``buildx.tokens``) authenticate with an
+access token and never with the session: their cookies are dropped here, before anything reads them, so
+there is no session to hijack. Their Host must still be one of ours; an Origin, when sent (a browser
+sends one, other clients need not), must be the site's, a trusted one, or one of CORS_ALLOWED_ORIGINS:
+the pages allowed to call the API.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
+
+from buildx.tokens import is_token_socket
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -90,13 +98,36 @@ def same_origin(scope: dict) -> bool:
     return origin is not None and (origin == own_origin(scope) or trusted_origin(origins[0]))
 
 
+def api_client_origin(scope: dict) -> bool:
+    """A token socket's handshake: sent to one of our hosts, from no page, or from a page that may use
+    the API (the site's own, a trusted origin, or one of CORS_ALLOWED_ORIGINS)."""
+    if own_origin(scope) is None:
+        return False
+    origins = _headers(scope, b"origin")
+    if not origins:
+        return True
+    if len(origins) != 1 or origin_of(origins[0]) is None:
+        return False
+    allowed = {origin_of(entry) for entry in settings.CORS_ALLOWED_ORIGINS}
+    return same_origin(scope) or origin_of(origins[0]) in allowed
+
+
 class SameOriginValidator:
-    """ASGI middleware: a WebSocket handshake from another origin is refused (HTTP 403)."""
+    """ASGI middleware: a page's WebSocket handshake from another origin is refused (HTTP 403); a token
+    socket's loses its cookies, and is refused from a page that may not use the API."""
 
     def __init__(self, application) -> None:
         self.application = application
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "websocket" and not same_origin(scope):
-            return await WebsocketDenier.as_asgi()(scope, receive, send)
+        if scope["type"] == "websocket":
+            if is_token_socket(scope):
+                if not api_client_origin(scope):
+                    return await WebsocketDenier.as_asgi()(scope, receive, send)
+                headers = [
+                    (key, value) for key, value in scope.get("headers", []) if key.lower() != b"cookie"
+                ]
+                scope = {**scope, "headers": headers}
+            elif not same_origin(scope):
+                return await WebsocketDenier.as_asgi()(scope, receive, send)
         return await self.application(scope, receive, send)

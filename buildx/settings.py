@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from corsheaders.defaults import default_headers as default_cors_headers
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -107,6 +108,7 @@ INSTALLED_APPS = [
     "allauth.socialaccount.providers.google",
     "allauth.headless",
     "phonenumber_field",
+    "corsheaders",
     "csp",
     "buildx",
     "accounts",
@@ -117,6 +119,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Above everything that can answer on its own (the body limits, CommonMiddleware), so that those
+    # answers carry the CORS headers too and a listed origin's page can read them.
+    "corsheaders.middleware.CorsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -350,7 +355,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus the error answers every endpoint can give (buildx/schema.py).
+    "DEFAULT_SCHEMA_CLASS": "buildx.schema.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "buildx.api.exception_handler",
@@ -369,7 +375,21 @@ SPECTACULAR_SETTINGS = {
     # The artifacts list and the code view share CodeArtifact's status choices; runs have a "status" of
     # their own.
     "ENUM_NAME_OVERRIDES": {"CodeArtifactStatusEnum": "designs.models.CodeArtifact.Status"},
+    # The run's event stream is a plain Django view (Server-Sent Events): its hook describes it.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "training.sse.openapi_paths",
+    ],
 }
+
+# Cross-origin API clients (django-cors-headers): pages of these origins, a front end served from
+# another host, may call /api/ with a token. None by default: only the site's own pages.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
+CORS_URLS_REGEX = r"^/api/"
+# Tokens, never cookies: a listed origin's page cannot act with a visitor's BuildX session.
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = [*default_cors_headers, "last-event-id"]
+CORS_EXPOSE_HEADERS = ["Retry-After", "Content-Disposition"]
 
 # --- LLM (optional) -----------------------------------------------------------------------------
 
@@ -536,6 +556,15 @@ WS_MAX_PER_PROCESS = env_int("WS_MAX_PER_PROCESS", 2000)
 WS_HEARTBEAT_SECONDS = env_float("WS_HEARTBEAT_SECONDS", 30.0)
 # A replay of stored events goes out in frames of at most this many bytes (a larger event goes alone).
 WS_REPLAY_PAGE_BYTES = env_int("WS_REPLAY_PAGE_BYTES", 256 * 1024)
+# A token socket (buildx/tokens.py) that did not offer its token at the handshake has this long to send
+# it in its first message before it is closed (seconds).
+WS_AUTH_SECONDS = env_float("WS_AUTH_SECONDS", 10.0)
+# A run's event stream over Server-Sent Events (training/sse.py): it reads new stored events this often,
+# sends a comment after this much silence (proxies close idle connections), and ends after at most this
+# long (the client reconnects with Last-Event-ID and is checked again). Seconds.
+SSE_POLL_SECONDS = env_float("SSE_POLL_SECONDS", 1.0)
+SSE_KEEPALIVE_SECONDS = env_float("SSE_KEEPALIVE_SECONDS", 15.0)
+SSE_MAX_SECONDS = env_float("SSE_MAX_SECONDS", 300.0)
 
 # --- Predictions and exports (issue 9) -----------------------------------------------------------
 

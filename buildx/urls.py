@@ -3,11 +3,12 @@ from __future__ import annotations
 from allauth.account.decorators import secure_admin_login
 from django.conf import settings
 from django.contrib import admin
-from django.urls import URLPattern, URLResolver, include, path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts import views as account_views
 from buildx import views
+from buildx.api import ApiRoot, not_found
 
 # The admin has no login form of its own: it sends people to the site login, which carries
 # allauth's rate limits (and, later, any second factor), so the admin is no softer target.
@@ -23,7 +24,11 @@ api_v1: list[URLPattern | URLResolver] = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its start-up script from a URL of its own: no inline script.
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    # Last: a path that names no endpoint gets the API's JSON 404, not an HTML page.
+    re_path(r"^(?P<path>[\s\S]*)$", not_found),  # newlines too,
 ]
+# The browsable front page (JSON for API clients): every route above by name.
+api_v1.insert(0, path("", ApiRoot.as_view(routes=api_v1), name="api-root"))
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),

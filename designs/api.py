@@ -9,8 +9,8 @@ from django.db.models import Model
 from django.http import HttpResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers, status
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
 from rest_framework.exceptions import NotFound, ParseError, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import JSONParser
@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 
 from accounts.auth import signed_in_user
 from buildx.api import error_response
+from buildx.schema import ERROR
 from designs import catalog, services
 from designs.models import Design, DesignVersion
 from designs.selectors import with_latest_versions
@@ -38,22 +39,6 @@ from designs.serializers import (
     VersionSummarySerializer,
 )
 from designs.validation import SpecError, spec_hash
-
-ERROR = inline_serializer(
-    "Error",
-    fields={
-        "error": inline_serializer(
-            "ErrorBody",
-            fields={
-                "code": serializers.CharField(),
-                "message": serializers.CharField(),
-                "fields": serializers.DictField(
-                    child=serializers.ListField(child=serializers.CharField()), required=False
-                ),
-            },
-        )
-    },
-)
 
 
 class SafeJSONParser(JSONParser):

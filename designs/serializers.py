@@ -16,7 +16,8 @@ class VersionSummarySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = DesignVersion
-        fields = ["number", "spec_hash", "valid", "ready_to_train", "params", "created_at"]
+        # ``id`` is what POST /api/v1/runs/ takes as ``design_version``; ``number`` names it in URLs.
+        fields = ["id", "number", "spec_hash", "valid", "ready_to_train", "params", "created_at"]
 
     def get_params(self, version: DesignVersion) -> int | None:
         return version.report.get("totals", {}).get("params")

@@ -7,12 +7,14 @@ from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.fields import empty
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.auth import signed_in_user
 from buildx.api import error_response
+from buildx.schema import ERROR
 from feedback import services
 from feedback.models import Feedback
 from training.models import Run
@@ -45,8 +47,14 @@ class ApplySerializer(serializers.Serializer):
     index = serializers.IntegerField(min_value=0)
 
 
+class RequiredBooleanField(serializers.BooleanField):
+    # DRF reads a boolean missing from a form (multipart or urlencoded) as false, as an unticked HTML
+    # checkbox: a client that forgot the field would rate the feedback "not helpful". Missing is missing.
+    default_empty_html = empty
+
+
 class RateSerializer(serializers.Serializer):
-    helpful = serializers.BooleanField()
+    helpful = RequiredBooleanField()
 
 
 class RunFeedback(APIView):
@@ -60,7 +68,9 @@ class RunFeedback(APIView):
 
 
 class RunFeedbackApply(APIView):
-    @extend_schema(request=ApplySerializer, responses={201: OpenApiTypes.OBJECT, 200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        request=ApplySerializer, responses={201: OpenApiTypes.OBJECT, 200: OpenApiTypes.OBJECT, 409: ERROR}
+    )
     def post(self, request: Request, pk: int) -> Response:
         run = _own_run(request, pk)
         feedback = _feedback_or_none(run)
@@ -88,7 +98,7 @@ class RunFeedbackApply(APIView):
 
 
 class RunFeedbackRate(APIView):
-    @extend_schema(request=RateSerializer, responses=OpenApiTypes.OBJECT)
+    @extend_schema(request=RateSerializer, responses={200: OpenApiTypes.OBJECT, 409: ERROR})
     def post(self, request: Request, pk: int) -> Response:
         run = _own_run(request, pk)
         feedback = _feedback_or_none(run)

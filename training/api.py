@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from accounts.auth import signed_in_user
 from buildx.api import error_response
+from buildx.schema import ERROR
 from designs.models import DesignVersion
 from training import services
 from training.models import Run, RunArtifact, RunEvent
@@ -26,7 +27,7 @@ class RunSerializer(serializers.ModelSerializer):
     design = serializers.IntegerField(source="design_version.design_id", read_only=True)
     design_name = serializers.CharField(source="design_version.design.name", read_only=True)
     version_number = serializers.IntegerField(source="design_version.number", read_only=True)
-    queue_position = serializers.IntegerField(read_only=True)
+    queue_position = serializers.IntegerField(read_only=True, allow_null=True)
     url = serializers.SerializerMethodField()
 
     class Meta:
@@ -76,8 +77,35 @@ class RunSerializer(serializers.ModelSerializer):
 
 
 class RunCreateSerializer(serializers.Serializer):
-    design_version = serializers.IntegerField()
-    code_artifact = serializers.IntegerField(required=False)
+    """Which version to train: its id, or its design's id and its number (what the designs API gives)."""
+
+    design_version = serializers.IntegerField(
+        required=False,
+        help_text=_("The version's id (`id` of a version, or of a design's `latest_version`)."),
+    )
+    design = serializers.IntegerField(required=False, help_text=_("The design's id, with `version`."))
+    version = serializers.IntegerField(
+        required=False, min_value=1, help_text=_("The version's number in its design, with `design`.")
+    )
+    code_artifact = serializers.IntegerField(
+        required=False,
+        help_text=_("Code of this version to train; else its newest ready code or its compiled script."),
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        by_number = "design" in attrs or "version" in attrs
+        if "design_version" in attrs and by_number:
+            raise serializers.ValidationError(
+                {"design_version": [_("Give design_version, or design and version, not both.")]}
+            )
+        if "design_version" not in attrs and not by_number:
+            raise serializers.ValidationError(
+                {"design_version": [_("Say which version to train: design_version, or design and version.")]}
+            )
+        for name in ("design", "version"):
+            if by_number and name not in attrs:
+                raise serializers.ValidationError({name: [_("Give design and version together.")]})
+        return attrs
 
 
 def _refused(exc: services.RunRefused) -> Response:
@@ -115,21 +143,35 @@ class RunListCreate(generics.ListAPIView):
             qs = qs.filter(dataset__iexact=params["dataset"])
         return qs.order_by("-created_at")
 
+    @extend_schema(
+        summary="Train a design version",
+        description=(
+            "The version is named by its id (`design_version`) or by its design and number "
+            "(`design`, `version`), as the designs API gives them."
+        ),
+        request=RunCreateSerializer,
+        responses={201: RunSerializer, 404: ERROR},
+    )
     def post(self, request: Request) -> Response:
         body = RunCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        version = (
-            DesignVersion.objects.filter(
-                pk=body.validated_data["design_version"], design__owner=signed_in_user(request)
-            )
-            .select_related("design")
-            .first()
+        data = body.validated_data
+        versions = DesignVersion.objects.filter(design__owner=signed_in_user(request)).select_related(
+            "design"
         )
+        if "design_version" in data:
+            version, field = versions.filter(pk=data["design_version"]).first(), "design_version"
+        else:
+            version, field = (
+                versions.filter(design_id=data["design"], number=data["version"]).first(),
+                "version",
+            )
         if version is None:
+            # Another user's version and one that does not exist get the same answer.
             return error_response(
                 code="not_found",
                 message=str(_("That design version does not exist.")),
-                fields={"design_version": [str(_("No such design version."))]},
+                fields={field: [str(_("No such design version."))]},
                 http_status=404,
             )
         artifact = services.run_code(version=version, artifact_id=body.validated_data.get("code_artifact"))
@@ -206,7 +248,7 @@ class RunMetrics(APIView):
 
 
 class RunStop(APIView):
-    @extend_schema(request=None, responses={202: RunSerializer})
+    @extend_schema(request=None, responses={202: RunSerializer, 409: ERROR})
     def post(self, request: Request, pk: int) -> Response:
         run = get_object_or_404(Run, pk=pk, owner=request.user)
         try:
@@ -217,7 +259,7 @@ class RunStop(APIView):
 
 
 class RunResume(APIView):
-    @extend_schema(request=None, responses={202: RunSerializer})
+    @extend_schema(request=None, responses={202: RunSerializer, 409: ERROR})
     def post(self, request: Request, pk: int) -> Response:
         run = get_object_or_404(Run, pk=pk, owner=request.user)
         try:

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from django.urls import path
 
-from training import api, predict_api
+from training import api, predict_api, sse
 
 urlpatterns = [
     path("runs/", api.RunListCreate.as_view(), name="api-runs"),
     path("runs/<int:pk>/", api.RunDetail.as_view(), name="api-run"),
     path("runs/<int:pk>/events/", api.RunEvents.as_view(), name="api-run-events"),
+    path("runs/<int:pk>/stream/", sse.run_stream, name="api-run-stream"),
     path("runs/<int:pk>/metrics/", api.RunMetrics.as_view(), name="api-run-metrics"),
     path("runs/<int:pk>/stop/", api.RunStop.as_view(), name="api-run-stop"),
     path("runs/<int:pk>/resume/", api.RunResume.as_view(), name="api-run-resume"),

@@ -39,7 +39,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from buildx import live
+from buildx import live, tokens
 from buildx.live import run_group, user_group
 from training import limits
 
@@ -222,15 +222,53 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     slot: limits.SocketSlot | None = None  # this socket's place under the open-socket caps
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=4401)
+        # A page's session, or an API client's access token (buildx.tokens).
+        self.auth = await tokens.socket_auth(self.scope)
+        if self.auth.subprotocol is None and self.auth.user is None:
+            await self.close(code=tokens.UNAUTHENTICATED)  # a page without a session
             return
+        if self.auth.subprotocol is not None:
+            # A token socket is accepted before its token is judged, so that a refused one learns why
+            # (as over a cap below: a close during the handshake carries no code or reason).
+            await self.accept(subprotocol=self.auth.subprotocol)
+        if self.auth.refusal:
+            await self.close(code=tokens.UNAUTHENTICATED, reason=self.auth.refusal)
+            return
+        # A token socket closes when its token expires, or, before its first message, when that is late.
+        self.auth.close_when_due(self._close_unauthenticated)
+        if self.auth.user is not None:
+            await self._open(self.auth.user)
+
+    async def _close_unauthenticated(self, reason: str) -> None:
+        await self.close(code=tokens.UNAUTHENTICATED, reason=reason)
+
+    async def _authenticate(self, content: dict) -> None:
+        """A token socket's ``authenticate`` message: its first, or a newer token before one expires."""
+        if self.auth.subprotocol is None:
+            await self.send_json(
+                {"type": "error", "code": "invalid", "message": "This socket uses its session."}
+            )
+            return
+        opening = self.auth.user is None
+        await tokens.authenticate_message(self.auth, content)
+        if self.auth.refusal:
+            self.auth.cancel()
+            await self.close(code=tokens.UNAUTHENTICATED, reason=self.auth.refusal)
+            return
+        self.auth.close_when_due(self._close_unauthenticated)
+        await self.send_json(
+            {"type": "authenticated", "user": self.auth.user.pk, "expires_at": self.auth.expires_at}
+        )
+        if opening:
+            await self._open(self.auth.user)
+
+    async def _open(self, user) -> None:
         taken = await limits.socket_slot_take(user_id=user.id)
         if isinstance(taken, limits.SocketRefused):
             # Accepted, then closed: a socket refused during the handshake reaches the page as 1006
             # with no reason, one closed after it with our code and a reason the page can show.
-            await self.accept()
+            if self.auth.subprotocol is None:
+                await self.accept()
             await self.close(code=taken.code, reason=taken.reason)
             return
         self.slot = taken
@@ -252,9 +290,12 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         self.fanout = RunFanout.of(self.channel_layer)
         live.register_server_loop(asyncio.get_running_loop())
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
+        if self.auth.subprotocol is None:
+            await self.accept()  # a token socket was accepted before its token was checked
 
     async def disconnect(self, code: int) -> None:
+        if hasattr(self, "auth"):
+            self.auth.cancel()
         try:
             if hasattr(self, "group"):
                 for task in list(self.catching_up):
@@ -269,7 +310,15 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content: dict, **kwargs) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
-        if kind == "ping":
+        if kind == "authenticate":
+            await self._authenticate(content)
+        elif not hasattr(self, "user"):  # not open: a token socket that has not authenticated yet
+            if self.auth.waiting:
+                self.auth.cancel()
+                await self.close(
+                    code=tokens.UNAUTHENTICATED, reason=tokens.NO_TOKEN % settings.WS_AUTH_SECONDS
+                )
+        elif kind == "ping":
             await self.send_json({"type": "pong", "t": content.get("t")})
         elif kind == "watch":
             await self._watch(content)

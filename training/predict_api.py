@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 
 from accounts.auth import signed_in_user
 from buildx.api import error_response
+from buildx.schema import ERROR
 from training import exports, limits, predict
 from training.models import Run
 
@@ -96,7 +97,11 @@ class RunPredict(APIView):
     @extend_schema(
         summary="Classify images with a finished run's model",
         request={"multipart/form-data": OpenApiTypes.OBJECT, "application/json": OpenApiTypes.OBJECT},
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="docs/contracts.md section 9")},
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="docs/contracts.md section 9"),
+            409: ERROR,
+            429: ERROR,
+        },
     )
     def post(self, request: Request, pk: int) -> Response:
         with limits.prediction_admitted(user_id=signed_in_user(request).pk) as busy:
@@ -131,7 +136,11 @@ class RunPredict(APIView):
 class RunMistakes(APIView):
     @extend_schema(
         summary="Test images the model gets wrong",
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="docs/contracts.md section 9")},
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="docs/contracts.md section 9"),
+            409: ERROR,
+            429: ERROR,
+        },
     )
     def get(self, request: Request, pk: int) -> Response:
         # The whole test split through the model, or a sandbox for the assistant's code: a prediction.
@@ -154,7 +163,15 @@ def _download(filename: str, content: bytes, content_type: str) -> HttpResponse:
 class RunExport(APIView):
     """GET .../export/<kind>/: weights (safetensors), onnx, bundle (zip) or card (markdown)."""
 
-    @extend_schema(summary="Download an export of a run", responses={200: OpenApiTypes.BINARY})
+    @extend_schema(
+        summary="Download an export of a run",
+        responses={
+            (200, "application/octet-stream"): OpenApiTypes.BINARY,
+            (200, "application/zip"): OpenApiTypes.BINARY,
+            (200, "text/markdown"): OpenApiTypes.STR,
+            409: ERROR,
+        },
+    )
     def get(self, request: Request, pk: int, kind: str):
         run = own_run(request, pk)
         makers = {
