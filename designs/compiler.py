@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from designs.catalog import LAYERS, NO_TORCH_DEFAULT, TRANSFORMS, dataset_lookup
+from designs.limits import NO_LIMITS
 from designs.validation import MODEL_INPUT, analyse, hyperparameter
 
 COMMENT_COLUMN_MAX = 80
@@ -272,7 +273,7 @@ def _docstring_text(text: str) -> str:
 
 def compile_spec(spec: dict, *, design_name: str, version_number: int, report: dict | None = None) -> str:
     """The script for a normalised, valid spec. Raises CompileError when the spec has validation errors."""
-    report = report if report is not None else analyse(spec, max_params=2**62)
+    report = report if report is not None else analyse(spec, limits=NO_LIMITS)
     if not report["valid"]:
         raise CompileError(report["errors"][0]["message"] if report["errors"] else "The design is not valid.")
     model = class_name(spec["model_name"])

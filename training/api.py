@@ -77,13 +77,18 @@ class RunSerializer(serializers.ModelSerializer):
 class RunCreateSerializer(serializers.Serializer):
     design_version = serializers.IntegerField()
     code_artifact = serializers.IntegerField(required=False)
+    spec = serializers.JSONField(
+        required=False,
+        help_text="The design as the client shows it: a version with another spec is refused (409 unsaved_changes).",
+    )
 
 
 def _refused(exc: services.RunRefused) -> Response:
     if exc.code == "not_found":
         return error_response(code="not_found", message=exc.message, http_status=404)
     fields = {exc.field: [exc.message]} if exc.field else None
-    http = status.HTTP_409_CONFLICT if exc.code in ("not_stoppable", "not_resumable", "conflict") else 400
+    conflicts = ("not_stoppable", "not_resumable", "conflict", "unsaved_changes")
+    http = status.HTTP_409_CONFLICT if exc.code in conflicts else 400
     return error_response(code=exc.code, message=exc.message, fields=fields, http_status=http)
 
 
@@ -137,7 +142,9 @@ class RunListCreate(generics.ListAPIView):
                 fields={"code_artifact": [str(_("No such code for this version."))]},
             )
         try:
-            run = services.run_create(owner=request.user, version=version, artifact=artifact)
+            run = services.run_create(
+                owner=request.user, version=version, artifact=artifact, spec=body.validated_data.get("spec")
+            )
         except services.RunRefused as exc:
             return _refused(exc)
         return Response(RunSerializer(with_own_queue_position(run)).data, status=status.HTTP_201_CREATED)
