@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from django.utils import translation
 
 from designs import services
+from designs.catalog import catalog_as_json
 from designs.edits import apply_edits
 from designs.tests.specs import forty_layers, original_example, small
 from designs.validation import SpecError, analyse, normalise, spec_hash, validate
@@ -106,6 +108,7 @@ def test_it_accepts_the_original_backends_ids_and_input_wiring():
     assert "input" not in spec["layers"][0] and "input" not in spec["layers"][1]
     assert spec["layers"][2]["input"] == ["c_2", "c_1"]
     assert "use_cloud" not in spec["hyperparameters"]  # the original's GPU flag: read, and dropped
+    assert "use_cloud" not in [p["name"] for p in catalog_as_json()["hyperparameters"]]  # not offered
     assert report["valid"] and report["ready_to_train"], report["errors"]
     assert report["layers"][2]["input_shape"] == [[8, 8, 8], [8, 8, 8]]
 
@@ -368,7 +371,9 @@ def test_a_design_over_this_servers_limits_is_valid_but_not_ready_to_train(setti
         small(
             [
                 {"type": "Flatten"},
-                {"type": "Linear", "name": "wide", "out_features": 100_000},  # 6.5 M parameters
+                {"type": "Linear", "name": "wide", "out_features": 65536},  # 64 × 65,536 + 65,536
+                {"type": "ReLU"},
+                {"type": "Linear", "name": "mid", "out_features": 32},  # 65,536 × 32 + 32
                 {"type": "ReLU"},
                 {"type": "Linear", "name": "fc", "out_features": 10},
             ],
@@ -386,8 +391,8 @@ def test_a_design_over_this_servers_limits_is_valid_but_not_ready_to_train(setti
     assert epochs["message"] == "150 epochs is more than this server trains: at most 100."
     assert epochs["path"] == "hyperparameters.epochs" and "Set epochs to 100 or fewer" in epochs["hint"]
     params = blockers["params_over_limit"]
-    assert "7,500,010 parameters" in params["message"] and "at most 5,000,000" in params["message"]
-    assert params["layer"] == "wide" and "The largest block, wide, holds 6,500,000" in params["hint"]
+    assert "6,357,354 parameters" in params["message"] and "at most 5,000,000" in params["message"]
+    assert params["layer"] == "wide" and "The largest block, wide, holds 4,259,840" in params["hint"]
 
     fixed, report = validate(apply_fix(spec, epochs["fix"]))
     assert fixed["hyperparameters"]["epochs"] == 100
@@ -396,6 +401,18 @@ def test_a_design_over_this_servers_limits_is_valid_but_not_ready_to_train(setti
     settings.RUNS_MAX_PARAMS = 10_000_000  # a bigger server: the same design is ready
     _spec, report = validate(fixed)
     assert report["blockers"] == [] and report["ready_to_train"]
+
+    settings.RUNS_MAX_PARAMS = 5_000_000
+    with translation.override("ko"):  # in the viewer's language, numbers and names kept
+        _spec, report = validate(spec)
+    assert [b["message"] for b in report["blockers"]] == [
+        "150 에포크는 이 서버에서 학습할 수 있는 것보다 많습니다. 최대 100 에포크까지입니다.",
+        "모델의 파라미터가 6,357,354개입니다. 이 서버는 파라미터가 최대 5,000,000개인 모델까지 학습합니다.",
+    ]
+    assert (
+        "wide" in report["blockers"][1]["hint"]
+        and report["blockers"][0]["fix"]["label"] == "epochs를 100(으)로"
+    )
 
 
 def test_the_report_has_totals_macs_and_a_training_memory_estimate():
