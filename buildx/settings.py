@@ -391,8 +391,9 @@ LOGGING = {
 
 # Largest request body the design API parses (bytes): a spec of 500 layers is far below it.
 BUILDX_MAX_SPEC_BYTES = env_int("BUILDX_MAX_SPEC_BYTES", 1_000_000)
-# Load PyTorch's meta kernels in a background thread at start-up, so the editor's first validation is fast.
-BUILDX_VALIDATION_WARMUP = env_bool("BUILDX_VALIDATION_WARMUP", not DEBUG)
+# Server processes load PyTorch's meta kernels in a background thread at start-up, so the editor's first
+# validation is fast: `manage.py serve` always, Daphne through buildx.asgi when DEBUG is off (designs/apps.py).
+BUILDX_VALIDATION_WARMUP = env_bool("BUILDX_VALIDATION_WARMUP", True)
 
 # --- Sandbox (the training child process) -------------------------------------------------------
 
