@@ -512,6 +512,9 @@ def test_the_model_card_page_shows_design_data_metrics_and_environment(alice_cli
     assert torch.__version__ in html
     assert "conv1" in html and "digits" in html and "<polyline" in html
     assert f"/api/v1/runs/{alice_run.pk}/export/bundle/" in html
+    # How to feed it, with its numbers (the ONNX takes raw pixels: the preprocessing is in its graph).
+    assert "Feeding the model" in html and "<code>Normalize((0.5,), (0.5,))</code>" in html
+    assert "uint8 (B, 1, 8, 8), the raw pixels 0..255" in html
 
     markdown = alice_client.get(f"/api/v1/runs/{alice_run.pk}/export/card/").content.decode()
     for heading in ("## Design", "## Dataset", "## Hyperparameters", "## Test metrics", "## Training curves",
