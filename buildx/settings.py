@@ -454,12 +454,11 @@ LOGGING = {
 
 # --- Designs -------------------------------------------------------------------------------------
 
-# A design with more parameters than this gets a warning in its validation report ("over your limit").
-BUILDX_MAX_PARAMS = env_int("BUILDX_MAX_PARAMS", 20_000_000)
 # Largest request body the design API parses (bytes): a spec of 500 layers is far below it.
 BUILDX_MAX_SPEC_BYTES = env_int("BUILDX_MAX_SPEC_BYTES", 1_000_000)
-# Load PyTorch's meta kernels in a background thread at start-up, so the editor's first validation is fast.
-BUILDX_VALIDATION_WARMUP = env_bool("BUILDX_VALIDATION_WARMUP", not DEBUG)
+# Server processes load PyTorch's meta kernels in a background thread at start-up, so the editor's first
+# validation is fast: `manage.py serve` always, Daphne through buildx.asgi when DEBUG is off (designs/apps.py).
+BUILDX_VALIDATION_WARMUP = env_bool("BUILDX_VALIDATION_WARMUP", True)
 
 # --- Sandbox (the training child process) -------------------------------------------------------
 
@@ -521,7 +520,9 @@ LLM_CACHE_PREFIX = env("LLM_CACHE_PREFIX", "llm")
 
 # --- Training runs (issue 5) ---------------------------------------------------------------------
 
-# Quotas: a request over one is refused with the reason.
+# Quotas: a request over one is refused with the reason. RUNS_MAX_EPOCHS and RUNS_MAX_PARAMS are the one
+# source of what a design may ask of this server: the editor's report marks a design over them as not
+# trainable (designs/limits.py) before Train, and the runs API refuses it with the same sentence.
 RUNS_MAX_CONCURRENT_PER_USER = env_int("RUNS_MAX_CONCURRENT_PER_USER", 2)  # queued + running
 RUNS_MAX_EPOCHS = env_int("RUNS_MAX_EPOCHS", 100)
 RUNS_MAX_PARAMS = env_int("RUNS_MAX_PARAMS", 5_000_000)
@@ -589,7 +590,5 @@ PREDICT_RATE_PER_MINUTE = env_int("PREDICT_RATE_PER_MINUTE", 60)  # 0 = no limit
 
 # Wall-clock limit of the sandboxed check of one LLM script (model check + one-batch smoke run).
 BUILDX_CODEGEN_SMOKE_WALL_S = env_float("BUILDX_CODEGEN_SMOKE_WALL_S", 60.0)
-# Largest EPOCHS an LLM script may declare (the spec's own limit applies first).
-BUILDX_CODEGEN_MAX_EPOCHS = env_int("BUILDX_CODEGEN_MAX_EPOCHS", 1000)
 # The generate_code actor's time limit: three LLM calls with retries and three sandbox checks.
 BUILDX_CODEGEN_TIME_LIMIT_S = env_int("BUILDX_CODEGEN_TIME_LIMIT_S", 15 * 60)

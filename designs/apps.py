@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import logging
 import threading
+import time
 
 from django.apps import AppConfig
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 
 class DesignsConfig(AppConfig):
@@ -11,24 +15,43 @@ class DesignsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
 
-def start_validation_warm_up() -> None:
+_warm_up_lock = threading.Lock()
+_warm_up_started = False
+
+
+def start_validation_warm_up(*, serving: bool = False) -> None:
     """Load PyTorch's meta kernels off the request path, so the editor's first validation is fast.
 
-    Called by server processes only (buildx/asgi.py): a one-shot command such as `migrate` must not
+    Server processes call it at start-up. buildx/asgi.py calls it on import, which is Daphne in
+    production but also tests and tools that import the application: there it warms up only with DEBUG
+    off. `manage.py serve` (what `make run` runs) is a server whatever DEBUG says and passes
+    ``serving=True``: without it the first editor check waited 5-9 s on "Checking..." while torch was
+    imported and its kernels loaded (bench/first_check.py). A one-shot command such as `migrate` must not
     start it, since a process that exits while a thread is inside torch aborts. The thread is not a
-    daemon for the same reason: a server stopped during warm-up waits the few seconds it takes.
+    daemon for the same reason: a server stopped during warm-up waits the few seconds it takes. Started
+    once per process; BUILDX_VALIDATION_WARMUP=0 turns it off.
     """
-    if getattr(settings, "BUILDX_VALIDATION_WARMUP", False):
+    global _warm_up_started
+    wanted = settings.BUILDX_VALIDATION_WARMUP and (serving or not settings.DEBUG)
+    with _warm_up_lock:
+        if _warm_up_started:
+            return
+        _warm_up_started = wanted
+    if wanted:
         threading.Thread(target=_warm_up, name="validation-warm-up", daemon=False).start()
     else:
         freeze_heap()
 
 
 def _warm_up() -> None:
-    from designs import validation
+    from designs import validation  # imports torch: the cost this thread takes off the first request
 
+    started = time.monotonic()
     validation.warm_up()
     freeze_heap()
+    logger.info(
+        "Validation warmed up in %.1f s: the editor's first check is fast.", time.monotonic() - started
+    )
 
 
 def freeze_heap() -> None:

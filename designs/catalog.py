@@ -996,6 +996,10 @@ dataset_lookup = dataset_facts.lookup  # case, "-", "_" and spaces do not matter
 
 # --- Hyperparameters -------------------------------------------------------------------------------
 
+# The most epochs a design may say at all (a design file, a script from the assistant). What this server
+# trains is less: RUNS_MAX_EPOCHS, one of the training limits in designs/limits.py.
+SPEC_MAX_EPOCHS = 1000
+
 HYPERPARAMETERS: tuple[Param, ...] = (
     _p(
         "epochs",
@@ -1004,7 +1008,7 @@ HYPERPARAMETERS: tuple[Param, ...] = (
         "학습 데이터를 몇 번 반복할지.",
         default=10,
         min=1,
-        max=200,
+        max=SPEC_MAX_EPOCHS,
     ),
     _p(
         "batch_size",
@@ -1066,7 +1070,7 @@ HYPERPARAMETERS: tuple[Param, ...] = (
         default=None,
         nullable=True,
         min=1,
-        max=200,
+        max=SPEC_MAX_EPOCHS,
     ),
     _p(
         "lr_gamma",
@@ -1104,15 +1108,14 @@ HYPERPARAMETERS: tuple[Param, ...] = (
         min=0.05,
         max=0.5,
     ),
-    _p(
-        "use_cloud",
-        "bool",
-        "Train on a GPU worker when one is available (the original BuildX flag).",
-        "가능하면 GPU 작업자에서 학습합니다(원래 BuildX의 설정).",
-        default=False,
-    ),
 )
 HYPERPARAMETER_BY_NAME = {p.name: p for p in HYPERPARAMETERS}
+
+# Keys of the original BuildX's hyperparameters that a design file may still carry and that mean nothing
+# here: accepted on import, dropped from the normalised spec. `use_cloud` asked for a GPU worker, but
+# where a run trains is the deployment's choice (every `training` worker of the production compose file
+# has a GPU; RUNS_DEVICE), not a design's: a flag that cannot change where a run goes is not offered.
+IGNORED_HYPERPARAMETERS = frozenset({"use_cloud"})
 
 
 # --- Limits against hostile or runaway specs -------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any
 
 from django.conf import settings
 
+from designs.catalog import SPEC_MAX_EPOCHS
 from designs.compiler import state_dict_shapes
 from sandbox import checks as sandbox_checks
 from sandbox.static_check import check_script, format_findings
@@ -322,7 +323,7 @@ def check_in_sandbox(
             },
             "val_split": 0.25,
             "seed": int(hyperparameters.get("seed", 42)),
-            "max_epochs": settings.BUILDX_CODEGEN_MAX_EPOCHS,
+            "max_epochs": SPEC_MAX_EPOCHS,  # the contract check holds EPOCHS to the spec's own
             "epochs": 1,
             "device": "cpu",
         }

@@ -33,7 +33,20 @@ def spec_validate(*, spec: Any) -> tuple[dict, dict]:
     """(normalised spec, report) for a spec from a client; raises validation.SpecError when it cannot be read."""
     from designs import validation  # torch is imported on first use, not when Django starts
 
-    return validation.validate(spec, max_params=settings.BUILDX_MAX_PARAMS)
+    return validation.validate(spec)
+
+
+def spec_matches_version(*, spec: Any, version: DesignVersion) -> bool:
+    """Whether a client's spec (the editor's screen) is this version's: the same once normalised.
+
+    A spec that cannot be read is no version's.
+    """
+    from designs import validation
+
+    try:
+        return validation.spec_hash(validation.normalise(spec)) == version.spec_hash
+    except validation.SpecError:
+        return False
 
 
 class EditRefused(Exception):

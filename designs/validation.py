@@ -32,6 +32,7 @@ from designs.catalog import (
     DATASETS,
     HYPERPARAMETER_BY_NAME,
     HYPERPARAMETERS,
+    IGNORED_HYPERPARAMETERS,
     LAYERS,
     LIMITS,
     REQUIRED,
@@ -41,6 +42,7 @@ from designs.catalog import (
     Param,
     dataset_lookup,
 )
+from designs.limits import NO_LIMITS, TrainingLimits, limit_issues, training_limits
 
 # The model input is named "x" (as in the original BuildX front end, and in the compiled forward()).
 MODEL_INPUT = "x"
@@ -557,6 +559,7 @@ def normalise(raw: Any) -> dict:
     if not isinstance(raw_hp, dict):
         errors.add("hyperparameters", _("hyperparameters must be an object."))
     else:
+        raw_hp = {k: v for k, v in raw_hp.items() if k not in IGNORED_HYPERPARAMETERS}
         hyperparameters = _normalise_params(
             raw_hp, HYPERPARAMETERS, who=_("hyperparameters"), path="hyperparameters", errors=errors
         )
@@ -642,9 +645,9 @@ def _projection(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[
 
 
 class _Analysis:
-    def __init__(self, spec: dict, *, max_params: int) -> None:
+    def __init__(self, spec: dict, *, limits: TrainingLimits) -> None:
         self.spec = spec
-        self.max_params = max_params
+        self.limits = limits
         self.dataset: DatasetFacts = dataset_lookup(spec["dataset"])  # normalise() guarantees it
         self.rows: list[dict] = []
         self.errors: list[dict] = []
@@ -1413,9 +1416,10 @@ class _Analysis:
         memory["total_bytes"] = sum(v for k, v in memory.items() if k != "batch_size")
         valid = not self.errors
         matches = output_shape is not None and list(output_shape) == [self.dataset.num_classes]
+        blockers = limit_issues(epochs=hp["epochs"], params=params, layers=top, limits=self.limits)
         return {
             "valid": valid,
-            "ready_to_train": valid and matches,
+            "ready_to_train": valid and matches and not blockers,
             "dataset": {
                 "name": self.dataset.name,
                 "input_shape": list(self.dataset.input_shape),
@@ -1436,6 +1440,8 @@ class _Analysis:
             "memory": memory,
             "errors": self.errors,
             "warnings": self.warnings,
+            "blockers": blockers,
+            "limits": self.limits.as_json(),
         }
 
     def check_output(self, out: tuple[int, ...]) -> None:
@@ -1553,13 +1559,6 @@ class _Analysis:
                     layer=row["name"],
                     path=row["path"],
                 )
-        if params > self.max_params:
-            self.warning(
-                "params_over_quota",
-                _("The model has %(params)s parameters; your limit is %(max)s.")
-                % {"params": f"{params:,}", "max": f"{self.max_params:,}"},
-                hint=_("Use fewer channels or features, or shrink the image before Flatten."),
-            )
 
 
 def projection_kwargs(in_channels: int, out_channels: int, stride: int) -> tuple[tuple[str, Any], ...]:
@@ -1573,19 +1572,16 @@ def projection_kwargs(in_channels: int, out_channels: int, stride: int) -> tuple
     )
 
 
-def analyse(spec: dict, *, max_params: int | None = None) -> dict:
-    """The validation report of a normalised spec (see docs/contracts.md section 5)."""
-    if max_params is None:
-        from django.conf import settings
-
-        max_params = getattr(settings, "BUILDX_MAX_PARAMS", 20_000_000)
-    return _Analysis(spec, max_params=max_params).run()
+def analyse(spec: dict, *, limits: TrainingLimits | None = None) -> dict:
+    """The validation report of a normalised spec (see docs/contracts.md section 5); ``blockers`` hold what
+    is over ``limits`` (this server's training limits unless told)."""
+    return _Analysis(spec, limits=limits or training_limits()).run()
 
 
-def validate(raw: Any, *, max_params: int | None = None) -> tuple[dict, dict]:
+def validate(raw: Any, *, limits: TrainingLimits | None = None) -> tuple[dict, dict]:
     """Normalise and analyse: (normalised spec, report). Raises SpecError for a spec that cannot be read."""
     spec = normalise(raw)
-    return spec, analyse(spec, max_params=max_params)
+    return spec, analyse(spec, limits=limits)
 
 
 def hyperparameter(spec: dict, name: str) -> Any:
@@ -1635,4 +1631,4 @@ def warm_up() -> None:
     server processes call this in a background thread at start-up (designs.apps.start_validation_warm_up)
     so that the editor's first request does not pay for it.
     """
-    validate({"dataset": "digits", "layers": WARM_UP_LAYERS}, max_params=2**62)
+    validate({"dataset": "digits", "layers": WARM_UP_LAYERS}, limits=NO_LIMITS)

@@ -166,6 +166,8 @@ def _editor_strings() -> dict:
         "ready": _("Ready to train."),
         "has_errors": _("%(n)s error(s) to fix before this design can train."),
         "not_ready": _("Valid, but not ready to train yet: see the warnings."),
+        "not_trainable": _("Not trainable on this server: it is over a limit. Change what is marked below."),
+        "blocker": _("Not trainable here"),
         "import_failed": _("That file is not a design BuildX can read."),
         "imported": _("Imported. Save to keep it as a new version."),
         "loaded_version": _("Version %(n)s loaded into the editor. Save to make it the newest version."),
@@ -176,6 +178,11 @@ def _editor_strings() -> dict:
         "llm": _("Written by AI"),
         "train_failed": _("Training could not start: %(message)s"),
         "starting": _("Starting…"),
+        "saving_to_train": _("Saving your changes, then training them…"),
+        "save_first": _(
+            "Save your changes first: they could not be saved, so nothing was trained. %(message)s"
+        ),
+        "fix_errors_first": _("Saved, but the design has errors: fix them before training."),
         "remove": _("Remove"),
         "yes": _("yes"),
         "no": _("no"),

@@ -34,6 +34,7 @@ from django.utils.translation import gettext_lazy as _
 
 from designs.catalog import RANDOM_TRANSFORMS, SHAPE_KEEPING_LAYERS, DatasetFacts, dataset_lookup
 from designs.edits import describe_edit, find_layer, layer_name, locate_layer, show_value, walk_layers
+from designs.limits import training_limits
 
 # --- thresholds (each chosen so that a healthy run, see tests, trips none of them) ---------------------
 
@@ -77,7 +78,6 @@ CONFUSION_MIN_ACCURACY = 0.5
 BIG_LINEAR_PARAMS = 500_000
 BIG_LINEAR_SHARE = 0.5
 
-MAX_EPOCHS = 200  # the catalog's bound on hyperparameters.epochs
 DEFAULT_EPOCHS = 10
 
 SEVERITIES = ("critical", "warning", "info")
@@ -392,7 +392,9 @@ def _still_improving(c: _Context, found: list[Finding]) -> Finding | None:
     if not (rising or falling):
         return None
     planned = int(_num(c.hp.get("epochs")) or cv.n)
-    value = min(MAX_EPOCHS, max(planned * 2, planned + 5))
+    value = min(
+        training_limits().max_epochs, max(planned * 2, planned + 5)
+    )  # a suggestion that can train here
     evidence = {
         "epochs": cv.n,
         "acc_gain": _r(acc_gain),

@@ -91,6 +91,10 @@ class RunCreateSerializer(serializers.Serializer):
         required=False,
         help_text=_("Code of this version to train; else its newest ready code or its compiled script."),
     )
+    spec = serializers.JSONField(
+        required=False,
+        help_text="The design as the client shows it: a version with another spec is refused (409 unsaved_changes).",
+    )
 
     def validate(self, attrs: dict) -> dict:
         by_number = "design" in attrs or "version" in attrs
@@ -112,7 +116,8 @@ def _refused(exc: services.RunRefused) -> Response:
     if exc.code == "not_found":
         return error_response(code="not_found", message=exc.message, http_status=404)
     fields = {exc.field: [exc.message]} if exc.field else None
-    http = status.HTTP_409_CONFLICT if exc.code in ("not_stoppable", "not_resumable", "conflict") else 400
+    conflicts = ("not_stoppable", "not_resumable", "conflict", "unsaved_changes")
+    http = status.HTTP_409_CONFLICT if exc.code in conflicts else 400
     return error_response(code=exc.code, message=exc.message, fields=fields, http_status=http)
 
 
@@ -182,7 +187,12 @@ class RunListCreate(generics.ListAPIView):
                 fields={"code_artifact": [str(_("No such code for this version."))]},
             )
         try:
-            run = services.run_create(owner=signed_in_user(request), version=version, artifact=artifact)
+            run = services.run_create(
+                owner=signed_in_user(request),
+                version=version,
+                artifact=artifact,
+                spec=body.validated_data.get("spec"),
+            )
         except services.RunRefused as exc:
             return _refused(exc)
         return Response(RunSerializer(with_own_queue_position(run)).data, status=status.HTTP_201_CREATED)

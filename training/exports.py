@@ -11,6 +11,7 @@ import copy
 import hashlib
 import io
 import json
+import re
 import warnings
 import zipfile
 from typing import Any
@@ -18,7 +19,9 @@ from typing import Any
 import torch
 from django.utils.translation import gettext as _
 
+from designs import compiler
 from designs.models import CodeArtifact
+from sandbox.engine import datasets
 from training import predict
 from training.models import Run, RunEvent
 
@@ -79,27 +82,81 @@ def weights_file(*, run: Run) -> tuple[str, bytes]:
 # --- ONNX ---------------------------------------------------------------------------------------------
 
 
+ONNX_INPUT = "input"
+
+
+class PixelsToLogits(torch.nn.Module):
+    """uint8 pixels (B, C, H, W) at the dataset's size -> logits: the evaluation's own preprocessing (/ 255,
+    then EVAL_TRANSFORM), then the model. Exported as one graph, so nobody can feed it differently."""
+
+    def __init__(self, model: torch.nn.Module, eval_transform: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.eval_transform = eval_transform
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.float() / 255.0  # (B, C, H, W) in [0, 1]
+        if self.eval_transform is not None:
+            x = self.eval_transform(x)  # batch-wise tensor ops: traced like the model's own
+        return self.model(x)
+
+
 def onnx_bytes(run: Run) -> bytes:
-    """The model as ONNX (opset 17): input ``input`` (B, C, H, W) already preprocessed, output ``logits``."""
+    """The model as ONNX (opset 17): input ``input`` uint8 (B, C, H, W), the raw pixels at the dataset's size,
+    preprocessing inside the graph; output ``logits``. Metadata ``buildx`` says the same in JSON."""
     loaded = predict.get_model(run)
     model = copy.deepcopy(loaded.model).eval()  # the cached model keeps serving while this one is traced
-    example = torch.zeros(1, *loaded.input_shape)
+    wrapped = PixelsToLogits(model, loaded.eval_transform).eval()
+    example = torch.zeros(1, *loaded.source_shape, dtype=torch.uint8)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript exporter needs nothing beyond torch (the dynamo one needs onnxscript); torch
         # marks it deprecated, which is not the user's concern.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model,
+            wrapped,
             (example,),
             buffer,  # type: ignore[arg-type]  # torch types f as a path; the TorchScript exporter takes a file
             dynamo=False,
             opset_version=17,
-            input_names=["input"],
+            input_names=[ONNX_INPUT],
             output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            dynamic_axes={ONNX_INPUT: {0: "batch"}, "logits": {0: "batch"}},
         )
-    return buffer.getvalue()
+    card = model_card(run)
+    info = {
+        "run": run.pk,
+        "input": f"{ONNX_INPUT}: uint8 (batch, {', '.join(str(d) for d in loaded.source_shape)}), pixels 0..255",
+        "preprocessing_in_graph": f"x / 255, then {card['preprocessing']['eval_text']}",
+        "class_names": loaded.class_names,
+        "dataset": run.dataset,
+    }
+    return with_metadata(buffer.getvalue(), {"buildx": json.dumps(info, sort_keys=True)})
+
+
+def with_metadata(model_proto: bytes, metadata: dict[str, str]) -> bytes:
+    """The ONNX model with ``metadata_props`` entries added (no onnx package in the web process).
+
+    A serialized protobuf message followed by more fields is the same message with those fields merged,
+    so each entry is appended as ModelProto field 14 (metadata_props), a StringStringEntryProto of key (1)
+    and value (2), all length-delimited (wire type 2).
+    """
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    def field(number: int, payload: bytes) -> bytes:
+        return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+    extra = b"".join(
+        field(14, field(1, key.encode()) + field(2, value.encode())) for key, value in metadata.items()
+    )
+    return model_proto + extra
 
 
 def onnx_file(*, run: Run) -> tuple[str, bytes]:
@@ -147,6 +204,8 @@ def model_card(run: Run) -> dict[str, Any]:
     ]
     class_names = metrics.get("class_names") or (report.get("dataset") or {}).get("class_names") or []
     per_class = metrics.get("per_class_accuracy") or []
+    steps = [call.removeprefix("rt.") for call in compiler.transforms(version.spec)[1]]
+    shape = source_shape(run)
     return {
         "run": run.pk,
         "status": run.status,
@@ -184,6 +243,19 @@ def model_card(run: Run) -> dict[str, Any]:
             "final_epoch": epochs[-1] if epochs else None,
         },
         "curves": epochs,
+        # What the model is fed: the dataset's own images, / 255, then the script's EVAL_TRANSFORM.
+        "preprocessing": {
+            "source_shape": list(shape),
+            "eval_steps": steps,
+            "eval_text": ", then ".join(steps) if steps else "nothing more",
+        },
+        "onnx": {
+            "available": code.source == CodeArtifact.Source.COMPILED,
+            "input": ONNX_INPUT,
+            "dtype": "uint8",
+            "shape": ["batch", *shape],
+            "output": "logits",
+        },
         "weights": {
             "checkpoint": artifact.kind if artifact else None,
             "epoch": artifact.epoch if artifact else None,
@@ -192,6 +264,14 @@ def model_card(run: Run) -> dict[str, Any]:
         "created_at": run.created_at.isoformat() if run.created_at else None,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
     }
+
+
+def source_shape(run: Run) -> tuple[int, ...]:
+    """(C, H, W) of the run's dataset images, before EVAL_TRANSFORM: what predict.py and the ONNX take."""
+    try:
+        return tuple(datasets.get_info(run.dataset).input_shape)
+    except KeyError:
+        return tuple((run.design_version.report or {}).get("input_shape") or ())
 
 
 def percent(value: Any) -> str:
@@ -271,7 +351,49 @@ def card_markdown(run: Run) -> str:
         f"- Weights: `{card['weights']['checkpoint']}` checkpoint after epoch {card['weights']['epoch']}",
         "",
     ]
+    lines += _feeding_markdown(card)
     return "\n".join(lines)
+
+
+def _feeding_markdown(card: dict[str, Any]) -> list[str]:
+    """How to feed the model, with its numbers: a model fed other values gives wrong answers silently."""
+    pre, onnx = card["preprocessing"], card["onnx"]
+    c, h, w = pre["source_shape"] or (None, None, None)
+    colours = {1: "grey", 3: "RGB"}.get(c, f"{c} channels") if c is not None else "?"
+    classes = card["dataset"]["classes"]
+    lines = [
+        "## Feeding the model",
+        "",
+        f"Images are {colours}, {h}×{w} pixels (C, H, W = {c}, {h}, {w}): the dataset's own size. At evaluation",
+        f"the pixels are divided by 255 (to [0, 1]), then: {pre['eval_text']} (the script's `EVAL_TRANSFORM`).",
+        "",
+        f"- PyTorch (`model.safetensors`): `build_model()` takes the float batch (B, {c}, {h}, {w}) after that "
+        "preprocessing; `predict.py` does it for you.",
+    ]
+    if onnx["available"]:
+        lines += [
+            f"- ONNX: input `{onnx['input']}`, {onnx['dtype']} (B, {c}, {h}, {w}), the raw pixels 0..255: the "
+            "preprocessing above is inside the graph. Output `logits` (B, "
+            f"{len(classes)}), in the order of the classes: {', '.join(classes)}. The same facts are in the "
+            "file's metadata (`buildx`).",
+            "",
+            "```python",
+            "import numpy as np, onnxruntime",
+            "from PIL import Image",
+            f'session = onnxruntime.InferenceSession("{card["code"]["filename"].removesuffix(".py")}'
+            f'-run{card["run"]}.onnx")',
+            f'image = Image.open("digit.png").convert("{"L" if c == 1 else "RGB"}").resize(({w}, {h}))',
+            f"pixels = np.asarray(image, dtype=np.uint8).reshape({h}, {w}, {c}).transpose(2, 0, 1)[None]",
+            f'(logits,) = session.run(["logits"], {{"{onnx["input"]}": pixels}})',
+            f"print({classes!r}[int(logits.argmax(1)[0])])",
+            "```",
+        ]
+    else:
+        lines.append(
+            "- ONNX: not offered for code written by the assistant (BuildX builds ONNX from its own compiler)."
+        )
+    lines.append("")
+    return lines
 
 
 def card_file(*, run: Run) -> tuple[str, bytes]:
@@ -283,8 +405,8 @@ def card_file(*, run: Run) -> tuple[str, bytes]:
 
 PREDICT_SCRIPT = '''"""Classify images with the trained model: python predict.py IMAGE [IMAGE ...]
 
-Needs torch and Pillow. Preprocessing is the training's: the dataset's channels and size, / 255, then
-the script's EVAL_TRANSFORM.
+Needs torch and Pillow (requirements.txt). Preprocessing is the training's: the dataset's channels and size,
+/ 255, then the script's EVAL_TRANSFORM.
 """
 
 from __future__ import annotations
@@ -293,7 +415,7 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 import buildx_runtime as rt
 import {stem} as script
@@ -301,6 +423,10 @@ import {stem} as script
 HERE = Path(__file__).resolve().parent
 CLASS_NAMES = {class_names!r}
 SOURCE_SHAPE = {source_shape!r}  # (C, H, W) of the dataset's images, before EVAL_TRANSFORM
+USAGE = """usage: python predict.py IMAGE [IMAGE ...]
+
+Classifies PNG or JPEG images with the trained model in model.safetensors: one line per image with its
+three most likely classes. Try it on the examples: python predict.py examples/*.png"""
 
 
 def load_model() -> torch.nn.Module:
@@ -312,14 +438,24 @@ def load_model() -> torch.nn.Module:
 
 def load_image(path: str) -> torch.Tensor:
     c, h, w = SOURCE_SHAPE
-    im = ImageOps.exif_transpose(Image.open(path)).convert("RGB" if c == 3 else "L")
+    try:
+        im = ImageOps.exif_transpose(Image.open(path)).convert("RGB" if c == 3 else "L")
+    except (OSError, UnidentifiedImageError) as e:
+        raise SystemExit(f"{{path}}: not an image this script can read (PNG or JPEG): {{e}}") from None
     if im.size != (w, h):
         im = im.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
     pixels = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(h, w, c)
     return pixels.permute(2, 0, 1)
 
 
-def main(paths: list[str]) -> None:
+def main(paths: list[str]) -> int:
+    if not paths or paths[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if paths else 2
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        print(f"No such file: {{', '.join(missing)}}\\n\\n{{USAGE}}", file=sys.stderr)
+        return 2
     model = load_model()
     x = torch.stack([load_image(p) for p in paths]).float() / 255.0
     if script.EVAL_TRANSFORM is not None:
@@ -330,44 +466,108 @@ def main(paths: list[str]) -> None:
         top = torch.topk(row, min(3, len(row)))
         best = ", ".join(f"{{CLASS_NAMES[i]}} {{p:.1%}}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
         print(f"{{path}}: {{best}}")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))
 '''
+
+# What the bundle needs, named once: requirements.txt lists it and the README's commands install it. torch
+# is the release that trained the model (any torch 2 should do; this one surely does); it prints a warning
+# on import without numpy; Pillow reads images (predict.py, folders of images).
+BUNDLE_REQUIREMENTS = ["numpy>=1.24", "pillow>=10"]
+DATASET_REQUIREMENTS = {"digits": ["scikit-learn>=1.3"]}  # the 8x8 digits ship inside scikit-learn
+
+
+def torch_requirement(run: Run) -> str:
+    """``torch==X.Y.Z``: the release the run trained with (its local build label, "+cpu", left out)."""
+    version = _environment(run)["torch"] or torch.__version__
+    return f"torch=={version.split('+')[0]}"
+
+
+EXAMPLES_PER_BUNDLE = 10  # test images in examples/, one per class while classes last
 
 README = """# {name} (version {version}), trained by BuildX (run {run})
 
 Files:
 
 - `{stem}.py`: the exact script that trained this model (BuildX trained this file, nothing else).
-- `buildx_runtime.py`: the small runtime module the script imports (needs only torch).
+- `buildx_runtime.py`: the small runtime module the script imports.
 - `model.safetensors`: the trained weights (the model's `state_dict`, {checkpoint} checkpoint).
-- `predict.py`: classify your own images with these weights (needs Pillow too).
-- `MODEL_CARD.md`: the design, dataset, hyperparameters, metrics and training curves.
+- `predict.py`: classify your own images with these weights.
+- `examples/`: {examples_note}
+- `requirements.txt`: what these need ({requirements}).
+- `MODEL_CARD.md`: the design, dataset, hyperparameters, metrics, training curves, and how to feed the model.
 
-Classify images:
+## Run it
 
-    pip install torch pillow
-    python predict.py my_image.png
+In this folder, with Python 3.10 or newer:
 
-Load the weights in your own code:
+```bash
+python -m venv .venv
+. .venv/bin/activate
+pip install -r requirements.txt
+python predict.py {example_glob}
+python {stem}.py {train_args}
+```
 
-    import buildx_runtime as rt
-    import {stem}
-    model = {stem}.build_model()
-    tensors, _ = rt.read_safetensors("model.safetensors")
-    model.load_state_dict(tensors)
-    model.eval()
+In order: a clean environment (on Windows, activate it with `.venv\\Scripts\\activate`); what the files need;
+`predict.py` classifies the example images (one line each: the file, then its three most likely classes;
+`python predict.py` alone says how to use it); last, the script trains the model again {train_note}
+and tests it on the held-out test images, printing each epoch as it goes.
 
-The model expects a float batch (B, C, H, W) in [0, 1] after `{stem}.EVAL_TRANSFORM`.
+## Use the weights in your own code
 
-Train again (here, or anywhere with torch):
+```python
+import buildx_runtime as rt
+import {stem}
+model = {stem}.build_model()
+tensors, _ = rt.read_safetensors("model.safetensors")
+model.load_state_dict(tensors)
+model.eval()
+```
 
-    python {stem}.py --data DIR [--epochs N]
+The model expects a float batch (B, C, H, W): the pixels / 255 (so in [0, 1]), then `{stem}.EVAL_TRANSFORM`
+({eval_steps}). MODEL_CARD.md says it with the numbers, for this file and for the ONNX export.
 
-DIR is a dataset folder: one sub-folder of PNG/JPEG images per class, or the standard MNIST / CIFAR-10 files.
+Train on your own images: `python {stem}.py --data DIR`, where DIR holds one sub-folder of PNG/JPEG images
+per class (or the standard MNIST / CIFAR-10 files); `python {stem}.py --help` lists the options.
 """
+
+
+def _train_command(dataset: str) -> tuple[str, str]:
+    """(arguments, a few words on the data) for the README's training command."""
+    if dataset == "digits":
+        return "--epochs 2", "for 2 epochs on the 8×8 digits that ship with scikit-learn"
+    if dataset == "shapes":
+        return "--epochs 2", "for 2 epochs on the generated shapes"
+    return (
+        f"--data ./{dataset} --epochs 2",
+        f"for 2 epochs on the standard {dataset} files in ./{dataset} (run without them, it says where to get them)",
+    )
+
+
+def _example_images(run: Run, class_names: list[str]) -> dict[str, bytes]:
+    """A few held-out test images as PNGs, one per class while classes last: {"examples/3-cat.png": ...}."""
+    from PIL import Image
+
+    found = predict.test_split(run)
+    if found is None:
+        return {}
+    images, labels = found
+    out: dict[str, bytes] = {}
+    for label in range(min(len(class_names), EXAMPLES_PER_BUNDLE)):
+        hits = (labels == label).nonzero().flatten()
+        if not len(hits):
+            continue
+        array = images[int(hits[0])].permute(1, 2, 0).contiguous().numpy()
+        im = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+        buffer = io.BytesIO()
+        im.save(buffer, format="PNG")
+        name = re.sub(r"[^A-Za-z0-9]+", "_", class_names[label]).strip("_") or str(label)
+        out[f"examples/{label}-{name}.png"] = buffer.getvalue()
+    return out
 
 
 def bundle_bytes(run: Run) -> bytes:
@@ -377,27 +577,37 @@ def bundle_bytes(run: Run) -> bytes:
     stem = _stem(run)
     folder = f"{stem}-run{run.pk}"
     card = model_card(run)
-    try:
-        from sandbox.engine import datasets
-
-        source_shape = tuple(datasets.get_info(run.dataset).input_shape)
-    except KeyError:
-        source_shape = tuple(card["dataset"]["input_shape"] or ())
+    class_names = list(card["dataset"]["classes"])
+    examples = _example_images(run, class_names)
+    requirements = [torch_requirement(run), *BUNDLE_REQUIREMENTS, *DATASET_REQUIREMENTS.get(run.dataset, [])]
+    train_args, train_note = _train_command(run.dataset)
     files = {
         f"{stem}.py": run.code_artifact.code.encode(),
         RUNTIME_NAME: RUNTIME_PATH.read_bytes(),
         "model.safetensors": weights_bytes(run),
         "predict.py": PREDICT_SCRIPT.format(
-            stem=stem, class_names=list(card["dataset"]["classes"]), source_shape=source_shape
+            stem=stem, class_names=class_names, source_shape=source_shape(run)
         ).encode(),
+        "requirements.txt": "".join(f"{r}\n" for r in requirements).encode(),
         "README.md": README.format(
             name=card["design"]["name"],
             version=card["design"]["version"],
             run=run.pk,
             stem=stem,
             checkpoint=artifact.kind.replace("checkpoint_", ""),
+            requirements=", ".join(re.split("[<>=]", r)[0] for r in requirements),
+            examples_note=(
+                "a few held-out test images, one per class, named after their true class."
+                if examples
+                else "(none: this server could not read the dataset's test images)."
+            ),
+            example_glob="examples/*.png" if examples else "YOUR_IMAGE.png",
+            train_args=train_args,
+            train_note=train_note,
+            eval_steps=card["preprocessing"]["eval_text"],
         ).encode(),
         "MODEL_CARD.md": card_markdown(run).encode(),
+        **examples,
     }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as bundle:

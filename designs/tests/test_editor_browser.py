@@ -259,3 +259,75 @@ def test_the_same_flow_in_korean_shows_korean_labels(server, browser, transactio
 
 def _csrf(context) -> str:
     return next(c["value"] for c in context.cookies() if c["name"] == "csrftoken")
+
+
+def test_train_saves_unsaved_edits_first_and_a_design_over_a_limit_says_so_before_train(
+    server, browser, transactional_db
+):
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _sign_up(page, server, f"limits-{uuid.uuid4().hex[:8]}@example.com")
+    created = page.request.post(
+        f"{server}/api/v1/designs/",
+        data={"name": "Digits", "starter": "tiny_cnn_digits"},
+        headers={"X-CSRFToken": _csrf(context)},
+    )
+    assert created.status == 201, created.text()
+    design = created.json()["id"]
+    page.goto(f"{server}/designs/{design}/")
+    page.wait_for_selector("#editor[data-ready=true]")
+    _settle(page)
+    page.wait_for_selector("#summary.summary-ok")
+
+    # Over this server's limit (RUNS_MAX_EPOCHS, 100): not trainable, said before Train, with the change.
+    epochs = page.locator('#hyperparameters [data-param="epochs"] input')
+    epochs.fill("150")
+    epochs.press("Tab")
+    _settle(page)
+    page.wait_for_selector("#summary.summary-error")
+    assert "Not trainable on this server" in page.locator("#summary").inner_text()
+    blocker = page.locator('#design-issues .issue-blocker[data-code="epochs_over_limit"]')
+    assert "at most 100" in blocker.inner_text() and "Set epochs to 100 or fewer" in blocker.inner_text()
+    field = page.locator('#hyperparameters [data-param="epochs"]')
+    assert "invalid" in (field.get_attribute("class") or "")
+    page.locator("#tab-code").click()
+    expect(page.locator("#train-blockers")).to_be_visible()
+    assert "at most 100" in page.locator("#train-blockers").inner_text()
+    page.locator("#tab-design").click()
+    blocker.locator("button.fix").click()  # "Set epochs to 100"
+    _settle(page)
+    page.wait_for_selector("#summary.summary-ok")
+    assert epochs.input_value() == "100"
+
+    # Edits that cannot even be read: Train refuses with "save your changes first" and trains nothing.
+    batch = page.locator('#hyperparameters [data-param="batch_size"] input')
+    batch.fill("0")
+    batch.press("Tab")
+    _settle(page)
+    page.locator("#tab-code").click()
+    expect(page.locator("#code")).to_contain_text("def build_model", timeout=15_000)
+    page.locator("#train").click()
+    expect(page.locator("#train-status")).to_contain_text("Save your changes first", timeout=15_000)
+    assert page.request.get(f"{server}/api/v1/runs/").json()["count"] == 0
+
+    # Unsaved edits that can be saved: Train saves them as version 2 and trains that, not version 1.
+    page.locator("#tab-design").click()
+    batch.fill("16")
+    batch.press("Tab")
+    epochs.fill("2")
+    epochs.press("Tab")
+    _settle(page)
+    assert page.locator("#editor").get_attribute("data-dirty") == "true"
+    page.locator("#tab-code").click()
+    expect(page.locator("#code")).to_contain_text("def build_model", timeout=15_000)
+    assert "EPOCHS = 10" in page.locator("#code").inner_text()  # the screen shows version 1's code
+    page.locator("#train").click()
+    page.wait_for_url(re.compile(r".*/runs/\d+/$"), timeout=30_000)
+    run = _run(page, server, int(page.url.rstrip("/").rsplit("/", 1)[1]))
+    assert run["version_number"] == 2 and run["epochs"] == 2
+    assert run["hyperparameters"]["batch_size"] == 16
+    page.request.post(f"{server}/api/v1/runs/{run['id']}/stop/", headers={"X-CSRFToken": _csrf(context)})
+    context.close()
+    assert errors == []

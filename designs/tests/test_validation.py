@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from django.utils import translation
 
 from designs import services
+from designs.catalog import catalog_as_json
 from designs.edits import apply_edits
 from designs.tests.specs import forty_layers, original_example, small
 from designs.validation import SpecError, analyse, normalise, spec_hash, validate
@@ -105,7 +107,8 @@ def test_it_accepts_the_original_backends_ids_and_input_wiring():
     assert [layer["name"] for layer in spec["layers"]] == ["c_1", "c_2", "sum", "layer_7", "head"]
     assert "input" not in spec["layers"][0] and "input" not in spec["layers"][1]
     assert spec["layers"][2]["input"] == ["c_2", "c_1"]
-    assert spec["hyperparameters"]["use_cloud"] is True
+    assert "use_cloud" not in spec["hyperparameters"]  # the original's GPU flag: read, and dropped
+    assert "use_cloud" not in [p["name"] for p in catalog_as_json()["hyperparameters"]]  # not offered
     assert report["valid"] and report["ready_to_train"], report["errors"]
     assert report["layers"][2]["input_shape"] == [[8, 8, 8], [8, 8, 8]]
 
@@ -150,7 +153,7 @@ def test_unknown_keys_wrong_types_and_out_of_range_values_name_the_layer_and_fie
         "pool1 (MaxPool2d): kernel_size must be between 1 and 31; got 99."
     ]
     assert 'there is no layer type "Dense"' in fields["layers[2].type"][0]
-    assert "epochs must be between 1 and 200" in fields["hyperparameters.epochs"][0]
+    assert "epochs must be between 1 and 1000" in fields["hyperparameters.epochs"][0]
     assert "sgd, adam, adamw" in fields["hyperparameters.optimizer"][0]
     assert "whole number" in fields["hyperparameters.batch_size"][0]
 
@@ -171,7 +174,6 @@ def test_hyperparameters_have_defaults_and_bounds():
         "label_smoothing": 0.0,
         "seed": 42,
         "val_split": 0.1,
-        "use_cloud": False,
     }
     with pytest.raises(SpecError) as caught:
         normalise(
@@ -342,7 +344,7 @@ def test_a_residual_block_projects_its_skip_when_the_shape_changes():
     assert report["totals"]["params"] == 80 + res["params"] + (256 * 10 + 10)
 
 
-def test_softmax_before_the_loss_a_huge_linear_and_the_quota_are_warnings():
+def test_softmax_before_the_loss_and_a_huge_linear_are_warnings():
     _spec, report = validate(
         small(
             [
@@ -352,7 +354,6 @@ def test_softmax_before_the_loss_a_huge_linear_and_the_quota_are_warnings():
                 {"type": "Softmax", "name": "probs"},
             ]
         ),
-        max_params=1_000_000,
     )
 
     assert report["valid"]
@@ -362,7 +363,56 @@ def test_softmax_before_the_loss_a_huge_linear_and_the_quota_are_warnings():
         "edits": [{"op": "remove_layer", "layer": "probs"}],
     }
     assert warnings["large_linear"]["layer"] == "wide"  # 64 × 65,536 weights
-    assert "your limit is 1,000,000" in warnings["params_over_quota"]["message"]
+
+
+def test_a_design_over_this_servers_limits_is_valid_but_not_ready_to_train(settings):
+    settings.RUNS_MAX_EPOCHS, settings.RUNS_MAX_PARAMS = 100, 5_000_000  # the defaults
+    spec, report = validate(
+        small(
+            [
+                {"type": "Flatten"},
+                {"type": "Linear", "name": "wide", "out_features": 65536},  # 64 × 65,536 + 65,536
+                {"type": "ReLU"},
+                {"type": "Linear", "name": "mid", "out_features": 32},  # 65,536 × 32 + 32
+                {"type": "ReLU"},
+                {"type": "Linear", "name": "fc", "out_features": 10},
+            ],
+            hyperparameters={"epochs": 150},
+        )
+    )
+
+    # It compiles (and trains at home), but this server will not train it: the report says so, with the
+    # limit and what to change, before anyone presses Train.
+    assert report["valid"] and not report["ready_to_train"]
+    assert report["limits"] == {"max_epochs": 100, "max_params": 5_000_000}
+    blockers = {b["code"]: b for b in report["blockers"]}
+    assert list(blockers) == ["epochs_over_limit", "params_over_limit"]
+    epochs = blockers["epochs_over_limit"]
+    assert epochs["message"] == "150 epochs is more than this server trains: at most 100."
+    assert epochs["path"] == "hyperparameters.epochs" and "Set epochs to 100 or fewer" in epochs["hint"]
+    params = blockers["params_over_limit"]
+    assert "6,357,354 parameters" in params["message"] and "at most 5,000,000" in params["message"]
+    assert params["layer"] == "wide" and "The largest block, wide, holds 4,259,840" in params["hint"]
+
+    fixed, report = validate(apply_fix(spec, epochs["fix"]))
+    assert fixed["hyperparameters"]["epochs"] == 100
+    assert codes(report["blockers"]) == ["params_over_limit"]
+
+    settings.RUNS_MAX_PARAMS = 10_000_000  # a bigger server: the same design is ready
+    _spec, report = validate(fixed)
+    assert report["blockers"] == [] and report["ready_to_train"]
+
+    settings.RUNS_MAX_PARAMS = 5_000_000
+    with translation.override("ko"):  # in the viewer's language, numbers and names kept
+        _spec, report = validate(spec)
+    assert [b["message"] for b in report["blockers"]] == [
+        "150 에포크는 이 서버에서 학습할 수 있는 것보다 많습니다. 최대 100 에포크까지입니다.",
+        "모델의 파라미터가 6,357,354개입니다. 이 서버는 파라미터가 최대 5,000,000개인 모델까지 학습합니다.",
+    ]
+    assert (
+        "wide" in report["blockers"][1]["hint"]
+        and report["blockers"][0]["fix"]["label"] == "epochs를 100(으)로"
+    )
 
 
 def test_the_report_has_totals_macs_and_a_training_memory_estimate():

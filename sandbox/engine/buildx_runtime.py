@@ -3,7 +3,7 @@
 It gives a script its data already on the device, batch-wise transforms, mixed precision on CUDA,
 epoch reporting, the stop signal, checkpoints and resume. It needs only torch (Pillow only to read a
 folder of images, numpy only where present), so a downloaded script runs anywhere with
-`python script.py --data DIR`.
+`python script.py` (digits, shapes) or `python script.py --data DIR`.
 
 Two modes:
 - inside BuildX, the harness configures the module and events go, one JSON object a line, to the
@@ -1116,6 +1116,153 @@ def read_dataset_folder(path: str | os.PathLike) -> dict[str, Any]:
     return read_image_folder(path)
 
 
+# --- Built-in datasets that need no folder: the same images and test split as inside BuildX ---------------
+
+TEST_SHARE = 0.2  # of digits and shapes, which ship without a test split
+SPLIT_SEED = 0  # the test split never changes between runs
+# The runtime ships alone in the download bundle, so it keeps its own copy of the shapes' class names
+# (pinned to sandbox/engine/dataset_facts.py by a test), as it does CIFAR-10's.
+SHAPES_CLASSES = ["circle", "square", "triangle", "cross"]
+
+
+def load_digits() -> dict[str, Any]:
+    """scikit-learn's shipped 8x8 digits (values 0..16), scaled to uint8 0..255."""
+    try:
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError as e:
+        raise SystemExit("The digits dataset ships with scikit-learn: pip install scikit-learn") from e
+
+    bunch = sk_load_digits()
+    images = torch.as_tensor(bunch.images, dtype=torch.float32).mul(255.0 / 16.0).round().clamp(0, 255)
+    images = images.to(torch.uint8).unsqueeze(1).contiguous()  # (1797, 1, 8, 8)
+    labels = torch.as_tensor(bunch.target, dtype=torch.int64)
+    train_idx, test_idx = split_indices(labels, share=TEST_SHARE, seed=SPLIT_SEED)
+    return {
+        "images": images,
+        "labels": labels,
+        "class_names": [str(i) for i in range(10)],
+        "train_idx": train_idx,
+        "test_idx": test_idx,
+    }
+
+
+def generate_shapes(
+    *,
+    per_class: int = 600,
+    size: int = 32,
+    seed: int = 0,
+    noise: float = 0.08,
+    class_names: Sequence[str] = SHAPES_CLASSES,
+) -> dict[str, Any]:
+    """Coloured shapes on coloured backgrounds, random in place, size and turn, plus Gaussian noise.
+
+    All tensors, no per-image loop: each class's mask is a test on a coordinate grid. The same seed
+    gives the same bytes.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = per_class * len(class_names)
+    labels = torch.arange(len(class_names)).repeat_interleave(per_class)
+    labels = labels[torch.randperm(n, generator=g)]
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(n, 1, 1, generator=g) * (hi - lo) + lo
+
+    r = uniform(0.22, 0.40) * size  # circumradius, pixels
+    cx = uniform(0.0, 1.0) * (size - 2 * r) + r
+    cy = uniform(0.0, 1.0) * (size - 2 * r) + r
+    turn = uniform(0.0, 2 * math.pi)
+    coords = torch.arange(size, dtype=torch.float32) + 0.5
+    dx = coords.view(1, 1, size) - cx  # (N, 1, W)
+    dy = coords.view(1, size, 1) - cy  # (N, H, 1)
+    u = dx * turn.cos() + dy * turn.sin()  # (N, H, W) in the shape's own turned frame
+    v = -dx * turn.sin() + dy * turn.cos()
+
+    circle = u**2 + v**2 <= r**2
+    half = r / math.sqrt(2)  # a square inscribed in the circle
+    square = (u.abs() <= half) & (v.abs() <= half)
+    # An equilateral triangle: inside all three edges, whose normals are 120 degrees apart.
+    triangle = torch.ones_like(circle)
+    for k in range(3):
+        a = 2 * math.pi * k / 3
+        triangle &= u * math.cos(a) + v * math.sin(a) <= r / 2
+    arm = r * 0.3
+    cross = ((u.abs() <= arm) & (v.abs() <= r)) | ((v.abs() <= arm) & (u.abs() <= r))
+    masks = torch.stack([circle, square, triangle, cross])  # (4, N, H, W)
+    mask = masks[labels, torch.arange(n)].unsqueeze(1)  # (N, 1, H, W)
+
+    # Foreground and background colours far enough apart to see: one light, one dark, either way round.
+    light = torch.rand(n, 3, 1, 1, generator=g) * 0.4 + 0.6
+    dark = torch.rand(n, 3, 1, 1, generator=g) * 0.4
+    swap = torch.rand(n, 1, 1, 1, generator=g) < 0.5
+    fg, bg = torch.where(swap, dark, light), torch.where(swap, light, dark)
+    images = torch.where(mask, fg, bg) + torch.randn(n, 3, size, size, generator=g) * noise
+    images = images.clamp(0, 1).mul(255).round().to(torch.uint8).contiguous()
+    train_idx, test_idx = split_indices(labels, share=TEST_SHARE, seed=SPLIT_SEED)
+    return {
+        "images": images,
+        "labels": labels,
+        "class_names": list(class_names),
+        "train_idx": train_idx,
+        "test_idx": test_idx,
+    }
+
+
+# Where the others come from (BuildX's `fetch_dataset` reads the same addresses), and the files they are.
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/"
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"  # unpacks to cifar-10-batches-py/
+NO_FOLDER: dict[str, Callable[[], dict[str, Any]]] = {"digits": load_digits, "shapes": generate_shapes}
+
+
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def how_to_get(dataset: str, folder: Path) -> str:
+    """What to do when a dataset's folder is not there: the files, where from, and the command again."""
+    key = _key(dataset)
+    script = Path(sys.argv[0]).name or "script.py"
+    if key in ("mnist", "fashionmnist"):
+        url = MNIST_URL if key == "mnist" else FASHION_URL
+        fetch = "\n".join(f"    curl -fLo {folder}/{name}.gz {url}{name}.gz" for name in MNIST_FILES.values())
+        return (
+            f"{dataset} is not in {folder}/. This script trains on the standard {dataset} files; get them with:\n\n"
+            f"    mkdir -p {folder}\n{fetch}\n\n"
+            f"(or download those four files from {url} in a browser), then run again:\n\n"
+            f"    python {script} --data {folder}"
+        )
+    if key == "cifar10":
+        return (
+            f"CIFAR-10 is not in {folder}/. Get the standard python version with:\n\n"
+            f"    curl -fLO {CIFAR10_URL}{CIFAR10_ARCHIVE}\n"
+            f"    tar xzf {CIFAR10_ARCHIVE}\n\n"
+            f"(or download {CIFAR10_URL}{CIFAR10_ARCHIVE} in a browser and unpack it), then run again:\n\n"
+            f"    python {script} --data ./cifar-10-batches-py"
+        )
+    return (
+        f"{folder} does not exist. --data names a dataset folder: one sub-folder of PNG or JPEG images per class, "
+        f"the standard MNIST or CIFAR-10 files, or a BuildX cache file."
+    )
+
+
+def load_dataset(data: str | None, *, dataset: str) -> dict[str, Any]:
+    """What `--data` names (a folder, a BuildX cache file, or digits/shapes, which need no folder), or the
+    script's own DATASET when it is not given. A dataset that is not there ends the program with what to
+    do (SystemExit), not a traceback."""
+    if data is None:
+        if _key(dataset) in NO_FOLDER:
+            return NO_FOLDER[_key(dataset)]()
+        unpacked = Path("cifar-10-batches-py")  # where CIFAR-10's archive unpacks
+        data = str(unpacked) if _key(dataset) == "cifar10" and unpacked.is_dir() else f"./{dataset}"
+    path = Path(data)
+    if path.exists():
+        return read_dataset_folder(path)
+    if _key(path.name) in NO_FOLDER:  # `--data ./digits`, as scripts' docstrings used to say
+        return NO_FOLDER[_key(path.name)]()
+    raise SystemExit(how_to_get(dataset, path))
+
+
 # --- Standalone -------------------------------------------------------------------------------------
 
 
@@ -1145,10 +1292,18 @@ def main(
     val_split: float = 0.1,
     seed: int = 42,
 ) -> None:
-    """`python script.py --data DIR [--epochs N]`: train on a dataset folder and test, printing progress."""
+    """`python script.py [--data DIR] [--epochs N]`: train on the dataset and test, printing progress.
+
+    digits (scikit-learn's) and shapes (generated) need no folder; the others are read from --data (by
+    default ./<DATASET>), and a missing one says how to get it.
+    """
     parser = argparse.ArgumentParser(description=f"Train this BuildX model ({dataset}).")
     parser.add_argument(
-        "--data", required=True, help="dataset folder (class sub-folders, MNIST or CIFAR-10 files)"
+        "--data",
+        help=(
+            "dataset folder: class sub-folders of images, or the standard MNIST or CIFAR-10 files "
+            f"(default: {dataset} itself when it needs no folder, else ./{dataset})"
+        ),
     )
     parser.add_argument("--epochs", type=int, help="override EPOCHS")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -1169,7 +1324,7 @@ def main(
     signal.signal(signal.SIGINT, _first_ctrl_c)
 
     seed_everything(seed)
-    decoded = read_dataset_folder(args.data)
+    decoded = load_dataset(args.data, dataset=dataset)
     data, test = make_data(decoded, val_split=val_split, seed=seed, device=current_device())
     print(f"{dataset}: {data}", flush=True)
     model = build_model().to(current_device())

@@ -14,7 +14,6 @@ A cache file holds uint8 images (N, C, H, W), int64 labels, class names and the 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import tarfile
 import urllib.request
@@ -30,8 +29,8 @@ from sandbox.engine import dataset_facts as facts
 from sandbox.engine.dataset_facts import DatasetFacts
 
 CACHE_VERSION = 1
-TEST_SHARE = 0.2  # of digits and shapes, which ship without a test split
-SPLIT_SEED = 0  # the test split never changes between runs
+TEST_SHARE = rt.TEST_SHARE  # of digits and shapes, which ship without a test split
+SPLIT_SEED = rt.SPLIT_SEED  # the test split never changes between runs
 
 
 @dataclass(frozen=True)
@@ -71,9 +70,7 @@ class DatasetInfo:
         return self.facts.num_classes
 
 
-MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/"
+MNIST_URL, FASHION_URL, CIFAR10_URL = rt.MNIST_URL, rt.FASHION_URL, rt.CIFAR10_URL
 IDX_FILES = tuple(rt.MNIST_FILES.values())
 
 
@@ -122,9 +119,9 @@ BUILTIN: dict[str, DatasetInfo] = {
             "download",
             (
                 FileSpec(
-                    "cifar-10-python.tar.gz",
+                    rt.CIFAR10_ARCHIVE,
                     "c58f30108f718f92721af3b95e74349a",
-                    f"{CIFAR10_URL}cifar-10-python.tar.gz",
+                    f"{CIFAR10_URL}{rt.CIFAR10_ARCHIVE}",
                 ),
             ),
             tuple(rt.CIFAR10_FILES),
@@ -202,81 +199,14 @@ def catalog(*, data_dir: Path) -> list[dict[str, Any]]:
 # --- Decoding ---------------------------------------------------------------------------------------
 
 
-def load_digits() -> dict[str, Any]:
-    """scikit-learn's shipped 8x8 digits (values 0..16), scaled to uint8 0..255."""
-    from sklearn.datasets import load_digits as sk_load_digits
-
-    bunch = sk_load_digits()
-    images = torch.as_tensor(bunch.images, dtype=torch.float32).mul(255.0 / 16.0).round().clamp(0, 255)
-    images = images.to(torch.uint8).unsqueeze(1).contiguous()  # (1797, 1, 8, 8)
-    labels = torch.as_tensor(bunch.target, dtype=torch.int64)
-    train_idx, test_idx = rt.split_indices(labels, share=TEST_SHARE, seed=SPLIT_SEED)
-    return {
-        "images": images,
-        "labels": labels,
-        "class_names": list(facts.DIGITS.class_names),
-        "train_idx": train_idx,
-        "test_idx": test_idx,
-    }
+# One implementation of each, in the runtime, so that a downloaded script trains on the very same images
+# and test split without BuildX around it.
+load_digits = rt.load_digits
 
 
-SHAPES = facts.SHAPES.class_names  # in label order
-
-
-def generate_shapes(
-    *, per_class: int = 600, size: int = 32, seed: int = 0, noise: float = 0.08
-) -> dict[str, Any]:
-    """Coloured shapes on coloured backgrounds, random in place, size and turn, plus Gaussian noise.
-
-    All tensors, no per-image loop: each class's mask is a test on a coordinate grid. The same seed
-    gives the same bytes.
-    """
-    g = torch.Generator().manual_seed(seed)
-    n = per_class * len(SHAPES)
-    labels = torch.arange(len(SHAPES)).repeat_interleave(per_class)
-    labels = labels[torch.randperm(n, generator=g)]
-
-    def uniform(lo: float, hi: float) -> torch.Tensor:
-        return torch.rand(n, 1, 1, generator=g) * (hi - lo) + lo
-
-    r = uniform(0.22, 0.40) * size  # circumradius, pixels
-    cx = uniform(0.0, 1.0) * (size - 2 * r) + r
-    cy = uniform(0.0, 1.0) * (size - 2 * r) + r
-    turn = uniform(0.0, 2 * math.pi)
-    coords = torch.arange(size, dtype=torch.float32) + 0.5
-    dx = coords.view(1, 1, size) - cx  # (N, 1, W)
-    dy = coords.view(1, size, 1) - cy  # (N, H, 1)
-    u = dx * turn.cos() + dy * turn.sin()  # (N, H, W) in the shape's own turned frame
-    v = -dx * turn.sin() + dy * turn.cos()
-
-    circle = u**2 + v**2 <= r**2
-    half = r / math.sqrt(2)  # a square inscribed in the circle
-    square = (u.abs() <= half) & (v.abs() <= half)
-    # An equilateral triangle: inside all three edges, whose normals are 120 degrees apart.
-    triangle = torch.ones_like(circle)
-    for k in range(3):
-        a = 2 * math.pi * k / 3
-        triangle &= u * math.cos(a) + v * math.sin(a) <= r / 2
-    arm = r * 0.3
-    cross = ((u.abs() <= arm) & (v.abs() <= r)) | ((v.abs() <= arm) & (u.abs() <= r))
-    masks = torch.stack([circle, square, triangle, cross])  # (4, N, H, W)
-    mask = masks[labels, torch.arange(n)].unsqueeze(1)  # (N, 1, H, W)
-
-    # Foreground and background colours far enough apart to see: one light, one dark, either way round.
-    light = torch.rand(n, 3, 1, 1, generator=g) * 0.4 + 0.6
-    dark = torch.rand(n, 3, 1, 1, generator=g) * 0.4
-    swap = torch.rand(n, 1, 1, 1, generator=g) < 0.5
-    fg, bg = torch.where(swap, dark, light), torch.where(swap, light, dark)
-    images = torch.where(mask, fg, bg) + torch.randn(n, 3, size, size, generator=g) * noise
-    images = images.clamp(0, 1).mul(255).round().to(torch.uint8).contiguous()
-    train_idx, test_idx = rt.split_indices(labels, share=TEST_SHARE, seed=SPLIT_SEED)
-    return {
-        "images": images,
-        "labels": labels,
-        "class_names": list(SHAPES),
-        "train_idx": train_idx,
-        "test_idx": test_idx,
-    }
+def generate_shapes(**options: Any) -> dict[str, Any]:
+    """Coloured shapes, generated (buildx_runtime.generate_shapes), labelled with the facts' class names."""
+    return rt.generate_shapes(class_names=facts.SHAPES.class_names, **options)
 
 
 def decode(name: str, *, data_dir: Path) -> dict[str, Any]:

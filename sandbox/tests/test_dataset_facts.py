@@ -30,9 +30,10 @@ def test_the_generated_shapes_are_labelled_with_the_facts_class_names():
     assert tuple(decoded["class_names"]) == facts.SHAPES.class_names
 
 
-def test_the_runtimes_own_cifar10_class_names_are_the_facts():
-    # buildx_runtime.py ships alone in the download bundle, so it keeps its list: pinned here.
+def test_the_runtimes_own_cifar10_and_shapes_class_names_are_the_facts():
+    # buildx_runtime.py ships alone in the download bundle, so it keeps its lists: pinned here.
     assert tuple(rt.CIFAR10_CLASSES) == facts.CIFAR10.class_names
+    assert tuple(rt.SHAPES_CLASSES) == facts.SHAPES.class_names
 
 
 def test_the_facts_module_imports_neither_torch_nor_django():
@@ -72,7 +73,7 @@ def test_no_other_module_writes_a_datasets_classes_mean_std_or_help_again():
     }
     allowed = {
         ROOT / "sandbox" / "engine" / "dataset_facts.py": markers,
-        ROOT / "sandbox" / "engine" / "buildx_runtime.py": {"airplane"},
+        ROOT / "sandbox" / "engine" / "buildx_runtime.py": {"airplane", "triangle"},
     }
     copies = {}
     for app in APPS:

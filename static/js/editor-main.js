@@ -524,7 +524,7 @@
 
   function issueItem(issue, severity) {
     var li = el("li", { className: "issue issue-" + severity, "data-code": issue.code || "" }, [
-      el("strong", { text: (severity === "error" ? T.error : T.warning) + ": " }),
+      el("strong", { text: (severity === "error" ? T.error : severity === "blocker" ? T.blocker : T.warning) + ": " }),
       el("span", { className: "issue-message", text: issue.message })
     ]);
     if (issue.hint) { li.appendChild(el("span", { className: "issue-hint", text: " " + issue.hint })); }
@@ -606,7 +606,9 @@
     });
 
     if (report && !hasFieldErrors) {
-      [["error", report.errors], ["warning", report.warnings]].forEach(function (pair) {
+      // Blockers: the design is fine but over a limit of this server (designs/limits.py), so Train would
+      // refuse it. They come first, above the column, with the limit and what to change.
+      [["blocker", report.blockers || []], ["error", report.errors], ["warning", report.warnings]].forEach(function (pair) {
         pair[1].forEach(function (issue) {
           var node = issue.path && issue.path.indexOf("layers[") === 0 ? blockNode(issue.path) : null;
           var list = node ? node.querySelector(":scope > .block-issues") : designIssues;
@@ -614,6 +616,12 @@
           if (node && issue.field) {
             var f = node.querySelector(':scope > .block-body [data-param="' + issue.field + '"]');
             if (f && pair[0] === "error") { f.classList.add("invalid"); }
+          }
+          var hp = /^hyperparameters\.(\w+)$/.exec(issue.path || "");
+          var hpField = hp ? document.querySelector('#hyperparameters [data-param="' + hp[1] + '"]') : null;
+          if (hpField && pair[0] !== "warning") {
+            hpField.classList.add("invalid");
+            hpField.querySelector(".field-error").textContent = issue.message;
           }
         });
       });
@@ -649,7 +657,20 @@
     renderLinks();
   }
 
+  // The Code tab says, beside Train, why this server will not train what is on screen.
+  function renderTrainBlockers() {
+    var box = document.getElementById("train-blockers");
+    var blockers = S.report && !Object.keys(S.fieldErrors).length ? (S.report.blockers || []) : [];
+    box.textContent = "";
+    box.hidden = !blockers.length;
+    root.setAttribute("data-trainable", blockers.length ? "false" : "true");
+    blockers.forEach(function (issue) {
+      box.appendChild(el("li", { "data-code": issue.code, text: issue.message + " " + issue.hint }));
+    });
+  }
+
   function renderSummary() {
+    renderTrainBlockers();
     var node = document.getElementById("summary");
     var report = S.report;
     node.className = "summary";
@@ -662,6 +683,9 @@
     document.getElementById("input-shape").textContent = F.humanShape(report.input_shape);
     if (report.errors.length) {
       node.textContent = F.format(T.has_errors, { n: report.errors.length });
+      node.classList.add("summary-error");
+    } else if ((report.blockers || []).length) {
+      node.textContent = T.not_trainable;
       node.classList.add("summary-error");
     } else if (report.ready_to_train) {
       node.textContent = T.ready;
@@ -829,16 +853,21 @@
   // --- Save, versions, import / export ---------------------------------------------------------------
 
   function save() {
+    saveSpec();
+  }
+
+  // Save what is on screen as a new version (or find it unchanged). Resolves to {ok, number, valid,
+  // ready} when saved, {ok: false} when not (the reason is shown in the save state and on the fields).
+  function saveSpec() {
     var button = document.getElementById("save");
     button.disabled = true;
     updateSaveState(T.saving);
     var json = specJson();
-    api("POST", urls.versions, { spec: JSON.parse(json) }).then(function (res) {
+    return api("POST", urls.versions, { spec: JSON.parse(json) }).then(function (res) {
       button.disabled = false;
       if (res.status === 201 || res.status === 200) {
-        S.version = { number: res.data.number, id: null };
+        if (!S.version || S.version.number !== res.data.number) { S.version = { number: res.data.number, id: null }; }
         S.savedJson = json;
-        S.artifact = null;
         document.getElementById("version-badge").textContent = F.format(T.version, { n: res.data.number });
         if (res.status === 201) {
           addHistoryRow(res.data.number);
@@ -848,7 +877,9 @@
         }
         updateSaveState(F.format(res.status === 201 ? T.saved : T.unchanged, { n: res.data.number }));
         root.setAttribute("data-saved-version", res.data.number);
-      } else if (res.data && res.data.error) {
+        return { ok: true, number: res.data.number, valid: res.data.valid, ready: res.data.ready_to_train };
+      }
+      if (res.data && res.data.error) {
         var fields = {};
         Object.keys(res.data.error.fields || {}).forEach(function (key) {
           fields[key.replace(/^spec\./, "")] = res.data.error.fields[key];
@@ -856,10 +887,15 @@
         S.fieldErrors = fields;
         renderReport();
         updateSaveState(T.save_failed);
-      } else {
-        updateSaveState(T.network_error);
+        return { ok: false, message: T.save_failed };
       }
-    }).catch(function () { button.disabled = false; updateSaveState(T.network_error); });
+      updateSaveState(T.network_error);
+      return { ok: false, message: T.network_error };
+    }).catch(function () {
+      button.disabled = false;
+      updateSaveState(T.network_error);
+      return { ok: false, message: T.network_error };
+    });
   }
 
   function addHistoryRow(number) {
@@ -939,7 +975,7 @@
     if (!S.version) {
       status.textContent = T.code_needs_save;
       code.textContent = "";
-      train.disabled = true;
+      train.disabled = !urls.runs;  // Train saves first
       return;
     }
     var number = S.version.number;
@@ -1137,29 +1173,55 @@
     }
   }
 
+  // Train trains what is on screen. Unsaved edits are saved first (a new version, whose compiled script
+  // trains); edits that cannot be saved stop it with "save your changes first". The runs API gets the
+  // spec on screen too and refuses a version that differs from it, so nothing else is ever trained.
   function train() {
     var status = document.getElementById("train-status");
     var select = document.getElementById("artifact");
-    if (!S.artifact || !urls.runs) { return; }
+    if (!urls.runs) { return; }
     var button = document.getElementById("train");
     button.disabled = true;
-    status.textContent = T.starting;
-    // The runs API names the version by its id; the page knows the ids of versions saved before it loaded.
-    var number = S.version.number;
-    var versionId = S.version.id ? Promise.resolve(S.version.id) : api("GET", urls.version_ids).then(function (res) {
-      return res.ok ? res.data.versions[String(number)] : null;
-    });
-    versionId.then(function (id) {
-      S.version.id = id;
-      return api("POST", urls.runs, { design_version: id, code_artifact: Number(select.value) });
-    }).then(function (res) {
-      if (res.status === 201 && res.data && res.data.url) {
-        window.location.assign(res.data.url);
-        return;
+    var onScreen = specJson();
+    var dirty = onScreen !== S.savedJson;
+    var shownVersion = S.codeVersion;
+    status.textContent = dirty ? T.saving_to_train : T.starting;
+    var saved = dirty ? saveSpec() : Promise.resolve({ ok: !!S.version, number: S.version && S.version.number,
+                                                        valid: true, message: T.code_needs_save });
+    saved.then(function (result) {
+      if (!result.ok) {
+        status.textContent = F.format(T.save_first, { message: result.message || "" });
+        button.disabled = false;
+        return null;
       }
-      button.disabled = false;
-      var message = (res.data && res.data.error && res.data.error.message) || T.network_error;
-      status.textContent = F.format(T.train_failed, { message: message });
+      if (!result.valid) {
+        status.textContent = T.fix_errors_first;
+        loadCode();
+        return null;
+      }
+      status.textContent = T.starting;
+      // The runs API names the version by its id; the page knows the ids of versions saved before it loaded.
+      var number = result.number;
+      var known = S.version && S.version.number === number && S.version.id;
+      var versionId = known ? Promise.resolve(S.version.id) : api("GET", urls.version_ids).then(function (res) {
+        return res.ok ? res.data.versions[String(number)] : null;
+      });
+      return versionId.then(function (id) {
+        S.version = { number: number, id: id };
+        var body = { design_version: id, spec: JSON.parse(onScreen) };
+        // The chosen code belongs to the version the Code tab shows: only then is it this version's.
+        if (S.artifact && shownVersion === number && select.value) { body.code_artifact = Number(select.value); }
+        return api("POST", urls.runs, body);
+      }).then(function (res) {
+        if (res.status === 201 && res.data && res.data.url) {
+          window.location.assign(res.data.url);
+          return;
+        }
+        var message = (res.data && res.data.error && res.data.error.message) || T.network_error;
+        if (shownVersion !== number) { loadCode(); }  // show the code of the version just saved
+        button.disabled = false;
+        status.textContent = F.format(T.train_failed, { message: message });
+      });
     }).catch(function () { button.disabled = false; status.textContent = T.network_error; });
   }
 

@@ -21,6 +21,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import User
+from designs import services as design_services
+from designs.limits import limit_issues
 from designs.models import CodeArtifact, DesignVersion
 from training.models import Run
 from training.services.artifacts import storage_used
@@ -63,24 +65,17 @@ def design_expectation(report: dict) -> dict:
 # --- Create ---------------------------------------------------------------------------------------
 
 
-def _check_quotas(*, owner, epochs: int, params: int | None) -> None:
-    if epochs > settings.RUNS_MAX_EPOCHS:
-        raise RunRefused(
-            "quota_epochs",
-            _(
-                "A run may train for at most %(max)d epochs; this design asks for "
-                "%(n)d. Lower EPOCHS in the design."
-            )
-            % {"max": settings.RUNS_MAX_EPOCHS, "n": epochs},
-            field="epochs",
-        )
-    if params is not None and params > settings.RUNS_MAX_PARAMS:
-        raise RunRefused(
-            "quota_params",
-            _("A model may have at most %(max)s parameters; this one has %(n)s. Use fewer or smaller layers.")
-            % {"max": f"{settings.RUNS_MAX_PARAMS:,}", "n": f"{params:,}"},
-            field="params",
-        )
+# The runs API's codes and fields for the design's blockers (designs/limits.py, the editor's report).
+LIMIT_REFUSALS = {
+    "epochs_over_limit": ("quota_epochs", "epochs"),
+    "params_over_limit": ("quota_params", "params"),
+}
+
+
+def _check_quotas(*, owner, epochs: int, params: int | None, layers: list[dict]) -> None:
+    for issue in limit_issues(epochs=epochs, params=params, layers=layers):
+        code, field = LIMIT_REFUSALS[issue["code"]]
+        raise RunRefused(code, f"{issue['message']} {issue['hint']}", field=field)
     active = Run.objects.filter(owner=owner, status__in=Run.ACTIVE).count()
     if active >= settings.RUNS_MAX_CONCURRENT_PER_USER:
         raise RunRefused(
@@ -116,8 +111,6 @@ def run_code(*, version: DesignVersion, artifact_id: int | None = None) -> CodeA
     refuses one that is not ready), else the version's newest ready code, else its compiled script,
     compiled now (a version saved by "Apply" on a suggestion has no code yet). None when the named
     artifact is not this version's, or the design has errors and cannot be compiled."""
-    from designs import services as design_services
-
     artifacts = CodeArtifact.objects.filter(version=version)
     if artifact_id:
         return artifacts.filter(pk=artifact_id).first()
@@ -130,13 +123,25 @@ def run_code(*, version: DesignVersion, artifact_id: int | None = None) -> CodeA
         return None
 
 
-def run_create(*, owner: User, version: DesignVersion, artifact: CodeArtifact) -> Run:
+def run_create(*, owner: User, version: DesignVersion, artifact: CodeArtifact, spec: Any = None) -> Run:
     """Create a queued run of ``artifact`` and send it to the training queue once committed.
 
+    ``spec``, when given, is the design as the client shows it (the editor's Train sends its screen): a
+    version with another spec is refused, so unsaved edits are never silently replaced by the saved ones.
     Raises ``RunRefused`` with the reason when the code is not ready or a quota says no.
     """
     if version.design.owner_id != owner.pk:
         raise RunRefused("not_found", _("That design version does not exist."), field="design_version")
+    if spec is not None and not design_services.spec_matches_version(spec=spec, version=version):
+        raise RunRefused(
+            "unsaved_changes",
+            _(
+                "The design on your screen is not version %(n)s: save your changes first, then train "
+                "the version they make."
+            )
+            % {"n": version.number},
+            field="spec",
+        )
     if artifact.version_id != version.pk:
         raise RunRefused(
             "invalid", _("That code belongs to another version of the design."), field="code_artifact"
@@ -154,7 +159,8 @@ def run_create(*, owner: User, version: DesignVersion, artifact: CodeArtifact) -
     with transaction.atomic():
         # Serialise one user's creates so two quick clicks cannot both pass the concurrency quota.
         get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
-        _check_quotas(owner=owner, epochs=epochs, params=params)
+        layers = [row for row in version.report.get("layers", []) if not row.get("parent")]
+        _check_quotas(owner=owner, epochs=epochs, params=params, layers=layers)
         run = Run.objects.create(
             owner=owner,
             design_version=version,

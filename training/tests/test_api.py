@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from designs.catalog import HYPERPARAMETERS
 from training import services
 from training.models import Run, RunEvent
 from training.tests.conftest import make_design
@@ -75,19 +76,70 @@ def test_it_refuses_a_run_over_the_concurrency_quota_with_the_reason(alice, alic
     assert Run.objects.filter(owner=alice).count() == 1
 
 
-def test_it_refuses_too_many_epochs_and_too_many_parameters(alice, alice_client, settings):
+def test_it_refuses_too_many_epochs_and_too_many_parameters_as_the_editor_said(alice, alice_client, settings):
     settings.RUNS_MAX_EPOCHS = 2
-    response = _post_run(alice_client, *make_design(alice, epochs=3))
+    version, artifact = make_design(alice, epochs=3)
+    response = _post_run(alice_client, version, artifact)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "quota_epochs"
-    assert "at most 2 epochs" in response.json()["error"]["fields"]["epochs"][0]
+    # The same limit and the same sentence as the editor's report showed before Train (designs/limits.py).
+    report = alice_client.post(
+        "/api/v1/designs/validate/", version.spec, content_type="application/json"
+    ).json()
+    blocker = report["report"]["blockers"][0]
+    assert blocker["code"] == "epochs_over_limit" and "at most 2." in blocker["message"]
+    assert response.json()["error"]["fields"]["epochs"] == [f"{blocker['message']} {blocker['hint']}"]
 
     settings.RUNS_MAX_EPOCHS = 100
     settings.RUNS_MAX_PARAMS = 1000
     response = _post_run(alice_client, *make_design(alice, epochs=1, name="Big"))
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "quota_params"
+    assert "at most 1,000" in response.json()["error"]["message"]
     assert not Run.objects.filter(owner=alice).exists()
+
+
+def test_train_refuses_a_version_that_is_not_the_design_on_screen(alice, alice_client):
+    from designs import services as design_services
+
+    version, artifact = make_design(alice, epochs=2)
+    on_screen = {**version.spec, "hyperparameters": {**version.spec["hyperparameters"], "epochs": 5}}
+
+    # The editor sends what it shows: unsaved edits are never trained as the saved version.
+    response = alice_client.post(
+        "/api/v1/runs/",
+        {"design_version": version.pk, "code_artifact": artifact.pk, "spec": on_screen},
+        content_type="application/json",
+    )
+    assert response.status_code == 409, response.content
+    error = response.json()["error"]
+    assert error["code"] == "unsaved_changes" and "save your changes first" in error["message"]
+    assert not Run.objects.filter(owner=alice).exists()
+
+    # A spec that cannot even be read is not the version either.
+    broken = {**on_screen, "layers": [{"type": "Conv2d", "out_channels": "many"}]}
+    response = alice_client.post(
+        "/api/v1/runs/", {"design_version": version.pk, "spec": broken}, content_type="application/json"
+    )
+    assert response.status_code == 409 and response.json()["error"]["code"] == "unsaved_changes"
+
+    # Saved, the screen is the new version: it trains (the same spec, however it is written).
+    new, _created = design_services.design_save_version(design=version.design, spec=on_screen)
+    defaults = {p.name: p.default for p in HYPERPARAMETERS}
+    loose = {  # defaults left out, as a client may
+        **on_screen,
+        "hyperparameters": {k: v for k, v in on_screen["hyperparameters"].items() if defaults[k] != v},
+    }
+    assert loose["hyperparameters"] != on_screen["hyperparameters"]
+    response = alice_client.post(
+        "/api/v1/runs/", {"design_version": new.pk, "spec": loose}, content_type="application/json"
+    )
+    assert response.status_code == 201, response.content
+    assert Run.objects.get(pk=response.json()["id"]).design_version == new
+
+    # An older version asked for explicitly (no screen to compare with) is a choice, and trains.
+    response = _post_run(alice_client, version, artifact)
+    assert response.status_code == 201 and response.json()["version_number"] == 1
 
 
 def test_it_refuses_a_run_once_the_daily_training_time_is_used(alice, alice_client, settings):

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import copy
+import fcntl
+import hashlib
 import io
 import json
+import os
 import random
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -412,7 +418,7 @@ def test_the_exported_weights_load_into_the_scripts_model(alice_client, alice_ru
     assert torch.equal(model(x).argmax(1), expected.argmax(1))
 
 
-def test_onnx_export_passes_the_checker_and_gives_the_same_classes_as_pytorch(
+def test_onnx_export_takes_raw_pixels_as_its_card_says_and_gives_the_apis_classes(
     alice_client, alice_run, trained
 ):
     import onnx
@@ -422,12 +428,21 @@ def test_onnx_export_passes_the_checker_and_gives_the_same_classes_as_pytorch(
     assert response.status_code == 200
     onnx.checker.check_model(onnx.load_from_string(response.content))
 
+    # As the model card says: uint8 (B, 1, 8, 8), the raw pixels; the preprocessing is in the graph.
+    card = alice_client.get(f"/api/v1/runs/{alice_run.pk}/export/card/").content.decode()
+    assert "input `input`, uint8 (B, 1, 8, 8), the raw pixels 0..255" in card
+    assert "divided by 255 (to [0, 1]), then: Normalize((0.5,), (0.5,))" in card
     images, _ = held_out_images(trained)
-    loaded = predict.get_model(alice_run)
-    x = predict.preprocess(loaded, images)
+    images = images[:40]
     session = onnxruntime.InferenceSession(response.content, providers=["CPUExecutionProvider"])
-    (logits,) = session.run(["logits"], {"input": x.numpy()})
-    assert torch.equal(torch.from_numpy(logits).argmax(1), predict.probabilities(loaded, images).argmax(1))
+    (pixels,) = session.get_inputs()
+    assert (pixels.name, pixels.type, pixels.shape[1:]) == ("input", "tensor(uint8)", [1, 8, 8])
+    (logits,) = session.run(["logits"], {"input": images.numpy()})
+    api = post_images(alice_client, alice_run, [png(image) for image in images]).json()["predictions"]
+    assert [int(i) for i in logits.argmax(1)] == [p["class_index"] for p in api]
+    metadata = json.loads(session.get_modelmeta().custom_metadata_map["buildx"])
+    assert metadata["class_names"] == [str(i) for i in range(10)]
+    assert metadata["preprocessing_in_graph"] == "x / 255, then Normalize((0.5,), (0.5,))"
 
 
 def test_the_bundle_runs_standalone_and_its_model_loads_the_weights(
@@ -446,8 +461,10 @@ def test_the_bundle_runs_standalone_and_its_model_loads_the_weights(
             "buildx_runtime.py",
             "model.safetensors",
             "predict.py",
+            "requirements.txt",
             "README.md",
             "MODEL_CARD.md",
+            *(f"examples/{k}-{k}.png" for k in range(10)),  # one held-out image per class
         )
     )
     root = tmp_path / "unzipped" / folder
@@ -497,6 +514,9 @@ def test_the_model_card_page_shows_design_data_metrics_and_environment(alice_cli
     assert torch.__version__ in html
     assert "conv1" in html and "digits" in html and "<polyline" in html
     assert f"/api/v1/runs/{alice_run.pk}/export/bundle/" in html
+    # How to feed it, with its numbers (the ONNX takes raw pixels: the preprocessing is in its graph).
+    assert "Feeding the model" in html and "<code>Normalize((0.5,), (0.5,))</code>" in html
+    assert "uint8 (B, 1, 8, 8), the raw pixels 0..255" in html
 
     markdown = alice_client.get(f"/api/v1/runs/{alice_run.pk}/export/card/").content.decode()
     for heading in ("## Design", "## Dataset", "## Hyperparameters", "## Test metrics", "## Training curves",
@@ -677,3 +697,103 @@ def test_a_run_trained_by_a_real_worker_predicts_what_its_harness_measured(worke
     report = rt.classification_report(torch.tensor(predicted), labels, run.metrics["class_names"])
     assert report["confusion_matrix"] == run.metrics["confusion_matrix"]
     predict.models.clear()
+
+
+# --- The bundle on its own: a clean folder, a virtualenv holding only what its README names -------------------
+
+BUNDLE_VENVS = Path(__file__).resolve().parents[2] / "var" / "bundle-venvs"
+
+
+def readme_commands(readme: str) -> list[str]:
+    """The commands of the README's "Run it" section, one a line, as a user would type them."""
+    section = readme.split("## Run it", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, section
+    return [line.strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def pip_settings() -> dict[str, str]:
+    """This machine's pip configuration (its indexes, wheel folders, constraints: where packages come from,
+    not packages): HOME for the user's pip.conf, and PIP_* variables."""
+    return {k: v for k, v in os.environ.items() if k.startswith("PIP_") or k == "HOME"}
+
+
+def bundle_venv(requirements: str, install: str) -> Path:
+    """A virtualenv with `install` (the README's pip line) run in it and nothing else: no system site
+    packages, so a requirement the README forgets is missing here too. Made once per requirements (kept in
+    var/, keyed by their hash and the Python version): installing torch takes minutes."""
+    key = hashlib.sha256(f"{sys.version}\n{install}\n{requirements}".encode()).hexdigest()[:16]
+    venv = BUNDLE_VENVS / key
+    BUNDLE_VENVS.mkdir(parents=True, exist_ok=True)
+    with open(BUNDLE_VENVS / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one maker at a time; the others wait and reuse it
+        if not (venv / "complete").exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+            with tempfile.TemporaryDirectory() as folder:
+                (Path(folder) / "requirements.txt").write_text(requirements)
+                env = {"PATH": f"{venv}/bin:/usr/bin:/bin", **pip_settings()}
+                done = subprocess.run(["bash", "-c", install], cwd=folder, env=env, capture_output=True,
+                                      text=True, timeout=1500)  # fmt: skip
+                assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            (venv / "complete").touch()
+    return venv
+
+
+@pytest.mark.slow
+def test_the_bundle_trains_and_predicts_in_a_clean_folder_with_only_what_its_readme_names(
+    alice_client, alice_run, tmp_path
+):
+    response = alice_client.get(f"/api/v1/runs/{alice_run.pk}/export/bundle/")
+    with zipfile.ZipFile(io.BytesIO(response.content)) as bundle:
+        bundle.extractall(tmp_path / "clean")
+    root = tmp_path / "clean" / f"tinycnn-run{alice_run.pk}"
+    requirements = (root / "requirements.txt").read_text()
+    torch_release = torch.__version__.split("+")[0]  # the release that trained it (a CPU build here)
+    assert requirements.split() == [
+        f"torch=={torch_release}",
+        "numpy>=1.24",
+        "pillow>=10",
+        "scikit-learn>=1.3",
+    ]
+    commands = readme_commands((root / "README.md").read_text())
+    # The first two make and enter a fresh virtualenv: the cached one stands for it (same Python, empty).
+    assert commands[:3] == ["python -m venv .venv", ". .venv/bin/activate", "pip install -r requirements.txt"]
+    venv = bundle_venv(requirements, commands[2])
+    env = {"PATH": f"{venv}/bin:/usr/bin:/bin", "VIRTUAL_ENV": str(venv), **pip_settings()}
+
+    def run(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", command], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+
+    outputs = {}
+    for command in commands[2:]:
+        done = run(command)
+        assert done.returncode == 0, (command, done.stdout[-3000:], done.stderr[-3000:])
+        assert "Traceback" not in done.stderr and "Warning" not in done.stderr, (command, done.stderr)
+        outputs[command] = done.stdout
+
+    # It classifies its example images (one held-out test image per class) as the API does.
+    assert commands[3] == "python predict.py examples/*.png"
+    examples = sorted((root / "examples").glob("*.png"))
+    lines = outputs[commands[3]].splitlines()
+    assert [line.split(": ")[0] for line in lines] == [f"examples/{p.name}" for p in examples]
+    api = post_images(alice_client, alice_run, [p.read_bytes() for p in examples]).json()["predictions"]
+    assert [line.split(": ")[1].split(" ")[0] for line in lines] == [p["class"] for p in api]
+
+    # It trains on the digits without a folder (they ship with scikit-learn), then tests.
+    assert commands[4] == "python tinycnn.py --epochs 2"
+    trained = outputs[commands[4]]
+    assert "epoch 2/2" in trained.lower() and "Test: accuracy" in trained, trained
+
+    # predict.py alone says how to use it.
+    usage = run("python predict.py")
+    assert usage.returncode == 2 and usage.stdout.startswith("usage: python predict.py IMAGE")
+    assert "Traceback" not in usage.stderr
+
+    # A dataset that needs files says where to get them, without a traceback.
+    script = (root / "tinycnn.py").read_text().replace('DATASET = "digits"', 'DATASET = "MNIST"')
+    (root / "mnist_variant.py").write_text(script)
+    missing = run("python mnist_variant.py --epochs 1")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "MNIST is not in MNIST/" in missing.stderr and "ossci-datasets.s3.amazonaws.com" in missing.stderr

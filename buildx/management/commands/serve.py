@@ -15,6 +15,8 @@ from django.apps import apps
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from designs.apps import start_validation_warm_up
+
 
 def import_actor_modules() -> None:
     for app_config in apps.get_app_configs():
@@ -59,6 +61,8 @@ class Command(BaseCommand):
                 self.stdout.write(f"Worker process started (pid {child.pid}).")
 
         application = get_default_application()
+        # A server, DEBUG or not: the editor's first check must not wait for torch (designs/apps.py).
+        start_validation_warm_up(serving=True)
         if settings.DEBUG:
             # django-stubs types the wrapped app as Django's ASGIHandler; it wraps any ASGI app (daphne's
             # runserver wraps Channels' router the same way).
