@@ -19,7 +19,7 @@ from django.db import transaction
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy
 
 from buildx import llm
 from buildx.live import publish, user_group
@@ -301,8 +301,10 @@ def feedback_write(*, feedback) -> None:
 
 # The feedback's own notes; any other code is a reason of buildx.llm.ERROR_MESSAGES.
 NOTES = {
-    "no_llm": _lazy("No language model is configured on this server: the findings above are the feedback."),
-    "ungrounded": _lazy(
+    "no_llm": gettext_lazy(
+        "No language model is configured on this server: the findings above are the feedback."
+    ),
+    "ungrounded": gettext_lazy(
         "The written feedback quoted numbers that are not from this run, so it is not shown."
     ),
 }

@@ -212,7 +212,8 @@ def _learning_rate_high(e: _Evidence) -> Shown:
             )
             % values
         )
-    explanation = f"{said} {_('Smaller steps let the optimizer settle into a good solution.')}"
+    remedy = _("Smaller steps let the optimizer settle into a good solution.")
+    explanation = f"{said} {remedy}"
     steps = e.int("steps")
     rises_value = ""
     if rises is not None and steps:
