@@ -74,7 +74,9 @@ def test_the_run_page_gives_the_evidence_in_korean_to_a_korean_viewer(alice, ali
 
     assert "모델이 과적합되고 있습니다" in page
     assert '<tr data-key="train_acc"><th scope="row">학습 정확도</th><td>100.0%</td></tr>' in page
-    assert '<tr data-key="gap"><th scope="row">둘의 차이</th><td>29.0%p (처음 에포크들: 8.0%p)</td></tr>' in page
+    assert (
+        '<tr data-key="gap"><th scope="row">둘의 차이</th><td>29.0%p (처음 에포크들: 8.0%p)</td></tr>' in page
+    )
     assert "Training accuracy" not in page and "percentage points" not in page
     assert not RAW.search(visible(page)), RAW.search(visible(page))
 
@@ -129,7 +131,9 @@ def test_a_finding_with_missing_numbers_shows_question_marks_not_none_or_a_crash
 # --- notes --------------------------------------------------------------------------------------------
 
 
-def test_the_no_llm_note_is_stored_as_a_code_and_read_in_korean_below_the_findings(alice, alice_client, llm_off):
+def test_the_no_llm_note_is_stored_as_a_code_and_read_in_korean_below_the_findings(
+    alice, alice_client, llm_off
+):
     run = finished_run(alice)
 
     feedback_run(run.pk)
@@ -204,7 +208,8 @@ def test_notes_stored_as_english_sentences_become_codes_with_their_numbers(alice
     try:
         new = migrate(AFTER)
         stored = {
-            f.run_id: (f.llm_note, f.llm_note_params) for f in new.get_model("feedback", "Feedback").objects.all()
+            f.run_id: (f.llm_note, f.llm_note_params)
+            for f in new.get_model("feedback", "Feedback").objects.all()
         }
         assert [stored[r] for r in run_ids] == [
             ("no_llm", {}),
