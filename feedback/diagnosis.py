@@ -16,8 +16,9 @@ Pure Python: no database, no torch, no LLM. Input is what a run stores (docs/con
 ``diagnose()`` returns findings, most serious first. Each finding is data: a ``code``, a
 ``severity``, the ``evidence`` (the numbers it rests on) and ``suggestions``: edits of the design, in
 the one vocabulary of designs/edits.py, which ``designs.edits.apply_edit()`` carries out and
-``describe_edit()`` labels. Its title and explanation are rendered from the code and the evidence in
-the active language when shown, so a stored finding reads in the viewer's language.
+``describe_edit()`` labels. Its title, explanation and evidence in words are rendered from the code and
+the evidence in the active language when shown (feedback/texts.py), so a stored finding reads in the
+viewer's language. Each suggestion fits its finding (docs/contracts.md section 6 lists what each may do).
 
 What it knows of layers, transforms and datasets (which keep the shape, which augment, which may not be
 mirrored, their sizes) it reads from the designs catalog.
@@ -80,6 +81,10 @@ MAX_EPOCHS = 200  # the catalog's bound on hyperparameters.epochs
 # one pixel is an eighth of an 8x8 digit. Measured (issue 14): RandomCrop(8, padding=1) on a digits model
 # took its test accuracy from 86.4% to 70.5%. A Resize does not help: it adds no detail to move.
 MIN_AUGMENT_SIZE = 16
+# Widening a convolution for more capacity: to at least this many filters (the tiny starter's first
+# layer), and never past this many.
+MIN_FILTERS = 16
+MAX_FILTERS = 256
 DEFAULT_EPOCHS = 10
 
 SEVERITIES = ("critical", "warning", "info")
@@ -341,7 +346,10 @@ def _underfitting(c: _Context, found: list[Finding]) -> Finding | None:
     gap = (train_acc - cv.val_acc[-1]) if cv.has_val else 0.0
     if gap >= UNDERFIT_MAX_GAP:
         return None
-    suggestions: list[dict] = []
+    # What holds the model back, most specific first: steps too large to settle (a learning rate large for
+    # its optimizer, whose loss did not jump enough to be called that), then regularisation, then size.
+    large_lr = c.lr is not None and c.lr >= HIGH_LR.get(c.optimizer, HIGH_LR["adam"])
+    suggestions: list[dict] = _lower_lr_suggestions(c) if large_lr else []
     for layer in walk_layers(c.spec.get("layers") or []):
         if layer.get("type") in ("Dropout", "Dropout2d") and (_num(layer.get("p", 0.5)) or 0) >= 0.3:
             suggestions.append({"op": "remove_layer", "layer": layer_name(layer)})
@@ -356,6 +364,9 @@ def _underfitting(c: _Context, found: list[Finding]) -> Finding | None:
         "val_acc": _r(cv.val_acc[-1]) if cv.has_val else None,
         "chance": _r(c.chance),
         "epochs": cv.n,
+        "learning_rate": c.lr,
+        "optimizer": c.optimizer,
+        "large_learning_rate": large_lr,
     }
     return Finding("underfitting", "warning", evidence, suggestions)
 
@@ -557,18 +568,19 @@ def _augmentation(c: _Context) -> dict | None:
 
 
 def _widen_last_conv(spec: dict) -> dict | None:
-    """Twice the filters in the last convolution: more capacity where the features are made."""
+    """More filters in the last convolution: more capacity where the features are made. Twice as many,
+    and at least MIN_FILTERS (doubling 1 filter to 2 would hardly change what the model can tell apart)."""
     convs = [layer for layer in walk_layers(spec.get("layers") or []) if layer.get("type") == "Conv2d"]
     if not convs:
         return None
     width = int(_num(convs[-1].get("out_channels")) or 0)
-    if not 0 < width < 256:
+    if not 0 < width < MAX_FILTERS:
         return None
     return {
         "op": "set_layer_param",
         "layer": layer_name(convs[-1]),
         "param": "out_channels",
-        "value": width * 2,
+        "value": min(MAX_FILTERS, max(2 * width, MIN_FILTERS)),
     }
 
 

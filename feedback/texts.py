@@ -362,10 +362,20 @@ def _underfitting(e: _Evidence) -> Shown:
             "After %(epochs)s epochs the model gets only %(train_acc)s of the training images right "
             "(guessing gives %(chance)s)."
         )
-    second = _(
-        "It is not yet able to fit the data: give it more capacity (more filters), less regularisation, or "
-        "more time."
-    )
+    large_lr = e.raw.get("large_learning_rate") is True
+    if large_lr:
+        second = _(
+            "Its learning rate, %(learning_rate)s, is large for %(optimizer)s: steps that big keep it from "
+            "settling, so try smaller ones first, then more capacity (more filters) or less regularisation."
+        ) % {
+            "learning_rate": decimal(e.num("learning_rate")),
+            "optimizer": OPTIMIZERS.get(str(e.raw.get("optimizer")).lower(), str(e.raw.get("optimizer"))),
+        }
+    else:
+        second = _(
+            "It is not yet able to fit the data: give it more capacity (more filters), less regularisation, "
+            "or more time."
+        )
     return Shown(
         _("The model is underfitting"),
         f"{first % values} {second}",
@@ -374,6 +384,7 @@ def _underfitting(e: _Evidence) -> Shown:
             _fact("val_acc", _("Validation accuracy"), _if(e.has("val_acc"), values["val_acc"])),
             _fact("chance", _("Guessing"), _if(e.has("chance"), values["chance"])),
             _fact("epochs", _("Epochs trained"), _if(e.has("epochs"), values["epochs"])),
+            _fact("learning_rate", _("Learning rate"), _if(large_lr and e.has("learning_rate"), _lr(e))),
         ],
     )
 
