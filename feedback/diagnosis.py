@@ -356,6 +356,9 @@ def _underfitting(c: _Context, found: list[Finding]) -> Finding | None:
             break
     if (_num(c.hp.get("weight_decay")) or 0) >= 1e-3:
         suggestions.append(_set_hp("weight_decay", 1e-4))
+    over_pooled = _over_pooling(c)
+    if over_pooled:
+        suggestions.append(over_pooled)
     widen = _widen_last_conv(c.spec)
     if widen:
         suggestions.append(widen)
@@ -367,6 +370,7 @@ def _underfitting(c: _Context, found: list[Finding]) -> Finding | None:
         "learning_rate": c.lr,
         "optimizer": c.optimizer,
         "large_learning_rate": large_lr,
+        "over_pooled": over_pooled["layer"] if over_pooled else None,
     }
     return Finding("underfitting", "warning", evidence, suggestions)
 
@@ -565,6 +569,26 @@ def _augmentation(c: _Context) -> dict | None:
         size = int(shape[1])
         return {"type": "RandomCrop", "size": size, "padding": max(1, size // 8)}
     return {"type": "RandomHorizontalFlip"}
+
+
+def _over_pooling(c: _Context) -> dict | None:
+    """A smaller window for the first pooling layer that shrinks a map of at least 4x4 to one pixel: the
+    model then no longer knows where anything is, which a model that cannot fit needs more than a small
+    map. Only for a window whose stride follows it (stride left empty)."""
+    layers = c.spec.get("layers") or []
+    for row in c.report.get("layers") or []:
+        if row.get("type") not in ("MaxPool2d", "AvgPool2d"):
+            continue
+        shape_in, shape_out = row.get("input_shape"), row.get("output_shape")
+        if not (isinstance(shape_in, list) and len(shape_in) == 3 and isinstance(shape_out, list)):
+            continue
+        if len(shape_out) != 3 or shape_out[1] * shape_out[2] != 1 or min(shape_in[1:]) < 4:
+            continue
+        layer = find_layer(layers, row.get("name"))
+        if layer is None or layer.get("stride") is not None:
+            continue
+        return {"op": "set_layer_param", "layer": row["name"], "param": "kernel_size", "value": 2}
+    return None
 
 
 def _widen_last_conv(spec: dict) -> dict | None:

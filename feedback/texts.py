@@ -363,7 +363,13 @@ def _underfitting(e: _Evidence) -> Shown:
             "(guessing gives %(chance)s)."
         )
     large_lr = e.raw.get("large_learning_rate") is True
-    if large_lr:
+    over_pooled = e.raw.get("over_pooled")
+    if over_pooled and not large_lr:
+        second = _(
+            "%(layer)s pools the whole picture into a single pixel, so the model no longer knows where "
+            "anything is: a smaller pooling window keeps that, and more filters or less regularisation help too."
+        ) % {"layer": over_pooled}
+    elif large_lr:
         second = _(
             "Its learning rate, %(learning_rate)s, is large for %(optimizer)s: steps that big keep it from "
             "settling, so try smaller ones first, then more capacity (more filters) or less regularisation."
@@ -385,6 +391,7 @@ def _underfitting(e: _Evidence) -> Shown:
             _fact("chance", _("Guessing"), _if(e.has("chance"), values["chance"])),
             _fact("epochs", _("Epochs trained"), _if(e.has("epochs"), values["epochs"])),
             _fact("learning_rate", _("Learning rate"), _if(large_lr and e.has("learning_rate"), _lr(e))),
+            _fact("over_pooled", _("Pooled to a single pixel by"), str(over_pooled or "")),
         ],
     )
 
