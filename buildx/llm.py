@@ -12,7 +12,8 @@ free and always served.
 
 Failures are LLMError subclasses whose str() is a sentence for the user (translated) and whose
 ``code`` is stable for the API and the stored record: not configured, budget exceeded, timeout,
-unavailable (429/5xx after the retries), rejected (a 4xx that retrying cannot fix).
+unavailable (429/5xx after the retries), rejected (a 4xx that retrying cannot fix). Their ``reason``
+and ``params`` are what to keep to say it again later in another language: ``error_message(reason, params)``.
 Call it from actors, never from a request: an answer can take a minute.
 """
 
@@ -46,16 +47,25 @@ RETRYABLE_STATUS = {408, 409, 429}
 
 
 class LLMError(Exception):
+    """A call that failed: ``reason`` (a key of ERROR_MESSAGES) and its ``params`` say why, for the user;
+    ``str()`` renders them in the active language, so a caller that keeps the reason and params (the
+    feedback's note) can show the sentence later in the viewer's language."""
+
     code = "llm_error"
     attempts = 0  # HTTP attempts made before giving up
 
-    def __init__(self, message: Any, *, detail: str = "") -> None:
-        super().__init__(message)
-        self.message = message  # lazy: rendered in the language active where it is shown
+    def __init__(self, reason: str, *, params: dict | None = None, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.params = dict(params or {})
         self.detail = detail  # for logs and the LLMCall row, not for the user
 
+    @property
+    def message(self) -> str:
+        return error_message(self.reason, self.params)
+
     def __str__(self) -> str:
-        return str(self.message)
+        return self.message
 
 
 class LLMNotConfigured(LLMError):
@@ -95,12 +105,46 @@ def is_configured() -> bool:
     return bool(settings.LLM_ENABLED)
 
 
-def not_configured_message() -> Any:
-    return _(
+# What a user is told when a call fails, by reason (LLMError.reason). Lazy: rendered where it is shown.
+ERROR_MESSAGES: dict[str, Any] = {
+    "not_configured": _(
         "No AI model is configured on this BuildX server, so this feature is off. Everything else "
         "(the compiled code, training and the rule-based feedback) works without it. An administrator "
         "can set OPENAI_API_KEY, or OPENAI_BASE_URL for a local model server."
-    )
+    ),
+    "budget_exceeded": _(
+        "You have used this hour's AI allowance (%(used)s of %(budget)s tokens). Try again in about "
+        "%(minutes)s minutes; the compiled code and the rule-based feedback work in the meantime."
+    ),
+    "timeout": _("The AI model did not answer within %(seconds)s seconds. Try again later."),
+    "unreachable": _("The AI model's server cannot be reached. Try again later."),
+    "rate_limited": _("The AI model is busy (rate limited). Try again in a few minutes."),
+    "server_error": _("The AI model's server had an error (%(status)s). Try again later."),
+    "bad_key": _(
+        "The AI model's server refused BuildX's API key. An administrator needs to check OPENAI_API_KEY."
+    ),
+    "unknown_model": _(
+        "The AI model's server does not know the configured model. An administrator needs to check OPENAI_MODEL."
+    ),
+    "refused": _("The AI model's server refused the request (HTTP %(status)s)."),
+    "empty_answer": _("The AI model sent an empty answer. Try again later."),
+    "unreadable": _("The AI model sent an answer BuildX cannot read."),
+}
+
+
+class _Params(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def error_message(reason: str, params: dict | None = None) -> str:
+    """The sentence for a failure's reason in the active language ("" for a reason this version lacks)."""
+    text = ERROR_MESSAGES.get(reason)
+    return str(text) % _Params(params or {}) if text is not None else ""
+
+
+def not_configured_message() -> str:
+    return error_message("not_configured")
 
 
 def prompt_hash(*, model: str, messages: list[dict], params: dict) -> str:
@@ -142,7 +186,7 @@ def chat(
 ) -> LLMAnswer:
     """Ask the configured model; see the module docstring for what is recorded and raised."""
     if not is_configured():
-        raise LLMNotConfigured(not_configured_message())
+        raise LLMNotConfigured("not_configured")
 
     model = settings.OPENAI_MODEL
     params: dict[str, Any] = {"temperature": temperature}
@@ -210,10 +254,7 @@ def _ask(
         text, finish_reason, tokens_in, tokens_out = _read_completion(completion)
         if not text.strip():
             # Paid for all the same: the tokens are recorded with the error.
-            raise LLMUnavailable(
-                _("The AI model sent an empty answer. Try again later."),
-                detail=f"finish_reason={finish_reason}",
-            )
+            raise LLMUnavailable("empty_answer", detail=f"finish_reason={finish_reason}")
     except LLMError as exc:
         _record(
             user=user,
@@ -333,11 +374,8 @@ def _check_budget(*, user, purpose: str, model: str, key: str) -> None:
     if oldest is not None:
         minutes = max(1, math.ceil((oldest + timedelta(hours=1) - timezone.now()).total_seconds() / 60))
     error = LLMBudgetExceeded(
-        _(
-            "You have used this hour's AI allowance (%(used)s of %(budget)s tokens). Try again in about "
-            "%(minutes)s minutes; the compiled code and the rule-based feedback work in the meantime."
-        )
-        % {"used": used, "budget": budget, "minutes": minutes},
+        "budget_exceeded",
+        params={"used": used, "budget": budget, "minutes": minutes},
         detail=f"used={used} budget={budget}",
     )
     _record(user=user, purpose=purpose, model=model, key=key, error=error.code, error_detail=error.detail)
@@ -371,32 +409,21 @@ def _create_with_retries(*, model: str, messages: list[dict], params: dict) -> t
             return client.chat.completions.create(model=model, messages=messages, **params), attempt
         except openai.APITimeoutError as exc:
             failure: LLMError = LLMTimeout(
-                _("The AI model did not answer within %(seconds)s seconds. Try again later.")
-                % {"seconds": _format_seconds(settings.LLM_TIMEOUT_S)},
-                detail=str(exc),
+                "timeout", params={"seconds": _format_seconds(settings.LLM_TIMEOUT_S)}, detail=str(exc)
             )
         except openai.APIConnectionError as exc:
-            failure = LLMUnavailable(
-                _("The AI model's server cannot be reached. Try again later."),
-                detail=repr(exc.__cause__ or exc),
-            )
+            failure = LLMUnavailable("unreachable", detail=repr(exc.__cause__ or exc))
         except openai.APIStatusError as exc:
             status = exc.status_code
             detail = f"HTTP {status}: {exc.message}"
             if status not in RETRYABLE_STATUS and status < 500:
-                failure = LLMRejected(_rejection_message(status), detail=detail)
+                failure = LLMRejected(_rejection_reason(status), params={"status": status}, detail=detail)
                 failure.attempts = attempt
                 raise failure from exc
             if status == 429:
-                failure = LLMUnavailable(
-                    _("The AI model is busy (rate limited). Try again in a few minutes."), detail=detail
-                )
+                failure = LLMUnavailable("rate_limited", detail=detail)
             else:
-                failure = LLMUnavailable(
-                    _("The AI model's server had an error (%(status)s). Try again later.")
-                    % {"status": status},
-                    detail=detail,
-                )
+                failure = LLMUnavailable("server_error", params={"status": status}, detail=detail)
             retry_after = _retry_after_seconds(exc.response.headers)
 
         failure.attempts = attempt
@@ -435,16 +462,12 @@ def _retry_after_seconds(headers) -> float | None:
     return max(0.0, email.utils.mktime_tz(parsed) - time.time())
 
 
-def _rejection_message(status: int) -> Any:
+def _rejection_reason(status: int) -> str:
     if status in (401, 403):
-        return _(
-            "The AI model's server refused BuildX's API key. An administrator needs to check OPENAI_API_KEY."
-        )
+        return "bad_key"
     if status == 404:
-        return _(
-            "The AI model's server does not know the configured model. An administrator needs to check OPENAI_MODEL."
-        )
-    return _("The AI model's server refused the request (HTTP %(status)s).") % {"status": status}
+        return "unknown_model"
+    return "refused"
 
 
 def _read_completion(completion: Any) -> tuple[str, str, int, int]:
@@ -453,7 +476,7 @@ def _read_completion(completion: Any) -> tuple[str, str, int, int]:
         text = choice.message.content or ""
         finish_reason = choice.finish_reason or "stop"
     except (AttributeError, IndexError, TypeError) as exc:
-        raise LLMUnavailable(_("The AI model sent an answer BuildX cannot read."), detail=repr(exc)) from exc
+        raise LLMUnavailable("unreadable", detail=repr(exc)) from exc
     usage = getattr(completion, "usage", None)
     tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
     tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)

@@ -3,11 +3,14 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts.admin_scoping import CourseListFilter, StudentScopedAdmin
 from feedback.models import Feedback
+from feedback.services import note_text
+from feedback.texts import show
 from training.admin import register_run_action
 from training.models import Run
 
@@ -64,14 +67,16 @@ class FeedbackAdmin(StudentScopedAdmin):
     list_select_related = ["run__owner"]
     date_hierarchy = "created_at"
     actions = [request_feedback_again]
+    exclude = ["llm_note", "llm_note_params"]  # a code and its numbers: shown rendered, as "note"
     readonly_fields = [
         "run",
         "status",
-        "findings",
+        "findings_read",
         "narrative",
         "narrative_language",
         "error_explanation",
-        "llm_note",
+        "note",
+        "findings",
         "helpful",
         "rated_at",
         "created_at",
@@ -85,6 +90,21 @@ class FeedbackAdmin(StudentScopedAdmin):
     @admin.display(description=_("findings"))
     def finding_codes(self, feedback: Feedback) -> str:
         return ", ".join(f.get("code", "") for f in feedback.findings or []) or "-"
+
+    @admin.display(description=_("what the student reads"))
+    def findings_read(self, feedback: Feedback) -> str:
+        """The findings as the student's run page words them, in the viewer's language."""
+        shown = [show(f.get("code", ""), f.get("evidence") or {}) for f in feedback.findings or []]
+        return (
+            format_html_join(
+                "", "<p><strong>{}</strong><br>{}</p>", ((s.title, s.explanation) for s in shown)
+            )
+            or "-"
+        )
+
+    @admin.display(description=_("LLM note"))
+    def note(self, feedback: Feedback) -> str:
+        return note_text(code=feedback.llm_note, params=feedback.llm_note_params) or "-"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -24,8 +24,10 @@ class Feedback(models.Model):
     narrative = models.TextField(_("narrative"), blank=True)
     narrative_language = models.CharField(_("narrative language"), max_length=8, blank=True)
     error_explanation = models.TextField(_("error explanation"), blank=True)
-    # Why there is no narrative / explanation (LLM not configured, budget, timeout...), for the user.
+    # Why there is no narrative / explanation (LLM not configured, budget, timeout...), as a code and its
+    # parameters: feedback.services.note_text() renders them in the viewer's language when shown.
     llm_note = models.CharField(_("LLM note"), max_length=255, blank=True)
+    llm_note_params = models.JSONField(_("LLM note parameters"), default=dict, blank=True)
     helpful = models.BooleanField(_("helpful"), null=True, blank=True)
     rated_at = models.DateTimeField(_("rated at"), null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -20,14 +20,16 @@ from django.db import transaction
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from accounts.models import User
 from buildx import llm
 from buildx.live import publish, user_group
 from designs.edits import EditError, apply_edit, describe_edit
 from designs.models import DesignVersion
-from feedback.diagnosis import Finding, diagnose, render
+from feedback.diagnosis import Finding, diagnose
 from feedback.models import Feedback
+from feedback.texts import render, show
 from training.models import Run
 
 LANGUAGES = {"en": "English", "ko": "Korean (한국어)"}
@@ -264,10 +266,8 @@ def feedback_write(*, feedback: Feedback) -> None:
     user = run.owner
     language = getattr(user, "preferred_language", "") or "en"
     if not llm.is_configured():
-        feedback.llm_note = _(
-            "No language model is configured on this server: the findings above are the feedback."
-        )
-        feedback.save(update_fields=["llm_note", "updated_at"])
+        feedback.llm_note, feedback.llm_note_params = "no_llm", {}
+        feedback.save(update_fields=["llm_note", "llm_note_params", "updated_at"])
         return
     try:
         if run.status == "failed":
@@ -280,7 +280,7 @@ def feedback_write(*, feedback: Feedback) -> None:
                 language=language,
             )
             feedback.error_explanation = answer.text
-            feedback.llm_note = ""
+            feedback.llm_note, feedback.llm_note_params = "", {}
         else:
             narrative = narrative_write(
                 user=user,
@@ -293,14 +293,34 @@ def feedback_write(*, feedback: Feedback) -> None:
             if narrative.grounded:
                 feedback.narrative = narrative.text
                 feedback.narrative_language = language
-                feedback.llm_note = ""
+                feedback.llm_note, feedback.llm_note_params = "", {}
             else:
-                feedback.llm_note = _(
-                    "The written feedback quoted numbers that are not from this run, so it is not shown."
-                )
+                feedback.llm_note, feedback.llm_note_params = "ungrounded", {}
     except llm.LLMError as exc:
-        feedback.llm_note = str(exc)[:255]
+        # The reason, not the sentence: the note is shown in the language of whoever reads it.
+        feedback.llm_note, feedback.llm_note_params = exc.reason, exc.params
     feedback.save()
+
+
+# The feedback's own notes; any other code is a reason of buildx.llm.ERROR_MESSAGES.
+NOTES = {
+    "no_llm": gettext_lazy(
+        "No language model is configured on this server: the findings above are the feedback."
+    ),
+    "ungrounded": gettext_lazy(
+        "The written feedback quoted numbers that are not from this run, so it is not shown."
+    ),
+}
+
+
+def note_text(*, code: str, params: dict | None = None) -> str:
+    """The note on why there is no narrative, in the active language. A note stored as a sentence
+    before notes were codes (and not recognised by the migration that converted them) shows as it is."""
+    if not code:
+        return ""
+    if code in NOTES:
+        return str(NOTES[code])
+    return llm.error_message(code, params) or code
 
 
 def feedback_request(*, run: Run) -> None:
@@ -429,13 +449,17 @@ def feedback_view(*, feedback: Feedback) -> dict:
         for suggestion in finding.suggestions:
             suggestions.append({"index": index, "label": describe_edit(suggestion), "suggestion": suggestion})
             index += 1
+        shown = show(finding.code, finding.evidence)
         findings.append(
             {
                 "code": finding.code,
                 "severity": finding.severity,
-                "title": finding.title,
-                "explanation": finding.explanation,
+                "title": shown.title,
+                "explanation": shown.explanation,
+                # The stored numbers for programs, and the same in words for people (label, value).
                 "evidence": finding.evidence,
+                "facts": shown.facts,
+                "tables": shown.tables,
                 "suggestions": suggestions,
             }
         )
@@ -446,7 +470,8 @@ def feedback_view(*, feedback: Feedback) -> dict:
         "narrative": feedback.narrative,
         "narrative_language": feedback.narrative_language,
         "error_explanation": feedback.error_explanation,
-        "llm_note": feedback.llm_note,
+        "llm_note": note_text(code=feedback.llm_note, params=feedback.llm_note_params),
+        "llm_note_code": feedback.llm_note,
         "helpful": feedback.helpful,
         "rated_at": feedback.rated_at.isoformat() if feedback.rated_at else None,
         "updated_at": feedback.updated_at.isoformat() if feedback.updated_at else None,

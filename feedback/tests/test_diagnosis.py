@@ -221,7 +221,7 @@ def test_a_growing_gap_between_train_and_validation_is_overfitting():
     assert "100.0%" in finding.explanation and "80.0%" in finding.explanation
 
 
-def test_overfitting_on_tiny_digits_suggests_dropout_first_and_shifting_not_mirroring():
+def test_overfitting_on_tiny_digits_suggests_dropout_and_weight_decay_but_no_crop_or_mirror():
     spec = {
         "dataset": "digits",
         "layers": [
@@ -237,10 +237,33 @@ def test_overfitting_on_tiny_digits_suggests_dropout_first_and_shifting_not_mirr
     val_loss = [1.05, 0.6, 0.5, 0.55, 0.6, 0.65]
     finding = the(diagnose(epochs=curves(train_loss, train_acc, val_loss, val_acc), spec=spec), "overfitting")
 
+    # A one-pixel shift is an eighth of an 8x8 digit (issue 14: RandomCrop(8, padding=1) took a model from
+    # 86.4% to 70.5%), and a mirrored 2 is no 2: no augmentation at all, even resized to 32x32.
     assert finding.suggestions[:2] == [
         {"op": "insert_layer", "after": "flatten1", "layer": {"type": "Dropout", "p": 0.3}},
-        {"op": "add_preprocessing", "transform": {"type": "RandomCrop", "size": 8, "padding": 1}},
+        {"op": "set_hyperparameter", "name": "weight_decay", "value": 0.0005},
     ]
+    resized = {**spec, "preprocessing": [{"type": "Resize", "size": [32, 32]}]}
+    report = {"input_shape": [1, 32, 32]}
+    epochs = curves(train_loss, train_acc, val_loss, val_acc)
+    finding = the(diagnose(epochs=epochs, spec=resized, report=report), "overfitting")
+    assert all(s["op"] != "add_preprocessing" for s in finding.suggestions)
+
+
+def test_overfitting_on_28_pixel_digits_shifts_them_at_the_size_the_model_sees():
+    spec = {"dataset": "MNIST", "layers": [{"type": "Flatten", "name": "flatten1"},
+                                           {"type": "Linear", "name": "fc1", "out_features": 10}]}  # fmt: skip
+    train_acc = [0.7, 0.9, 0.97, 0.99, 1.0, 1.0]
+    val_acc = [0.68, 0.8, 0.82, 0.83, 0.83, 0.83]
+    epochs = curves([1.0, 0.4, 0.15, 0.05, 0.02, 0.01], train_acc, [1.05, 0.6, 0.5, 0.55, 0.6, 0.65], val_acc)
+
+    finding = the(diagnose(epochs=epochs, spec=spec), "overfitting")
+    assert finding.suggestions[0] == {
+        "op": "add_preprocessing",
+        "transform": {"type": "RandomCrop", "size": 28, "padding": 3},
+    }
+    resized = the(diagnose(epochs=epochs, spec=spec, report={"input_shape": [1, 32, 32]}), "overfitting")
+    assert resized.suggestions[0]["transform"] == {"type": "RandomCrop", "size": 32, "padding": 4}
 
 
 def test_a_model_that_knows_every_training_image_but_not_the_validation_ones_is_overfitting():
@@ -378,7 +401,10 @@ def test_two_classes_mistaken_for_each_other_are_named():
     assert (finding.evidence["a"], finding.evidence["b"], finding.evidence["count"]) == ("cat", "dog", 10)
     assert finding.evidence["pairs"][0]["a_as_b_rate"] == 0.3
     assert finding.title == "Classes cat and dog are often confused"
-    assert finding.suggestions == [{"op": "add_preprocessing", "transform": {"type": "RandomHorizontalFlip"}}]
+    # The model fits its training images no better than the others: more filters, not harder images.
+    assert finding.suggestions == [
+        {"op": "set_layer_param", "layer": "conv1", "param": "out_channels", "value": 64}
+    ]
 
 
 def test_a_single_mistake_on_a_tiny_test_set_is_not_a_pattern():

@@ -64,7 +64,7 @@ def test_a_real_tiny_digits_run_is_diagnosed_from_what_it_stored_and_its_top_sug
     few = feedback.findings[codes.index("too_few_epochs")]
     assert few["evidence"]["epochs"] == 1
     assert feedback.status == Feedback.Status.READY
-    assert "No language model is configured" in feedback.llm_note and feedback.narrative == ""
+    assert feedback.llm_note == "no_llm" and feedback.narrative == ""
 
     new, created = services.suggestion_apply(feedback=feedback, index=0, user=alice)
     assert created and new.number == 2 and new.is_valid
@@ -226,7 +226,8 @@ def test_the_finished_run_page_shows_findings_with_their_numbers_and_apply_butto
     page = alice_client.get(f"/runs/{run.pk}/").content.decode()
 
     assert 'id="feedback"' in page and 'data-code="overfitting"' in page
-    assert "<dd>1.0</dd>" in page  # the training accuracy the overfitting finding is based on
+    # The training accuracy the overfitting finding is based on, labelled and in words.
+    assert '<tr data-key="train_acc"><th scope="row">Training accuracy</th><td>100.0%</td></tr>' in page
     assert 'class="button feedback-apply" data-index="0"' in page
     assert "js/feedback-panel.js" in page and "<script>" not in page
     assert "Was this feedback helpful?" in page

@@ -43,3 +43,21 @@ def test_carol_sees_her_students_feedback_and_not_bobs(carol_client, alice_run, 
     bobs = Feedback.objects.get(run=bob_run)
     detail = carol_client.get(f"/admin/feedback/feedback/{bobs.pk}/change/", follow=True)
     assert "bob@example.com" not in detail.content.decode()
+
+
+def test_carol_reads_her_students_findings_and_note_in_her_language_not_as_codes(
+    carol_client, alice_run, llm_off
+):
+    from feedback.actors import feedback_run
+
+    feedback_run(alice_run.pk)  # two epochs planned: too few; no LLM here
+    feedback = Feedback.objects.get(run=alice_run)
+    assert feedback.llm_note == "no_llm"
+
+    body = carol_client.get(
+        f"/admin/feedback/feedback/{feedback.pk}/change/", HTTP_ACCEPT_LANGUAGE="ko"
+    ).content
+    page = body.decode()
+    assert "에포크가 너무 적습니다" in page
+    assert "이 서버에는 언어 모델이 설정되어 있지 않습니다" in page
+    assert "no_llm" not in page

@@ -21,13 +21,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @contextlib.contextmanager
-def _run_page(user, live_server, run) -> Iterator[tuple]:
-    """Debian's chromium on ``run``'s page, logged in as ``user`` and in English: (page, script errors)."""
+def _run_page(user, live_server, run, *, locale: str = "en-US") -> Iterator[tuple]:
+    """Debian's chromium on ``run``'s page, logged in as ``user``, in English unless ``locale`` says
+    otherwise: (page, script errors)."""
     client = Client()
     client.force_login(user)
     cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
     with chromium_browser() as browser:
-        context = browser.new_context(locale="en-US")
+        context = browser.new_context(locale=locale)
         context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": live_server.url}])
         page = context.new_page()
         errors: list[str] = []
@@ -109,3 +110,33 @@ def test_alice_applies_a_suggestion_trains_the_changed_design_and_compares_befor
             # pool (inside the loop, where it is), or the test database cannot be dropped at the end.
             connection.close()
     assert not errors, errors
+
+
+def test_a_korean_browser_reads_the_findings_evidence_and_note_in_korean(alice, live_server, llm_off):
+    from feedback.actors import feedback_run
+
+    run = finished_run(alice)  # overfits: train 100%, validation 71%
+    feedback_run(run.pk)  # no LLM here: the note says the findings are the feedback
+    with _run_page(alice, live_server, run, locale="ko-KR") as (page, errors):
+        finding = page.locator('#feedback .finding[data-code="overfitting"]')
+        expect(finding.locator("h3")).to_have_text("모델이 과적합되고 있습니다")
+        expect(finding.locator("p").first).to_contain_text(
+            "학습 정확도는 100.0%까지 올랐지만 검증 정확도는 71.0%입니다"
+        )
+        facts = finding.locator("table.evidence")
+        expect(facts.locator('tr[data-key="train_acc"] th')).to_have_text("학습 정확도")
+        expect(facts.locator('tr[data-key="train_acc"] td')).to_have_text("100.0%")
+        expect(facts.locator('tr[data-key="gap"] td')).to_have_text("29.0%p (처음 에포크들: 8.0%p)")
+        expect(facts.locator('tr[data-key="val_loss"] td')).to_have_text(
+            "에포크 3에서 가장 낮은 0.8500, 마지막 1.4000"
+        )
+        text = finding.inner_text()
+        for raw in ("train_acc", "best_val_loss", "True", "None", "[{"):
+            assert raw not in text, raw
+        # The note says "the findings above": it sits below them, in Korean too.
+        note = page.locator("#feedback-note")
+        expect(note).to_have_text(
+            "이 서버에는 언어 모델이 설정되어 있지 않습니다. 위의 진단 결과가 피드백입니다."
+        )
+        assert page.locator("#feedback .findings").bounding_box()["y"] < note.bounding_box()["y"]
+        assert not errors, errors
