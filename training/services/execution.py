@@ -25,9 +25,7 @@ from training import signals
 from training.models import EpochMetric, Run, RunArtifact
 from training.services.artifacts import artifact_store, dataset_caches, model_max_bytes, restore_checkpoints
 from training.services.events import events_append, events_publish
-from training.services.lifecycle import (
-    design_expectation,
-)
+from training.services.lifecycle import design_expectation, executing_add, executing_remove
 from training.services.sink import EventSink, Outcome
 
 logger = logging.getLogger(__name__)
@@ -49,6 +47,7 @@ class _Heartbeat:
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._loop, name=f"run-{run.pk}-heartbeat", daemon=True)
         self.thread.start()
+        executing_add(run_id=run.pk, attempt=attempt, heartbeat=self.thread)
 
     def _loop(self) -> None:
         interval = settings.RUNS_HEARTBEAT_INTERVAL
@@ -79,6 +78,7 @@ class _Heartbeat:
     def close(self) -> None:
         self.done.set()
         self.thread.join(timeout=5)
+        executing_remove(run_id=self.run_id, attempt=self.attempt)
 
 
 def _final_status(result_status: str) -> Run.Status:
@@ -106,10 +106,16 @@ def run_execute(*, run: Run) -> Run:
     marked it interrupted), nothing more is written by this execution but the time it used.
     """
     attempt = run.attempt
-    # The box's own run folder, as a code check's: the same layout behind every mount.
-    box = sandbox_runner.open_box(gpu=settings.RUNS_GPU)
-    run_dir = box.run_dir
+    # The heartbeat first: opening a box takes seconds on a busy machine, and a run claimed without a
+    # beat for longer than the timeout would look dead to the stale check.
     heartbeat = _Heartbeat(run, attempt)
+    try:
+        # The box's own run folder, as a code check's: the same layout behind every mount.
+        box = sandbox_runner.open_box(gpu=settings.RUNS_GPU)
+    except BaseException:
+        heartbeat.close()
+        raise
+    run_dir = box.run_dir
     sink = EventSink(run=run, attempt=attempt, run_dir=run_dir)
     trusted = evaluated_by_platform(run.code_artifact)
     if trusted:
@@ -170,7 +176,6 @@ def run_execute(*, run: Run) -> Run:
         failure = ("platform", _("The platform could not run this training: %(e)s") % {"e": exc}, "")
         t_ready = time.monotonic()
     finally:
-        heartbeat.close()
         sink.close()
 
     lost = heartbeat.lost.is_set() or sink.lost
@@ -207,6 +212,9 @@ def run_execute(*, run: Run) -> Run:
             _finish(run=run, attempt=attempt, result=result, failure=failure, outcome=sink.outcome,
                     metrics=metrics, source=source, timings=timings)  # fmt: skip
     finally:
+        # The heartbeat beats on through the evaluation and the finish: a run that is storing and
+        # measuring its model is alive, and must not be taken for dead and trained again.
+        heartbeat.close()
         box.close()
     run.refresh_from_db()
     if not lost:

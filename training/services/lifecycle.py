@@ -308,6 +308,30 @@ def run_resume(*, run: Run, automatic: bool = False) -> Run:
     return run
 
 
+# Runs this process is executing, with their heartbeat threads. The stale check never takes a run from
+# a heartbeat of its own process that is still alive: on a loaded machine a beat can be late, and the
+# thread itself is the proof of life (other processes still go by the timeout).
+_executing: dict[tuple[int, int], threading.Thread] = {}
+_executing_lock = threading.Lock()
+
+
+def executing_add(*, run_id: int, attempt: int, heartbeat: threading.Thread) -> None:
+    with _executing_lock:
+        _executing[(run_id, attempt)] = heartbeat
+
+
+def executing_remove(*, run_id: int, attempt: int) -> None:
+    with _executing_lock:
+        _executing.pop((run_id, attempt), None)
+
+
+def alive_here(*, run_id: int, attempt: int) -> bool:
+    """Whether this process is executing the run's attempt and its heartbeat thread still runs."""
+    with _executing_lock:
+        thread = _executing.get((run_id, attempt))
+    return thread is not None and thread.is_alive()
+
+
 def runs_check_stale() -> list[int]:
     """Mark running runs whose heartbeat stopped as interrupted, then queue them again to resume.
 
@@ -318,6 +342,8 @@ def runs_check_stale() -> list[int]:
     cutoff = timezone.now() - timedelta(seconds=settings.RUNS_HEARTBEAT_TIMEOUT)
     marked = []
     for run in Run.objects.filter(status=Run.Status.RUNNING, heartbeat_at__lt=cutoff):
+        if alive_here(run_id=run.pk, attempt=run.attempt):
+            continue  # late, not dead: its heartbeat thread runs in this very process
         if (
             Run.objects.filter(
                 pk=run.pk, status=Run.Status.RUNNING, attempt=run.attempt, heartbeat_at=run.heartbeat_at
