@@ -23,8 +23,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from buildx.testing.local_http import LocalHTTPServer
 
 
 @dataclass
@@ -61,7 +63,9 @@ def estimate_tokens(text: str) -> int:
 Responder = Callable[[dict], Reply]
 
 
-class OpenAIServer:
+class OpenAIServer(LocalHTTPServer):
+    name = "openai-test-server"
+
     def __init__(self, *, api_key: str | None = None, default: Reply | Responder | None = None) -> None:
         # With api_key set, a request without "Authorization: Bearer <api_key>" gets a 401.
         self.api_key = api_key
@@ -69,48 +73,11 @@ class OpenAIServer:
         self.requests: list[ReceivedRequest] = []
         self._replies: deque[Reply | Responder] = deque()
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle -----------------------------------------------------------------------------
-
-    def start(self) -> OpenAIServer:
-        server = self
-
-        class Handler(_Handler):
-            owner = server
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        # Handlers still sleeping for a scripted timeout must not keep the process alive.
-        self._httpd.daemon_threads = True
-        # A short poll interval makes stop() quick (shutdown waits for the next poll).
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="openai-test-server",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> OpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        self.handler = _Handler
 
     @property
     def base_url(self) -> str:
-        assert self._httpd is not None, "start() the server first"
-        host, port = self._httpd.server_address[:2]
-        assert isinstance(host, str)  # an AF_INET server's address; typeshed allows bytes for others
-        return f"http://{host}:{port}/v1"
+        return f"{self.origin}/v1"
 
     # --- script --------------------------------------------------------------------------------
 

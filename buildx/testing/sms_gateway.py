@@ -17,8 +17,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from buildx.testing.local_http import LocalHTTPServer
 
 CODE = re.compile(r"\b(\d{6})\b")
 
@@ -29,47 +31,20 @@ class Answer:
     delay_s: float = 0.0  # longer than the client's timeout = a timeout
 
 
-class SMSGateway:
+class SMSGateway(LocalHTTPServer):
+    name = "sms-gateway"
+
     def __init__(self, *, api_key: str | None = None) -> None:
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
         self._answers: deque[Answer] = deque()
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-
-    def start(self) -> SMSGateway:
-        gateway = self
-
-        class Handler(_Handler):
-            owner = gateway
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="sms-gateway", daemon=True
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> SMSGateway:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        self.handler = _Handler
 
     @property
     def url(self) -> str:
-        assert self._httpd is not None, "start() the gateway first"
-        host, port = self._httpd.server_address[:2]
-        if isinstance(host, bytes):
-            host = host.decode()
-        return f"http://{host}:{port}/v1/messages"
+        return f"{self.origin}/v1/messages"
 
     def script(self, *answers: Answer) -> None:
         with self._lock:
