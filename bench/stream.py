@@ -453,7 +453,7 @@ async def bench(args, users: list[tuple], base: str, port: int) -> int:
         steady += [x for x, t in zip(client.latencies, client.line_times, strict=True) if t >= t_all_live]
         in_worker += client.in_worker
     if args.dump:
-        rows = [{"t": c.line_times, "latency": c.latencies} for c in clients]
+        rows = [{"t": c.line_times, "latency": c.latencies, "in_worker": c.in_worker} for c in clients]
         args.dump.write_text(json.dumps({"all_live": t_all_live, "clients": rows}))
     lines = sum(
         len(e.payload.get("lines", []))
@@ -510,7 +510,7 @@ def main() -> int:
     parser.add_argument("--ramp", type=int, default=50, help="clients connecting per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of streaming before the stop")
     parser.add_argument(
-        "--dump", type=Path, help="write every client's (line time, latency) pairs here, as JSON"
+        "--dump", type=Path, help="write every client's line times and latencies here, as JSON"
     )
     args = parser.parse_args()
     if not (settings.REDIS_URL and settings.DATABASE_URL):
