@@ -12,7 +12,9 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import unquote, urlparse, urlunparse
+
+from django.db.backends.base.creation import TEST_DATABASE_PREFIX
 
 CHROMIUM = "/usr/bin/chromium"
 # Playwright's own browser download does not work here; these flags keep Debian's chromium quiet offline.
@@ -52,12 +54,13 @@ def serve_on_test_database(*, tmp: Path, django_db_blocker, env: dict | None = N
     from django.db import connection
 
     env = {**os.environ, "DEBUG": "true", "PYTHONUNBUFFERED": "1", **(env or {})}
-    with django_db_blocker.unblock():
-        # (Django's stubs lack the backends' test-database methods used here.)
-        if connection.settings_dict["NAME"] != connection.creation._get_test_db_name():  # type: ignore[attr-defined]
-            # pytest-django sets the test database up only for tests that ask for it: without, the
-            # server would run on the developer's own database.
-            raise RuntimeError("no test database is set up: mark the module django_db(transaction=True)")
+    # pytest-django sets the test database up only for tests that ask for it: without, the server
+    # would run on the developer's own database. The test database's name: TEST's, or "test_<name>".
+    test_name = connection.settings_dict["TEST"].get("NAME") or TEST_DATABASE_PREFIX + unquote(
+        urlparse(settings.DATABASE_URL).path.lstrip("/")
+    )
+    if str(connection.settings_dict["NAME"]) != str(test_name):
+        raise RuntimeError("no test database is set up: mark the module django_db(transaction=True)")
     if settings.DATABASE_URL:
         with django_db_blocker.unblock():
             db_name = connection.settings_dict["NAME"]
