@@ -10,10 +10,11 @@ the catalog stays one self-contained document (the editor shows the one for the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sandbox.engine import dataset_facts
+from sandbox.engine import corpus_facts, dataset_facts
+from sandbox.engine.corpus_facts import TASK_IMAGE, TASK_LM, TASKS, CorpusFacts
 from sandbox.engine.dataset_facts import DatasetFacts
 
 # A parameter without a default must be given by the user.
@@ -30,6 +31,7 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ("activation", "Activation", "활성화 함수"),
     ("regularisation", "Regularisation", "규제"),
     ("dense", "Dense (fully connected)", "완전 연결"),
+    ("sequence", "Sequence (language models)", "시퀀스(언어 모델)"),
 )
 
 
@@ -53,6 +55,8 @@ class Param:
     torch_default: Any = NO_TORCH_DEFAULT  # values equal to it are left out of the compiled call
     help_en: str = ""
     help_ko: str = ""
+    constructor: bool = True  # an argument of the layer's class (tie_weights is wiring instead)
+    tasks: tuple[str, ...] = ()  # the tasks whose specs have this setting; () = every task
 
     @property
     def required(self) -> bool:
@@ -75,7 +79,12 @@ class Param:
             out["max"] = self.max
         if self.choices:
             out["choices"] = list(self.choices)
+        if self.tasks:
+            out["tasks"] = list(self.tasks)
         return out
+
+    def for_task(self, task: str) -> bool:
+        return not self.tasks or task in self.tasks
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,7 @@ class LayerType:
     # Output shape = input shape whatever the input size (elementwise or per-channel): validation may probe
     # it with a C×1×1 tensor instead of the full image (see validation.py, "probe").
     keeps_shape: bool = False
+    tasks: tuple[str, ...] = (TASK_IMAGE,)  # the tasks whose designs may use the layer
 
     def param(self, name: str) -> Param | None:
         for p in self.params:
@@ -107,6 +117,7 @@ class LayerType:
             "help": {"en": self.help_en, "ko": self.help_ko},
             "inputs": self.inputs,
             "input_rank": list(self.rank),
+            "tasks": list(self.tasks),
             "params": [p.as_json() for p in self.params],
             "inferred": [p.name for p in self.params if p.inferred],
         }
@@ -513,7 +524,17 @@ for _name, _en, _ko, _params in (
     ),
 ):
     _layer(
-        LayerType(_name, "activation", _name.lower(), _en, _ko, params=_params, torch=_name, keeps_shape=True)
+        LayerType(
+            _name,
+            "activation",
+            _name.lower(),
+            _en,
+            _ko,
+            params=_params,
+            torch=_name,
+            keeps_shape=True,
+            tasks=TASKS if _name in ("ReLU", "GELU", "SiLU", "Tanh", "Sigmoid") else (TASK_IMAGE,),
+        )
     )
 
 _layer(
@@ -624,6 +645,7 @@ _layer(
         params=(DROP_P,),
         torch="Dropout",
         keeps_shape=True,
+        tasks=TASKS,
     )
 )
 _layer(
@@ -699,9 +721,21 @@ _layer(
                 positional=True,
             ),
             BIAS,
+            _p(
+                "tie_weights",
+                "bool",
+                "Language models: share the weight matrix with the token embedding (GPT-2 does), which saves "
+                "vocabulary × features parameters.",
+                "언어 모델: 토큰 임베딩과 가중치 행렬을 함께 씁니다(GPT-2 방식). 어휘 수 × 특성 수만큼 "
+                "파라미터가 줄어듭니다.",
+                default=False,
+                constructor=False,
+                tasks=(TASK_LM,),
+            ),
         ),
         torch="Linear",
         rank=(1,),
+        tasks=TASKS,
     )
 )
 _layer(
@@ -713,6 +747,7 @@ _layer(
         "입력을 그대로 내보냅니다(자리 표시용).",
         torch="Identity",
         keeps_shape=True,
+        tasks=TASKS,
     )
 )
 _layer(
@@ -723,6 +758,7 @@ _layer(
         "Adds the outputs of two or more layers of the same shape (a skip connection). List them in input.",
         "같은 모양인 두 개 이상의 레이어 출력을 더합니다(스킵 연결). input에 나열하세요.",
         inputs="many",
+        tasks=TASKS,
     )
 )
 _layer(
@@ -766,6 +802,333 @@ _layer(
         ),
     )
 )
+
+
+# --- Sequence layers (language models: shapes are (T,) token ids, then (T, C) vectors per position) -------
+
+N_EMBD = _p(
+    "n_embd",
+    "int",
+    "Features per position. Leave it out: BuildX reads it from the layer before.",
+    "위치마다의 특성 수. 비워 두면 앞 레이어에서 자동으로 계산합니다.",
+    min=1,
+    max=MAX_FEATURES,
+    inferred=True,
+    positional=True,
+)
+VOCAB_SIZE = _p(
+    "vocab_size",
+    "int",
+    "How many different tokens there are. Leave it out: BuildX reads it from the dataset's tokenizer.",
+    "서로 다른 토큰의 수. 비워 두면 데이터셋의 토크나이저에서 자동으로 정합니다.",
+    min=1,
+    max=MAX_FEATURES,
+    inferred=True,
+    positional=True,
+)
+CONTEXT_LENGTH = _p(
+    "context_length",
+    "int",
+    "The most positions it has a vector for. Leave it out: the design's context_length.",
+    "벡터를 가진 최대 위치 수. 비워 두면 설계의 context_length를 씁니다.",
+    min=1,
+    max=8192,
+    inferred=True,
+    positional=True,
+)
+N_HEAD = _p(
+    "n_head",
+    "int",
+    "Attention heads: each looks at the sequence in its own way with n_embd / n_head features.",
+    "어텐션 헤드 수: 헤드마다 n_embd / n_head개의 특성으로 시퀀스를 나름대로 봅니다.",
+    default=4,
+    min=1,
+    max=64,
+    positional=True,
+)
+SEQ_DROPOUT = _p(
+    "dropout",
+    "float",
+    "Share of values set to zero during training (0 = none; small models rarely need it).",
+    "학습 중 0으로 만드는 값의 비율(0 = 사용 안 함; 작은 모델은 거의 필요 없습니다).",
+    default=0.0,
+    min=0.0,
+    max=0.9,
+    torch_default=0.0,
+)
+EXPANSION = _p(
+    "expansion",
+    "int",
+    "How many times wider the MLP's hidden layer is than n_embd (4 in GPT).",
+    "MLP의 은닉층이 n_embd보다 몇 배 넓은지(GPT는 4).",
+    default=4,
+    min=1,
+    max=8,
+    torch_default=4,
+)
+NORMALIZED_SHAPE = _p(
+    "normalized_shape",
+    "int",
+    "Features per position to normalise. Leave it out: BuildX reads it from the layer before.",
+    "정규화할 위치별 특성 수. 비워 두면 앞 레이어에서 자동으로 계산합니다.",
+    min=1,
+    max=MAX_FEATURES,
+    inferred=True,
+    positional=True,
+)
+_LM = (TASK_LM,)
+
+_layer(
+    LayerType(
+        "Embedding",
+        "sequence",
+        "emb",
+        "Turns each token id into a learned vector (a lookup table with one row per token).",
+        "토큰 id마다 학습되는 벡터로 바꿉니다(토큰마다 한 행인 표).",
+        params=(
+            _p(
+                "num_embeddings",
+                "int",
+                "Rows of the table: the vocabulary size. Leave it out: BuildX reads it from the tokenizer.",
+                "표의 행 수, 즉 어휘 크기. 비워 두면 토크나이저에서 자동으로 정합니다.",
+                min=1,
+                max=MAX_FEATURES,
+                inferred=True,
+                positional=True,
+            ),
+            _p(
+                "embedding_dim",
+                "int",
+                "Length of each token's vector.",
+                "토큰마다의 벡터 길이.",
+                min=1,
+                max=MAX_FEATURES,
+                positional=True,
+            ),
+        ),
+        torch="Embedding",
+        rank=(1,),
+        tasks=_LM,
+    )
+)
+_layer(
+    LayerType(
+        "TokenAndPosition",
+        "sequence",
+        "embed",
+        "Token ids to vectors: a learned vector per token plus a learned vector per position, added.",
+        "토큰 id를 벡터로: 토큰마다 학습되는 벡터와 위치마다 학습되는 벡터를 더합니다.",
+        params=(
+            VOCAB_SIZE,
+            _p(
+                "n_embd",
+                "int",
+                "Length of each position's vector (the model's width).",
+                "위치마다의 벡터 길이(모델의 폭).",
+                default=64,
+                min=1,
+                max=MAX_FEATURES,
+                positional=True,
+            ),
+            CONTEXT_LENGTH,
+        ),
+        rank=(1,),
+        tasks=_LM,
+    )
+)
+_layer(
+    LayerType(
+        "PositionalEmbedding",
+        "sequence",
+        "pos",
+        "Adds a learned vector per position: attention alone does not know which token came first.",
+        "위치마다 학습되는 벡터를 더합니다: 어텐션만으로는 어느 토큰이 먼저 왔는지 모릅니다.",
+        params=(CONTEXT_LENGTH, N_EMBD),
+        keeps_shape=True,
+        tasks=_LM,
+    )
+)
+_layer(
+    LayerType(
+        "LayerNorm",
+        "normalisation",
+        "ln",
+        "Normalises each position's vector to mean 0 and variance 1, then scales and shifts it.",
+        "위치마다의 벡터를 평균 0, 분산 1로 정규화한 뒤 배율과 이동을 적용합니다.",
+        params=(NORMALIZED_SHAPE, EPS, BIAS),
+        torch="LayerNorm",
+        keeps_shape=True,
+        tasks=_LM,
+    )
+)
+_layer(
+    LayerType(
+        "RMSNorm",
+        "normalisation",
+        "rms",
+        "Like LayerNorm without the mean: divides each vector by its root mean square (used in Llama).",
+        "평균을 빼지 않는 LayerNorm: 벡터를 제곱평균제곱근으로 나눕니다(Llama에서 씀).",
+        params=(
+            NORMALIZED_SHAPE,
+            _p(
+                "eps",
+                "float",
+                "Added to avoid dividing by zero; empty: PyTorch's choice for the number type.",
+                "0으로 나누지 않도록 더하는 값. 비우면 PyTorch가 자료형에 맞게 정합니다.",
+                default=None,
+                nullable=True,
+                min=1e-12,
+                max=1.0,
+                torch_default=None,
+            ),
+        ),
+        torch="RMSNorm",
+        keeps_shape=True,
+        tasks=_LM,
+    )
+)
+_layer(
+    LayerType(
+        "CausalSelfAttention",
+        "sequence",
+        "attn",
+        "Multi-head self-attention: each position gathers information from itself and the positions "
+        "before it (never after: the model must not see the token it predicts).",
+        "멀티헤드 셀프 어텐션: 각 위치가 자신과 앞 위치들에서 정보를 모읍니다(뒤는 보지 않습니다: "
+        "예측할 토큰을 보면 안 되니까요).",
+        params=(N_EMBD, N_HEAD, SEQ_DROPOUT, BIAS),
+        keeps_shape=True,
+        tasks=_LM,
+    )
+)
+_layer(
+    LayerType(
+        "MLP",
+        "sequence",
+        "mlp",
+        "Feed-forward: widens each position's vector, applies GELU, narrows it back (positions do not mix).",
+        "피드포워드: 위치마다의 벡터를 넓히고 GELU를 적용한 뒤 다시 좁힙니다(위치끼리 섞이지 않음).",
+        params=(N_EMBD, EXPANSION, SEQ_DROPOUT, BIAS),
+        keeps_shape=True,
+        tasks=_LM,
+    )
+)
+_layer(
+    LayerType(
+        "TransformerBlock",
+        "sequence",
+        "block",
+        "One GPT block: LayerNorm → CausalSelfAttention added back to its input, then LayerNorm → MLP added "
+        "back. Open it to see the parts.",
+        "GPT 블록 하나: LayerNorm → CausalSelfAttention을 입력에 더하고, LayerNorm → MLP를 다시 더합니다. "
+        "열어서 안의 부분을 볼 수 있습니다.",
+        params=(N_EMBD, N_HEAD, EXPANSION, SEQ_DROPOUT, BIAS),
+        keeps_shape=True,
+        tasks=_LM,
+    )
+)
+_layer(
+    LayerType(
+        "Conv1d",
+        "sequence",
+        "conv",
+        "A causal convolution along the sequence: each position sees the kernel_size positions up to itself "
+        "(an MLP over a window of the last tokens).",
+        "시퀀스를 따라가는 인과 합성곱: 각 위치가 자신까지의 kernel_size개 위치를 봅니다"
+        "(최근 토큰 창 위의 MLP).",
+        params=(
+            IN_CHANNELS,
+            OUT_CHANNELS,
+            _p(
+                "kernel_size",
+                "int",
+                "How many positions each output looks at (itself and the ones before).",
+                "출력 하나가 보는 위치 수(자신과 그 앞).",
+                default=3,
+                min=1,
+                max=64,
+            ),
+            _p(
+                "dilation",
+                "int",
+                "Spacing between the positions it looks at.",
+                "보는 위치 사이의 간격.",
+                default=1,
+                min=1,
+                max=64,
+                torch_default=1,
+            ),
+            BIAS,
+        ),
+        tasks=_LM,
+    )
+)
+for _name, _en, _ko, _gates in (
+    (
+        "LSTM",
+        "A recurrent layer that reads the sequence in order and keeps a memory with gates (long short-term memory).",
+        "시퀀스를 순서대로 읽으며 게이트로 기억을 유지하는 순환 레이어(LSTM).",
+        4,
+    ),
+    (
+        "GRU",
+        "A recurrent layer like LSTM with fewer gates: lighter, often as good.",
+        "LSTM과 비슷하지만 게이트가 더 적은 순환 레이어: 더 가볍고 성능은 비슷할 때가 많습니다.",
+        3,
+    ),
+):
+    _layer(
+        LayerType(
+            _name,
+            "sequence",
+            _name.lower(),
+            _en,
+            _ko,
+            params=(
+                _p(
+                    "input_size",
+                    "int",
+                    "Features coming in. Leave it out: BuildX reads it from the layer before.",
+                    "들어오는 특성 수. 비워 두면 앞 레이어에서 자동으로 계산합니다.",
+                    min=1,
+                    max=MAX_FEATURES,
+                    inferred=True,
+                    positional=True,
+                ),
+                _p(
+                    "hidden_size",
+                    "int",
+                    "Size of the memory and of each position's output.",
+                    "기억의 크기이자 위치마다의 출력 크기.",
+                    min=1,
+                    max=4096,
+                    positional=True,
+                ),
+                _p(
+                    "num_layers",
+                    "int",
+                    "Recurrent layers stacked inside.",
+                    "안에 쌓는 순환 레이어 수.",
+                    default=1,
+                    min=1,
+                    max=4,
+                    torch_default=1,
+                ),
+                _p(
+                    "dropout",
+                    "float",
+                    "Dropout between the stacked layers (needs num_layers of 2 or more).",
+                    "쌓은 레이어 사이의 드롭아웃(num_layers가 2 이상일 때).",
+                    default=0.0,
+                    min=0.0,
+                    max=0.9,
+                    torch_default=0.0,
+                ),
+            ),
+            torch=_name,
+            tasks=_LM,
+        )
+    )
 
 
 # --- Preprocessing ---------------------------------------------------------------------------------
@@ -993,6 +1356,20 @@ INFERRED_PARAMS: frozenset[str] = frozenset(
 DATASETS: dict[str, DatasetFacts] = dataset_facts.DATASETS
 dataset_lookup = dataset_facts.lookup  # case, "-", "_" and spaces do not matter: "CIFAR10", "cifar-10"
 
+# The text corpora of language models, likewise (sandbox/engine/corpus_facts.py).
+CORPORA: dict[str, CorpusFacts] = corpus_facts.CORPORA
+corpus_lookup = corpus_facts.lookup
+
+
+def lm_vocab_size(hyperparameters: dict, corpus: CorpusFacts) -> int:
+    """The vocabulary a language model of this corpus and tokenizer ends with."""
+    if hyperparameters.get("tokenizer") == "bpe":
+        return int(hyperparameters.get("vocab_size") or BPE_DEFAULT_VOCAB)
+    return corpus.vocab_size
+
+
+BPE_DEFAULT_VOCAB = 512
+
 
 # --- Hyperparameters -------------------------------------------------------------------------------
 
@@ -1111,6 +1488,103 @@ HYPERPARAMETERS: tuple[Param, ...] = (
 )
 HYPERPARAMETER_BY_NAME = {p.name: p for p in HYPERPARAMETERS}
 
+
+def _default(name: str, default: Any, **kw: Any) -> Param:
+    return replace(HYPERPARAMETER_BY_NAME[name], default=default, **kw)
+
+
+# A language model trains by steps on random windows of the token stream (nanoGPT's loop): an "epoch" is
+# steps_per_epoch steps, then a validation estimate, a sample and a checkpoint. The learning rate warms up
+# linearly for warmup_steps and then follows a cosine down to a tenth of learning_rate.
+LM_HYPERPARAMETERS: tuple[Param, ...] = (
+    _default("epochs", 10),
+    _p(
+        "steps_per_epoch",
+        "int",
+        "Training steps between two validations (each step: one batch of random windows).",
+        "검증과 검증 사이의 학습 단계 수(한 단계: 무작위 구간 한 배치).",
+        default=100,
+        min=1,
+        max=100_000,
+    ),
+    _default(
+        "batch_size",
+        32,
+        help_en="Windows of text per training step.",
+        help_ko="학습 한 단계에 쓰는 텍스트 구간 수.",
+    ),
+    _p(
+        "context_length",
+        "int",
+        "Tokens the model sees at once (the window's length, T).",
+        "모델이 한 번에 보는 토큰 수(구간의 길이, T).",
+        default=64,
+        min=2,
+        max=2048,
+    ),
+    _p(
+        "tokenizer",
+        "choice",
+        "char: one token per character. bpe: byte-level BPE trained on the corpus (vocab_size tokens).",
+        "char: 글자 하나가 토큰 하나. bpe: 말뭉치로 학습한 바이트 수준 BPE(vocab_size개 토큰).",
+        default="char",
+        choices=("char", "bpe"),
+    ),
+    _p(
+        "vocab_size",
+        "int",
+        "bpe only: the vocabulary size to train the tokenizer to; empty for char.",
+        "bpe 전용: 토크나이저를 학습시킬 어휘 크기. char이면 비워 둡니다.",
+        default=None,
+        nullable=True,
+        min=257,
+        max=16384,
+    ),
+    _default("learning_rate", 0.001),
+    _default("optimizer", "adamw"),
+    _default("momentum", 0.9),
+    _default("weight_decay", 0.01),
+    _default("lr_schedule", "cosine", choices=("none", "cosine")),
+    _p(
+        "warmup_steps",
+        "int",
+        "Steps over which the learning rate rises from almost 0 to learning_rate.",
+        "학습률이 거의 0에서 learning_rate까지 올라가는 단계 수.",
+        default=100,
+        min=0,
+        max=100_000,
+    ),
+    _p(
+        "grad_clip",
+        "float",
+        "The largest gradient norm a step may use (0 = no clipping); keeps a bad batch from wrecking training.",
+        "한 단계에서 쓸 수 있는 최대 기울기 노름(0 = 자르지 않음): 나쁜 배치 하나가 학습을 망치지 않게 합니다.",
+        default=1.0,
+        min=0.0,
+        max=100.0,
+    ),
+    HYPERPARAMETER_BY_NAME["seed"],
+)
+LM_HYPERPARAMETER_BY_NAME = {p.name: p for p in LM_HYPERPARAMETERS}
+TASK_HYPERPARAMETERS: dict[str, tuple[Param, ...]] = {
+    TASK_IMAGE: HYPERPARAMETERS,
+    TASK_LM: LM_HYPERPARAMETERS,
+}
+TASK_TEXT: dict[str, tuple[str, str, str, str]] = {
+    TASK_IMAGE: (
+        "Image classification",
+        "이미지 분류",
+        "Images in, one score per class out.",
+        "이미지를 넣으면 클래스마다 점수 하나가 나옵니다.",
+    ),
+    TASK_LM: (
+        "Language model",
+        "언어 모델",
+        "Token ids in, next-token scores at every position out; it writes text one token at a time.",
+        "토큰 id를 넣으면 위치마다 다음 토큰의 점수가 나옵니다. 한 번에 토큰 하나씩 글을 씁니다.",
+    ),
+}
+
 # Keys of the original BuildX's hyperparameters that a design file may still carry and that mean nothing
 # here: accepted on import, dropped from the normalised spec. `use_cloud` asked for a GPU worker, but
 # where a run trains is the deployment's choice (every `training` worker of the production compose file
@@ -1140,6 +1614,16 @@ def catalog_as_json() -> dict:
         "layers": [layer.as_json() for layer in LAYERS.values()],
         "transforms": [t.as_json() for t in TRANSFORMS.values()],
         "datasets": [d.as_json() for d in DATASETS.values()],
+        "corpora": [c.as_json() for c in CORPORA.values()],
         "hyperparameters": [p.as_json() for p in HYPERPARAMETERS],
+        "tasks": [
+            {
+                "id": task,
+                "label": {"en": TASK_TEXT[task][0], "ko": TASK_TEXT[task][1]},
+                "help": {"en": TASK_TEXT[task][2], "ko": TASK_TEXT[task][3]},
+                "hyperparameters": [p.as_json() for p in TASK_HYPERPARAMETERS[task]],
+            }
+            for task in TASKS
+        ],
         "limits": dict(LIMITS),
     }

@@ -14,9 +14,9 @@ import keyword
 import re
 from typing import TYPE_CHECKING, Any
 
-from designs.catalog import LAYERS, NO_TORCH_DEFAULT, TRANSFORMS, DatasetFacts, dataset_lookup
+from designs.catalog import LAYERS, NO_TORCH_DEFAULT, TASK_LM, TRANSFORMS, DatasetFacts, dataset_lookup
 from designs.limits import NO_LIMITS
-from designs.validation import MODEL_INPUT, analyse, hyperparameter
+from designs.validation import MODEL_INPUT, analyse, hyperparameter, spec_task
 
 if TYPE_CHECKING:  # annotations only: compiling a spec needs no Django model loaded
     from designs.models import DesignVersion
@@ -60,7 +60,7 @@ def class_name(model_name: str) -> str:
     return name
 
 
-def _literal(value: Any) -> str:
+def literal(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return repr(value)
     if isinstance(value, (int, float)):
@@ -68,7 +68,7 @@ def _literal(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, (list, tuple)):
-        items = ", ".join(_literal(v) for v in value)
+        items = ", ".join(literal(v) for v in value)
         return f"({items},)" if len(value) == 1 else f"({items})"
     raise TypeError(f"cannot write {value!r} as a literal")
 
@@ -77,7 +77,7 @@ def _shape(shape: list[int] | None) -> str:
     return "(B, " + ", ".join(str(d) for d in shape) + ")" if shape else "(B, ?)"
 
 
-def _align(lines: list[tuple[str, str | None]]) -> list[str]:
+def align_comments(lines: list[tuple[str, str | None]]) -> list[str]:
     """Put the trailing shape comments of consecutive lines in one column, as hand-written code would."""
     width = max(
         (len(code) for code, comment in lines if comment and len(code) <= COMMENT_COLUMN_MAX), default=0
@@ -96,11 +96,13 @@ def layer_call(layer: dict, inferred: dict[str, Any]) -> str:
     layer_type = LAYERS[layer["type"]]
     args = []
     for param in layer_type.params:
+        if not param.constructor:
+            continue
         value = inferred[param.name] if param.inferred else layer.get(param.name)
         if param.positional:
-            args.append(_literal(value))
+            args.append(literal(value))
         elif param.torch_default is NO_TORCH_DEFAULT or value != param.torch_default:
-            args.append(f"{param.name}={_literal(value)}")
+            args.append(f"{param.name}={literal(value)}")
     return f"nn.{layer_type.torch}({', '.join(args)})"
 
 
@@ -205,7 +207,7 @@ def _transform_call(t: dict, *, channels: int, dataset_mean: tuple, dataset_std:
         return None
 
     def size(value: list[int]) -> str:
-        return str(value[0]) if value[0] == value[1] else _literal(value)
+        return str(value[0]) if value[0] == value[1] else literal(value)
 
     if kind in ("Resize", "CenterCrop"):
         return f"rt.{kind}({size(t['size'])})"
@@ -223,7 +225,7 @@ def _transform_call(t: dict, *, channels: int, dataset_mean: tuple, dataset_std:
     if kind == "Normalize":
         mean = t["mean"] if t["mean"] is not None else _per_channel(dataset_mean, channels)
         std = t["std"] if t["std"] is not None else _per_channel(dataset_std, channels)
-        return f"rt.Normalize({_literal(mean)}, {_literal(std)})"
+        return f"rt.Normalize({literal(mean)}, {literal(std)})"
     raise AssertionError(f"no runtime call for {kind}")  # every catalog transform is handled above
 
 
@@ -260,7 +262,7 @@ def transforms(spec: dict) -> tuple[list[str], list[str]]:
             continue
         train.append(call)
         if t["type"] == "RandomCrop" and t["size"] != [height, width]:
-            evaluate.append(f"rt.CenterCrop({_literal(t['size'])})")
+            evaluate.append(f"rt.CenterCrop({literal(t['size'])})")
         elif not TRANSFORMS[t["type"]].random:
             evaluate.append(call)
         if t["type"] in ("Resize", "CenterCrop", "RandomCrop"):
@@ -275,7 +277,7 @@ def _compose(calls: list[str]) -> str:
     return "rt.Compose([\n" + "".join(f"    {call},\n" for call in calls) + "])"
 
 
-def _docstring_text(text: str) -> str:
+def docstring_text(text: str) -> str:
     """A design name made safe inside a docstring: no quotes to close it, no backslash escapes, one line."""
     text = re.sub(r"[\x00-\x1f\x7f]", " ", text).replace("\\", "/").replace('"', "'")
     return text.strip()[:120]
@@ -301,6 +303,11 @@ def compile_spec(spec: dict, *, design_name: str, version_number: int, report: d
     report = report if report is not None else analyse(spec, limits=NO_LIMITS)
     if not report["valid"]:
         raise CompileError(report["errors"][0]["message"] if report["errors"] else "The design is not valid.")
+    if spec_task(spec) == TASK_LM:
+        # The language-model half builds on this module's helpers (names, literals, comment columns).
+        from designs.compiler_lm import compile_lm
+
+        return compile_lm(spec, report, design_name=design_name, version_number=version_number)
     model = class_name(spec["model_name"])
     filename = f"{model.lower()}.py"
     info = _dataset(spec)
@@ -308,7 +315,7 @@ def compile_spec(spec: dict, *, design_name: str, version_number: int, report: d
     train_calls, eval_calls = transforms(spec)
 
     out: list[str] = [
-        f'"""{model}: generated by BuildX from the design "{_docstring_text(design_name)}", version {version_number}.',
+        f'"""{model}: generated by BuildX from the design "{docstring_text(design_name)}", version {version_number}.',
         "",
         *_how_to_train(filename, info.name),
         '"""',
@@ -322,10 +329,10 @@ def compile_spec(spec: dict, *, design_name: str, version_number: int, report: d
         "",
         "# Data",
     ]
-    out += _align(
+    out += align_comments(
         [
             (f"DATASET = {json.dumps(info.name)}", None),
-            (f"INPUT_SHAPE = {_literal(report['input_shape'])}", "(C, H, W) after preprocessing"),
+            (f"INPUT_SHAPE = {literal(report['input_shape'])}", "(C, H, W) after preprocessing"),
             (f"NUM_CLASSES = {info.num_classes}", None),
             (f"TRAIN_TRANSFORM = {_compose(train_calls)}", None),
             (f"EVAL_TRANSFORM = {_compose(eval_calls)}", None),
@@ -351,7 +358,7 @@ def compile_spec(spec: dict, *, design_name: str, version_number: int, report: d
         (f"SEED = {hp['seed']}", None),
         (f"VAL_SPLIT = {hp['val_split']!r}", "share of the training data held out for validation"),
     ]
-    out += _align_constants(constants)
+    out += align_constants(constants)
 
     writer = _Writer(spec, report)
     init: list[tuple[str, str | None]] = []
@@ -368,10 +375,10 @@ def compile_spec(spec: dict, *, design_name: str, version_number: int, report: d
         f"class {model}(nn.Module):",
         "    def __init__(self) -> None:",
         "        super().__init__()",
-        *_align(init),
+        *align_comments(init),
         "",
         "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
-        *_align(forward),
+        *align_comments(forward),
         "",
         "",
         "def build_model() -> nn.Module:",
@@ -388,7 +395,7 @@ def compile_spec(spec: dict, *, design_name: str, version_number: int, report: d
     return "\n".join(out)
 
 
-def _align_constants(lines: list[tuple[str, str | None]]) -> list[str]:
+def align_constants(lines: list[tuple[str, str | None]]) -> list[str]:
     # The contract's layout: comments on constants start in one column (29), like a hand-written config block.
     width = max(28, *(len(code) for code, comment in lines if comment))
     return [f"{code.ljust(width)} # {comment}" if comment else code for code, comment in lines]

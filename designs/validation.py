@@ -28,19 +28,26 @@ import torch
 from django.utils.translation import gettext as _
 from torch import nn
 
+from designs import sequence
 from designs.catalog import (
+    CORPORA,
     DATASETS,
     HYPERPARAMETER_BY_NAME,
-    HYPERPARAMETERS,
     IGNORED_HYPERPARAMETERS,
     LAYERS,
     LIMITS,
     REQUIRED,
+    TASK_HYPERPARAMETERS,
+    TASK_IMAGE,
+    TASK_LM,
+    TASKS,
     TRANSFORMS,
     DatasetFacts,
     LayerType,
     Param,
+    corpus_lookup,
     dataset_lookup,
+    lm_vocab_size,
 )
 from designs.limits import NO_LIMITS, TrainingLimits, limit_issues, training_limits
 
@@ -50,12 +57,12 @@ INPUT_ALIASES = {"x", "input", "inputs"}
 # Names a layer cannot take: Python keywords, nn.Module's own attributes and the compiled script's locals.
 RESERVED_NAMES = frozenset(
     {name for name in dir(nn.Module) if not name.startswith("__")}
-    | {"x", "inputs", "self", "torch", "nn", "rt", "math", "layers", "shortcut", "body", "super"}
+    | {"x", "inputs", "self", "torch", "nn", "rt", "math", "layers", "shortcut", "body", "super", "F", "idx"}
 )
 BYTES_PER_VALUE = 4  # float32 activations and weights
 LARGE_LINEAR_PARAMS = 4_000_000
 MAX_ERROR_FIELDS = 100  # a spec with thousands of bad layers gets the first hundred problems, not megabytes
-TOP_KEYS = ("model_name", "dataset", "preprocessing", "layers", "hyperparameters")
+TOP_KEYS = ("model_name", "task", "dataset", "preprocessing", "layers", "hyperparameters")
 
 
 class SpecError(Exception):
@@ -234,7 +241,8 @@ def _sanitise_name(raw: Any) -> str:
 
 
 class _Normaliser:
-    def __init__(self) -> None:
+    def __init__(self, task: str = TASK_IMAGE) -> None:
+        self.task = task
         self.errors = _FieldErrors()
         self.count = 0
         self.names: dict[str, str] = {}  # normalised name -> path
@@ -343,6 +351,8 @@ class _Normaliser:
 
         for param in layer_type.params:
             key_path = f"{path}.{param.name}"
+            if not param.for_task(self.task):
+                continue  # tie_weights is a language model's; an image design's Linear never has it
             if param.kind == "layers":
                 value = raw.pop(param.name, None)
                 if value is None:
@@ -371,7 +381,7 @@ class _Normaliser:
             _unknown_key(
                 who,
                 key,
-                [p.name for p in layer_type.params] + ["name", "input"],
+                [p.name for p in layer_type.params if p.for_task(self.task)] + ["name", "input"],
                 f"{path}.{key}",
                 self.errors,
             )
@@ -497,6 +507,14 @@ def normalise(raw: Any) -> dict:
         if key not in TOP_KEYS:
             _unknown_key(_("The design"), key, list(TOP_KEYS), str(key)[:64], errors)
 
+    task = raw.get("task", TASK_IMAGE)
+    if task not in TASKS:
+        errors.add(
+            "task",
+            _("task must be one of %(names)s; got %(value)s.")
+            % {"names": ", ".join(TASKS), "value": _show(task)},
+        )
+        task = TASK_IMAGE
     model_name = raw.get("model_name", "MyModel")
     if not isinstance(model_name, str) or not model_name.strip():
         errors.add("model_name", _("model_name must be a non-empty text."))
@@ -507,17 +525,21 @@ def normalise(raw: Any) -> dict:
         )
 
     dataset = raw.get("dataset")
-    info = dataset_lookup(dataset) if isinstance(dataset, str) and len(dataset) < 64 else None
+    lookup = corpus_lookup if task == TASK_LM else dataset_lookup
+    info = lookup(dataset) if isinstance(dataset, str) and len(dataset) < 64 else None
     if info is None:
+        names = CORPORA if task == TASK_LM else DATASETS
         errors.add(
             "dataset",
             _("dataset must be one of %(names)s; got %(value)s.")
-            % {"names": ", ".join(DATASETS), "value": _show(dataset)},
+            % {"names": ", ".join(names), "value": _show(dataset)},
         )
 
     preprocessing: list[dict] = []
     raw_pre = raw.get("preprocessing", [])
-    if not isinstance(raw_pre, list):
+    if task == TASK_LM and raw_pre:
+        errors.add("preprocessing", _("A language model has no image preprocessing; remove preprocessing."))
+    elif not isinstance(raw_pre, list):
         errors.add("preprocessing", _("preprocessing must be a list of transforms."))
     elif len(raw_pre) > LIMITS["max_preprocessing"]:
         errors.add(
@@ -561,22 +583,32 @@ def normalise(raw: Any) -> dict:
     else:
         raw_hp = {k: v for k, v in raw_hp.items() if k not in IGNORED_HYPERPARAMETERS}
         hyperparameters = _normalise_params(
-            raw_hp, HYPERPARAMETERS, who=_("hyperparameters"), path="hyperparameters", errors=errors
+            raw_hp,
+            TASK_HYPERPARAMETERS[task],
+            who=_("hyperparameters"),
+            path="hyperparameters",
+            errors=errors,
         )
 
-    normaliser = _Normaliser()
+    normaliser = _Normaliser(task)
     normaliser.errors = errors
     layers = normaliser.layers(raw.get("layers", []), path="layers", depth=0)
     if errors:
         raise SpecError(errors.fields)
     normaliser.finish(layers)
-    return {
-        "model_name": model_name.strip(),
-        "dataset": info.name,
-        "preprocessing": preprocessing,
-        "layers": layers,
-        "hyperparameters": hyperparameters,
-    }
+    spec: dict[str, Any] = {"model_name": model_name.strip()}
+    if task != TASK_IMAGE:
+        # The default task is left out: image designs keep the normalised form (and hash) they always had.
+        spec["task"] = task
+    spec.update(
+        dataset=info.name, preprocessing=preprocessing, layers=layers, hyperparameters=hyperparameters
+    )
+    return spec
+
+
+def spec_task(spec: dict) -> str:
+    """The task of a normalised spec (image classification unless it says otherwise)."""
+    return spec.get("task", TASK_IMAGE)
 
 
 def spec_hash(spec: dict) -> str:
@@ -604,7 +636,7 @@ def torch_kwargs(layer: dict, layer_type: LayerType, inferred: dict[str, Any]) -
     """The keyword arguments of nn.<type>(...) for a layer: its settings plus the inferred values, hashable."""
     kwargs = []
     for param in layer_type.params:
-        if param.kind == "layers":
+        if param.kind == "layers" or not param.constructor:
             continue
         value = inferred[param.name] if param.inferred else layer.get(param.name)
         kwargs.append((param.name, _torch_value(value)))
@@ -648,7 +680,14 @@ class _Analysis:
     def __init__(self, spec: dict, *, limits: TrainingLimits) -> None:
         self.spec = spec
         self.limits = limits
-        self.dataset: DatasetFacts = dataset_lookup(spec["dataset"])  # normalise() guarantees it
+        self.task = spec_task(spec)
+        if self.task == TASK_LM:
+            self.corpus = corpus_lookup(spec["dataset"])  # normalise() guarantees it
+            assert self.corpus is not None
+            self.vocab_size = lm_vocab_size(spec["hyperparameters"], self.corpus)
+            self.context_length = int(spec["hyperparameters"]["context_length"])
+        else:
+            self.dataset: DatasetFacts = dataset_lookup(spec["dataset"])  # normalise() guarantees it
         self.rows: list[dict] = []
         self.errors: list[dict] = []
         self.warnings: list[dict] = []
@@ -693,7 +732,9 @@ class _Analysis:
 
     # --- preprocessing
 
-    def preprocess(self) -> tuple[tuple[int, int, int] | None, list[dict]]:
+    def preprocess(self) -> tuple[tuple[int, ...] | None, list[dict]]:
+        if self.task == TASK_LM:
+            return (self.context_length,), []  # token ids, one per position
         c, h, w = self.dataset.input_shape
         rows = []
         for index, t in enumerate(self.spec["preprocessing"]):
@@ -950,6 +991,20 @@ class _Analysis:
             return tuple(out), 0, 0
 
         shape, source = in_shapes[0], sources[0]
+        if self.task not in layer_type.tasks:
+            self.error(
+                "wrong_task",
+                _("%(name)s (%(type)s) is for images; a language model works on sequences of tokens.")
+                % {"name": name, "type": kind},
+                hint=_("Use the Sequence blocks: TokenAndPosition, TransformerBlock, LayerNorm and Linear."),
+                layer=name,
+                path=path,
+            )
+            return None, 0, 0
+        if self.task == TASK_LM and (kind in sequence.SEQUENCE_KINDS or source == MODEL_INPUT):
+            return sequence.compute(
+                self, layer, layer_type, shape, source, row, path=path, ids=source == MODEL_INPUT
+            )
         if kind == "Input":
             if layer.get("shape") is not None and tuple(layer["shape"]) != shape:
                 self.infer(
@@ -1393,7 +1448,10 @@ class _Analysis:
                 shapes[MODEL_INPUT] = shapes[layer["name"]]
         output_shape = shapes.get(layers[-1]["name"]) if layers else None
         if output_shape is not None:
-            self.check_output(output_shape)
+            if self.task == TASK_LM:
+                self.check_lm_output(output_shape)
+            else:
+                self.check_output(output_shape)
         top = [r for r in self.rows if r["parent"] is None]
         params = sum(r["params"] for r in top)
         self.check_sizes(params, hp)
@@ -1406,6 +1464,8 @@ class _Analysis:
         optimizer_slots = {"adam": 2, "adamw": 2, "sgd": 1 if hp["momentum"] > 0 else 0}[hp["optimizer"]]
         weights = params * BYTES_PER_VALUE
         input_bytes = math.prod(input_shape) * BYTES_PER_VALUE if input_shape else 0
+        if self.task == TASK_LM:
+            input_bytes = self.context_length * 8  # int64 token ids
         memory = {
             "batch_size": batch,
             "weights_bytes": weights,
@@ -1415,17 +1475,43 @@ class _Analysis:
         }
         memory["total_bytes"] = sum(v for k, v in memory.items() if k != "batch_size")
         valid = not self.errors
-        matches = output_shape is not None and list(output_shape) == [self.dataset.num_classes]
         blockers = limit_issues(epochs=hp["epochs"], params=params, layers=top, limits=self.limits)
-        return {
-            "valid": valid,
-            "ready_to_train": valid and matches and not blockers,
-            "dataset": {
+        total_macs = sum(r["macs"] for r in top)
+        if self.task == TASK_LM:
+            matches = output_shape is not None and list(output_shape) == [
+                self.context_length,
+                self.vocab_size,
+            ]
+            dataset: dict[str, Any] = {
+                "name": self.corpus.name,
+                "kind": "text",
+                "tokenizer": hp["tokenizer"],
+                "vocab_size": self.vocab_size,
+                "context_length": self.context_length,
+            }
+        else:
+            matches = output_shape is not None and list(output_shape) == [self.dataset.num_classes]
+            dataset = {
                 "name": self.dataset.name,
                 "input_shape": list(self.dataset.input_shape),
                 "num_classes": self.dataset.num_classes,
                 "class_names": list(self.dataset.class_names),
-            },
+            }
+        extra: dict[str, Any] = {}
+        if self.task == TASK_LM:
+            # A language model's costs are quoted per token (nanoGPT's 6N FLOPs a token, and so on).
+            extra = {
+                "task": TASK_LM,
+                "per_token": {
+                    "macs": sequence.per_token(total_macs, self.context_length),
+                    "activation_bytes": sequence.per_token(activation_bytes, self.context_length),
+                },
+            }
+        return {
+            "valid": valid,
+            "ready_to_train": valid and matches and not blockers,
+            **extra,
+            "dataset": dataset,
             "input_shape": list(input_shape) if input_shape else None,
             "output_shape": list(output_shape) if output_shape is not None else None,
             "preprocessing": pre_rows,
@@ -1433,7 +1519,7 @@ class _Analysis:
             "totals": {
                 "params": params,
                 "trainable_params": params,
-                "macs": sum(r["macs"] for r in top),
+                "macs": total_macs,
                 "activation_bytes": activation_bytes,
                 "layers": len(self.rows),
             },
@@ -1536,6 +1622,69 @@ class _Analysis:
             fix={"label": label, "edits": edits},
         )
 
+    def check_lm_output(self, out: tuple[int, ...]) -> None:
+        """A language model ends with (T, V): next-token scores over the whole vocabulary at every position."""
+        T, V = self.context_length, self.vocab_size
+        if list(out) == [T, V]:
+            return
+        layers = self.spec["layers"]
+        last = layers[-1]
+        path = f"layers[{len(layers) - 1}]"
+        ctx = {"shape": _fmt(out), "vocab": V, "last": last["name"], "t": T}
+        width_field = {"Linear": "out_features", "Embedding": "embedding_dim"}.get(last["type"])
+        if len(out) == 2 and out[0] == T and width_field:
+            self.error(
+                "vocab_mismatch",
+                _("The head's %(field)s must equal the vocabulary size (%(vocab)s); %(last)s gives %(n)s.")
+                % {**ctx, "field": width_field, "n": out[1]},
+                hint=_("Set %(last)s's %(field)s to %(vocab)s: one score for each token that can come next.")
+                % {**ctx, "field": width_field},
+                layer=last["name"],
+                path=path,
+                field=width_field,
+                fix={
+                    "label": _("Set %(field)s to %(vocab)s") % {**ctx, "field": width_field},
+                    "edits": [
+                        {"op": "set_layer_param", "layer": last["name"], "param": width_field, "value": V}
+                    ],
+                },
+            )
+            return
+        if len(out) == 2 and out[0] == T:
+            self.error(
+                "lm_output",
+                _(
+                    "The model ends with %(shape)s vectors, but a language model must end with %(vocab)s "
+                    "next-token scores per position."
+                )
+                % ctx,
+                hint=_("Add a Linear head with out_features %(vocab)s at the end.") % ctx,
+                layer=last["name"],
+                path=path,
+                fix={
+                    "label": _("Add Linear(%(vocab)s)") % ctx,
+                    "edits": [
+                        {
+                            "op": "insert_layer",
+                            "after": last["name"],
+                            "layer": {"type": "Linear", "name": self.free_name("head"), "out_features": V},
+                        }
+                    ],
+                },
+            )
+            return
+        self.error(
+            "lm_output",
+            _(
+                "The model ends with %(shape)s, but a language model must keep one row per position: "
+                "%(t)s × %(vocab)s next-token scores."
+            )
+            % ctx,
+            hint=_("Remove the Flatten: every block of a language model keeps the positions apart."),
+            layer=last["name"],
+            path=path,
+        )
+
     def check_sizes(self, params: int, hp: dict) -> None:
         for row in self.rows:
             if row["type"] == "Linear" and row["params"] >= LARGE_LINEAR_PARAMS:
@@ -1585,7 +1734,8 @@ def validate(raw: Any, *, limits: TrainingLimits | None = None) -> tuple[dict, d
 
 
 def hyperparameter(spec: dict, name: str) -> Any:
-    value = spec["hyperparameters"].get(name, HYPERPARAMETER_BY_NAME[name].default)
+    table = {p.name: p for p in TASK_HYPERPARAMETERS[spec_task(spec)]}
+    value = spec["hyperparameters"].get(name, (table.get(name) or HYPERPARAMETER_BY_NAME[name]).default)
     if name == "lr_step_size" and value is None:
         return max(1, spec["hyperparameters"]["epochs"] // 3)
     return value

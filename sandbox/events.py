@@ -25,7 +25,7 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-KINDS = ("status", "log", "progress", "epoch", "checkpoint", "result", "stopped", "error")
+KINDS = ("status", "log", "progress", "epoch", "checkpoint", "sample", "result", "stopped", "error")
 ERROR_CAUSES = ("exception", "contract", "out_of_memory", "killed", "timeout", "rejected")
 LOG_STREAMS = ("stdout", "stderr", "runtime")  # "platform" is the supervisor's alone
 
@@ -121,6 +121,7 @@ class EventRules:
             "status": MAX_STATUS,
             "epoch": self.epochs,
             "checkpoint": 2 * self.epochs + 2,
+            "sample": self.epochs,  # a language model's text after each epoch
             "stopped": MAX_STOPPED,
             "error": MAX_ERRORS,
             "result": MAX_RESULTS,
@@ -176,6 +177,17 @@ class EventRules:
         if metric is not None and _number(metric) is None:
             return None
         return {"kind": "checkpoint", "epoch": epoch, "name": e["name"], "metric": _number(metric)}
+
+    def _sample(self, e: dict) -> dict | None:
+        epoch = _int(e.get("epoch"), low=1, high=self.epochs)
+        if epoch is None or not isinstance(e.get("text"), str):
+            return None
+        return {
+            "kind": "sample",
+            "epoch": epoch,
+            "prompt": _text(e.get("prompt"), 200),
+            "text": _text(e.get("text"), 1000),
+        }
 
     def _stopped(self, e: dict) -> dict | None:
         epoch = _int(e.get("epoch"), high=self.epochs)

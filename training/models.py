@@ -128,6 +128,7 @@ class RunEvent(models.Model):
         PROGRESS = "run.progress"
         EPOCH = "run.epoch"
         CHECKPOINT = "run.checkpoint"
+        SAMPLE = "run.sample"  # a language model's text after an epoch
         DONE = "run.done"
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")

@@ -49,14 +49,24 @@ __all__ = [
     "Resize",
     "Split",
     "StopTraining",
+    "TextData",
+    "TokenSplit",
+    "Tokenizer",
     "autocast",
+    "clip_gradients",
     "evaluate",
+    "evaluate_lm",
+    "generate_text",
+    "generate_tokens",
+    "lm_loss",
     "log",
     "main",
     "report_epoch",
+    "report_sample",
     "resume",
     "save_checkpoint",
     "seed_everything",
+    "steps",
     "stop_requested",
 ]
 
@@ -914,7 +924,8 @@ def load_cache(path: str | os.PathLike) -> dict[str, Any]:
     mmap avoids copying the file, so loading takes milliseconds.
     """
     data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    for key in ("images", "labels", "class_names", "train_idx", "test_idx"):
+    keys = ("tokens", "splits", "tokenizer") if data.get("kind") == "text" else ()
+    for key in keys or ("images", "labels", "class_names", "train_idx", "test_idx"):
         if key not in data:
             raise ValueError(f"{path} is not a BuildX dataset cache (no {key!r})")
     return data
@@ -1263,6 +1274,492 @@ def load_dataset(data: str | None, *, dataset: str) -> dict[str, Any]:
     raise SystemExit(how_to_get(dataset, path))
 
 
+# --- Language models: token streams, random windows, samples, generation --------------------------------
+#
+# A text dataset is one stream of token ids (uint16 or int32) split by position: train, then validation,
+# then test. Batches are random windows gathered on the device in one indexing operation (nanoGPT's
+# get_batch), never a per-sample loader.
+
+TEXT_CACHE_VERSION = 1
+# The runtime ships alone in the download bundle, so it keeps its own copy of the built-in corpora's
+# alphabets (pinned to sandbox/engine/corpus_facts.py by a test).
+CORPUS_ALPHABETS = {
+    "addition": "0123456789+=\n",
+    "brackets": "()[]{}\n",
+    "grammar": " .abcdefghijklmnopqrstuvwxyz\n",
+    "python": "\t\n" + "".join(chr(c) for c in range(32, 127)),
+}
+CORPUS_PROMPTS = {"addition": "12+35=", "brackets": "([", "grammar": "the ", "python": "def "}
+TRAIN_SHARE, VAL_SHARE = 0.9, 0.05
+PYTHON_CORPUS_CHARS = 2_000_000  # enough Python to learn its look; built in a second or two
+GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+"""
+
+
+class Tokenizer:
+    """Text <-> token ids.
+
+    kind "char": one id per character of `alphabet` (other characters are dropped). kind "bpe": byte-level
+    BPE (GPT-2's scheme, trained by BuildX with the tokenizers library): every token is a byte string
+    (`pieces`, hex), so decoding needs nothing but this class; encoding applies `merges` in rank order.
+    """
+
+    def __init__(
+        self, *, kind: str, alphabet: str = "", pieces: Sequence[str] = (), merges: Sequence[str] = ()
+    ):
+        self.kind = kind
+        self.alphabet = alphabet
+        if kind == "char":
+            self.pieces = [c.encode() for c in alphabet]
+            self.index = {c: i for i, c in enumerate(alphabet)}
+        else:
+            self.pieces = [bytes.fromhex(p) for p in pieces]
+            self.index = {p: i for i, p in enumerate(self.pieces)}
+            self.ranks = {tuple(bytes.fromhex(h) for h in m.split(" ")): r for r, m in enumerate(merges)}
+            self.merges = list(merges)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Tokenizer:
+        return cls(
+            kind=data["kind"],
+            alphabet=data.get("alphabet", ""),
+            pieces=data.get("pieces", ()),
+            merges=data.get("merges", ()),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        if self.kind == "char":
+            return {"kind": "char", "alphabet": self.alphabet}
+        return {"kind": "bpe", "pieces": [p.hex() for p in self.pieces], "merges": self.merges}
+
+    def encode(self, text: str) -> list[int]:
+        if self.kind == "char":
+            return [self.index[c] for c in text if c in self.index]
+        import re
+
+        ids: list[int] = []
+        for chunk in re.findall(GPT2_SPLIT, text):
+            parts = [bytes([b]) for b in chunk.encode("utf-8")]
+            while len(parts) > 1:
+                pairs = [
+                    (self.ranks.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(parts, parts[1:], strict=False))
+                ]
+                rank, i = min(pairs)
+                if rank == 1 << 30:
+                    break
+                parts[i : i + 2] = [parts[i] + parts[i + 1]]
+            ids += [self.index[p] for p in parts if p in self.index]
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        n = len(self.pieces)
+        return b"".join(self.pieces[i] for i in ids if 0 <= i < n).decode("utf-8", errors="replace")
+
+
+class TokenSplit:
+    """One part of a token stream, held on the device as int64 ids (N,)."""
+
+    def __init__(self, tokens: torch.Tensor, *, name: str = "train") -> None:
+        if tokens.dim() != 1:
+            raise ValueError("tokens must be a 1-D tensor of ids")
+        self.tokens = tokens.long()
+        self.name = name
+
+    def __len__(self) -> int:
+        return self.tokens.numel()
+
+    @property
+    def device(self) -> torch.device:
+        return self.tokens.device
+
+    def batch(
+        self, batch_size: int, context_length: int, *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random windows: x (B, T) token ids and y (B, T), the same windows one token later."""
+        T = context_length
+        if len(self) < T + 1:
+            raise ValueError(f"the {self.name} split has {len(self)} tokens, fewer than a window of {T + 1}")
+        starts = torch.randint(
+            len(self) - T, (batch_size,), device=self.device if generator is None else generator.device,
+            generator=generator,
+        ).to(self.device)  # fmt: skip
+        windows = self.tokens[starts[:, None] + torch.arange(T + 1, device=self.device)]  # (B, T + 1)
+        return windows[:, :-1], windows[:, 1:]
+
+
+class TextData:
+    """What a language model's train(model, data) gets: the train and validation token streams."""
+
+    def __init__(
+        self, *, train: TokenSplit, val: TokenSplit, tokenizer: Tokenizer, device: torch.device | None = None
+    ) -> None:
+        self.train = train
+        self.val = val
+        self.tokenizer = tokenizer
+        self.vocab_size = tokenizer.vocab_size
+        self.device = device or train.device
+
+    def __repr__(self) -> str:
+        return (
+            f"TextData(train={len(self.train)} tokens, val={len(self.val)} tokens, "
+            f"vocab_size={self.vocab_size}, device={self.device})"
+        )
+
+
+def steps(epoch: int, steps_per_epoch: int) -> Iterator[int]:
+    """The global step numbers of one epoch ((epoch - 1) * steps_per_epoch, ...). Raises StopTraining at a
+    step boundary once a stop was requested, and sends throttled progress events, as Split.batches does."""
+    for i in range(steps_per_epoch):
+        if state.stop:
+            raise StopTraining()
+        _progress(i, steps_per_epoch)
+        yield (epoch - 1) * steps_per_epoch + i
+
+
+def clip_gradients(model: nn.Module, max_norm: float) -> float:
+    """Scale the gradients down when their total norm is over max_norm (0: leave them); returns the norm."""
+    if max_norm <= 0:
+        return 0.0
+    return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of next-token scores (B, T, V) against the next tokens (B, T)."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+
+def evaluate_lm(
+    model: nn.Module, split: TokenSplit, *, batch_size: int, context_length: int, batches: int = 20
+) -> tuple[float, float]:
+    """Mean loss and next-token accuracy on `batches` random windows of a split (the same windows every
+    time: a fixed seed), in eval mode, without gradients."""
+    if len(split) < context_length + 1:
+        return float("nan"), float("nan")
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=split.device).manual_seed(1234)
+    total_loss = torch.zeros((), device=split.device)
+    correct = torch.zeros((), device=split.device)
+    with torch.no_grad():
+        for _ in range(batches):
+            x, y = split.batch(batch_size, context_length, generator=generator)
+            with autocast():
+                logits = model(x)
+            total_loss += lm_loss(logits, y)
+            correct += (logits.argmax(-1) == y).float().mean()
+    model.train(was_training)
+    return total_loss.item() / batches, correct.item() / batches
+
+
+@torch.no_grad()
+def generate_tokens(
+    model: nn.Module,
+    ids: Sequence[int],
+    *,
+    max_new_tokens: int,
+    context_length: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    stop_at: int | None = None,
+) -> Iterator[int]:
+    """Yield new token ids one at a time: the model reads the last context_length tokens and the next one
+    is drawn from its scores (temperature 0: the most likely one; top_k: only among the k best)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    idx = torch.tensor([list(ids)], dtype=torch.long, device=device).reshape(1, -1)
+    if idx.shape[1] == 0:
+        idx = torch.zeros((1, 1), dtype=torch.long, device=device)
+    try:
+        for _ in range(max_new_tokens):
+            logits = model(idx[:, -context_length:])[:, -1, :].float()  # (1, V): scores of the next token
+            if temperature <= 0:
+                next_id = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None and top_k > 0:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float("inf")
+                probs = F.softmax(logits, dim=-1)
+                next_id = torch.multinomial(probs, num_samples=1, generator=generator)
+            idx = torch.cat([idx, next_id], dim=1)
+            token = int(next_id)
+            yield token
+            if stop_at is not None and token == stop_at:
+                return
+    finally:
+        model.train(was_training)
+
+
+def generate_text(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    prompt: str,
+    *,
+    max_new_tokens: int,
+    context_length: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> str:
+    """The prompt and what the model writes after it (a fixed seed: the same model writes the same)."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    new = list(
+        generate_tokens(
+            model,
+            tokenizer.encode(prompt),
+            max_new_tokens=max_new_tokens,
+            context_length=context_length,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+        )
+    )
+    return prompt + tokenizer.decode(new)
+
+
+def report_sample(*, epoch: int, prompt: str, text: str) -> None:
+    """A `sample` event (the run page shows the text improve epoch by epoch) and a printed sample."""
+    text = text[:1000]
+    if state.events is not None:
+        emit("sample", epoch=epoch, prompt=prompt[:200], text=text)
+    print(f"Sample after epoch {epoch}:\n{text}\n", flush=True)
+
+
+def lm_test_metrics(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    *,
+    context_length: int,
+    tokenizer: Tokenizer,
+    batch_size: int = 64,
+    exact_match: bool = False,
+) -> dict[str, Any]:
+    """The trusted evaluation of a language model on a token stream: every token predicted once, from the
+    window it falls in. Loss (nats per token), perplexity, bits per token and per character, next-token
+    accuracy; with exact_match (the addition corpus) also the share of "a+b=" lines answered exactly."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    tokens = tokens.long().to(device)
+    T = context_length
+    n = (tokens.numel() - 1) // T
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            rows = torch.arange(start, min(n, start + batch_size), device=device)
+            offsets = rows[:, None] * T + torch.arange(T + 1, device=device)
+            windows = tokens[offsets]
+            x, y = windows[:, :-1], windows[:, 1:]
+            with autocast():
+                logits = model(x)
+            total += F.cross_entropy(
+                logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"
+            ).double()
+            correct += (logits.argmax(-1) == y).sum().double()
+    count = n * T
+    loss = float(total / max(1, count))
+    chars = len(tokenizer.decode(tokens[1 : count + 1].tolist())) or 1
+    result: dict[str, Any] = {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "bits_per_token": loss / math.log(2),
+        "bits_per_char": float(total) / math.log(2) / chars,
+        "accuracy": float(correct / max(1, count)),
+        "tokens": count,
+        "samples": count,
+    }
+    if exact_match:
+        result.update(addition_exact_match(model, tokens, tokenizer=tokenizer, context_length=T))
+    model.train(was_training)
+    return result
+
+
+def addition_exact_match(
+    model: nn.Module, tokens: torch.Tensor, *, tokenizer: Tokenizer, context_length: int, limit: int = 500
+) -> dict[str, Any]:
+    """Greedy answers to the held-out "a+b=" lines of a token stream: the share exactly right."""
+    lines = [line for line in tokenizer.decode(tokens.tolist()).split("\n")[1:-1] if "=" in line][:limit]
+    newline = tokenizer.encode("\n")
+    right, examples = 0, []
+    for line in lines:
+        question, answer = line.split("=", 1)
+        got = tokenizer.decode(
+            list(
+                generate_tokens(
+                    model,
+                    newline + tokenizer.encode(question + "="),
+                    max_new_tokens=len(answer) + 2,
+                    context_length=context_length,
+                    temperature=0,
+                    stop_at=newline[0] if newline else None,
+                )
+            )
+        ).strip("\n")
+        right += got == answer
+        if len(examples) < 10:
+            examples.append({"prompt": question + "=", "expected": answer, "got": got})
+    return {
+        "exact_match": right / len(lines) if lines else 0.0,
+        "exact_match_lines": len(lines),
+        "examples": examples,
+    }
+
+
+# --- Built-in corpora (generated here, so that a downloaded script trains with nothing else) ------------
+
+
+def addition_text() -> str:
+    """Every a+b for a, b in 0..99, one a line, in a fixed random order: the test lines are sums the
+    training lines never show."""
+    problems = [(a, b) for a in range(100) for b in range(100)]
+    random.Random(SPLIT_SEED).shuffle(problems)
+    return "".join(f"{a}+{b}={a + b}\n" for a, b in problems)
+
+
+def brackets_text(lines: int = 20_000) -> str:
+    rng = random.Random(SPLIT_SEED)
+    pairs = ("()", "[]", "{}")
+    out = []
+    for _ in range(lines):
+        size = rng.randint(1, 10)
+        stack: list[str] = []
+        text = []
+        opened = 0
+        while opened < size or stack:
+            if opened < size and (not stack or rng.random() < 0.5):
+                pair = rng.choice(pairs)
+                text.append(pair[0])
+                stack.append(pair[1])
+                opened += 1
+            else:
+                text.append(stack.pop())
+        out.append("".join(text))
+    return "\n".join(out) + "\n"
+
+
+def grammar_text(lines: int = 20_000) -> str:
+    """Sentences of a small grammar with agreement: "the small cat sees a dog ." / "the cats see ."."""
+    rng = random.Random(SPLIT_SEED)
+    nouns = ("cat", "dog", "bird", "fox", "child", "teacher")
+    plural = {"child": "children", "fox": "foxes"}
+    verbs = ("see", "like", "chase", "follow", "hear")
+    adjectives = ("small", "big", "red", "quick", "lazy", "happy")
+
+    def noun_phrase() -> tuple[str, bool]:
+        many = rng.random() < 0.4
+        det = rng.choice(("the", "some") if many else ("the", "a"))
+        adj = [rng.choice(adjectives)] if rng.random() < 0.5 else []
+        noun = rng.choice(nouns)
+        noun = plural.get(noun, noun + "s") if many else noun
+        return " ".join([det, *adj, noun]), many
+
+    out = []
+    for _ in range(lines):
+        subject, many = noun_phrase()
+        verb = rng.choice(verbs)
+        verb = verb if many else (verb + "es" if verb.endswith(("ch", "sh")) else verb + "s")
+        words = [subject, verb]
+        if rng.random() < 0.7:
+            words.append(noun_phrase()[0])
+        out.append(" ".join(words) + " .")
+    return "\n".join(out) + "\n"
+
+
+def python_text(limit: int = PYTHON_CORPUS_CHARS) -> str:
+    """Source files of the standard library of the Python running this (no tests), in name order."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    keep = set(CORPUS_ALPHABETS["python"])
+    parts: list[str] = []
+    size = 0
+    for path in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
+        if "test" in path.parts[-2:][0] or path.name.startswith("test"):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        text = "".join(c for c in text if c in keep)
+        parts.append(text)
+        size += len(text)
+        if size >= limit:
+            break
+    return "".join(parts)[:limit]
+
+
+CORPUS_TEXT: dict[str, Callable[[], str]] = {
+    "addition": addition_text,
+    "brackets": brackets_text,
+    "grammar": grammar_text,
+    "python": python_text,
+}
+
+
+def split_points(text: str) -> tuple[int, int]:
+    """Character positions where validation and test start: 90% / 5% / 5%, moved on to a line start."""
+
+    def at_line(position: int) -> int:
+        newline = text.find("\n", position)
+        return len(text) if newline < 0 else newline + 1
+
+    return at_line(int(len(text) * TRAIN_SHARE)), at_line(int(len(text) * (TRAIN_SHARE + VAL_SHARE)))
+
+
+def text_cache(
+    name: str, text: str, tokenizer: Tokenizer, *, encode: Callable[[str], list[int]] | None = None
+) -> dict[str, Any]:
+    """A text dataset cache (the same torch.save of plain data as the image sets): the token stream as
+    uint16 (int32 over 65,536 tokens), the split positions in tokens, and the tokenizer. `encode`: a
+    faster encoder giving the same ids (the tokenizers library's, for BPE)."""
+    encode = encode or tokenizer.encode
+    val_at, test_at = split_points(text)
+    pieces = [encode(text[:val_at]), encode(text[val_at:test_at]), encode(text[test_at:])]
+    dtype = torch.uint16 if tokenizer.vocab_size <= 65536 else torch.int32
+    tokens = torch.tensor([t for piece in pieces for t in piece], dtype=torch.int64).to(dtype)
+    a, b = len(pieces[0]), len(pieces[0]) + len(pieces[1])
+    return {
+        "kind": "text",
+        "name": name,
+        "version": TEXT_CACHE_VERSION,
+        "tokens": tokens,
+        "splits": {"train": [0, a], "val": [a, b], "test": [b, tokens.numel()]},
+        "tokenizer": tokenizer.as_json(),
+        "vocab_size": tokenizer.vocab_size,
+        "chars": len(text),
+    }
+
+
+def builtin_text_cache(name: str) -> dict[str, Any]:
+    """A built-in corpus with the character tokenizer, made here (the Python corpus from this Python)."""
+    return text_cache(name, CORPUS_TEXT[name](), Tokenizer(kind="char", alphabet=CORPUS_ALPHABETS[name]))
+
+
+def make_text_data(
+    cache: dict[str, Any], *, device: torch.device | str | None = None
+) -> tuple[TextData, TokenSplit | None]:
+    """A text cache's TextData and its test split (None in a training child's cache, which has none)."""
+    device = pick_device(device) if device is None or isinstance(device, str) else device
+    tokens = cache["tokens"].to(torch.int64)
+    splits = cache["splits"]
+
+    def part(name: str) -> TokenSplit:
+        start, end = splits[name]
+        return TokenSplit(tokens[start:end].to(device), name=name)
+
+    data = TextData(
+        train=part("train"), val=part("val"), tokenizer=Tokenizer.from_json(cache["tokenizer"]), device=device
+    )
+    return data, part("test") if "test" in splits else None
+
+
 # --- Standalone -------------------------------------------------------------------------------------
 
 
@@ -1291,8 +1788,13 @@ def main(
     eval_transform: Callable | None = None,
     val_split: float = 0.1,
     seed: int = 42,
+    task: str = "image_classification",
+    context_length: int | None = None,
 ) -> None:
     """`python script.py [--data DIR] [--epochs N]`: train on the dataset and test, printing progress.
+
+    A language model (task "language_model") trains on a built-in corpus, generated here, or on the
+    BuildX text cache file that --data names.
 
     digits (scikit-learn's) and shapes (generated) need no folder; the others are read from --data (by
     default ./<DATASET>), and a missing one says how to get it.
@@ -1324,6 +1826,32 @@ def main(
     signal.signal(signal.SIGINT, _first_ctrl_c)
 
     seed_everything(seed)
+    if task == "language_model":
+        cache = load_cache(args.data) if args.data else builtin_text_cache(dataset)
+        text_data, text_test = make_text_data(cache, device=current_device())
+        print(f"{dataset}: {text_data}", flush=True)
+        model = build_model().to(current_device())
+        state.model = model
+        try:
+            train(model, text_data)  # type: ignore[arg-type]
+        except StopTraining:
+            finish_stop()
+            return
+        if text_test is not None and context_length:
+            result = lm_test_metrics(
+                model,
+                text_test.tokens,
+                context_length=context_length,
+                tokenizer=text_data.tokenizer,
+                exact_match=dataset == "addition",
+            )
+            print(
+                f"Test: loss {result['loss']:.4f}  perplexity {result['perplexity']:.2f}  "
+                f"bits/char {result['bits_per_char']:.3f}"
+                + (f"  exact answers {result['exact_match']:.1%}" if "exact_match" in result else ""),
+                flush=True,
+            )
+        return
     decoded = load_dataset(args.data, dataset=dataset)
     data, test = make_data(decoded, val_split=val_split, seed=seed, device=current_device())
     print(f"{dataset}: {data}", flush=True)

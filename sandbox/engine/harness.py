@@ -70,8 +70,17 @@ def load_script(path: Path) -> ModuleType:
     return module
 
 
+TASK_LM = "language_model"
+
+
+def is_language_model(module: ModuleType) -> bool:
+    return getattr(module, "TASK", None) == TASK_LM
+
+
 def probe_model(module: ModuleType, input_shape: Any, *, device: str) -> tuple[int, Any, torch.nn.Module]:
-    """Build the model on `device` and run a batch of two through it: (parameter count, output, model)."""
+    """Build the model on `device` and run a batch of two through it: (parameter count, output, model).
+    A language model gets token ids (2, T); an image model zeros (2, C, H, W)."""
+    dtype = torch.long if is_language_model(module) else None
     with torch.device(device):
         model = module.build_model()
         if not isinstance(model, torch.nn.Module):
@@ -80,7 +89,7 @@ def probe_model(module: ModuleType, input_shape: Any, *, device: str) -> tuple[i
         model.eval()
         try:
             with torch.no_grad():
-                out = model(torch.zeros(2, *input_shape))
+                out = model(torch.zeros(2, *input_shape, dtype=dtype))
         except Exception as e:
             if device == "meta":
                 raise  # perhaps only the meta device's fault: the caller tries the CPU
@@ -99,7 +108,18 @@ def check_contract(module: ModuleType, config: dict[str, Any]) -> tuple[int, lis
         if not callable(getattr(module, name, None)):
             raise ContractError(f"The script must define a function named {name}().")
     input_shape = getattr(module, "INPUT_SHAPE", None)
-    if not (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3):
+    if is_language_model(module):
+        if not (
+            isinstance(input_shape, (tuple, list))
+            and len(input_shape) == 1
+            and isinstance(input_shape[0], int)
+            and 1 <= input_shape[0] <= 8192
+            and isinstance(getattr(module, "VOCAB_SIZE", None), int)
+        ):
+            raise ContractError(
+                "A language model's script must define INPUT_SHAPE = (CONTEXT_LENGTH,) and VOCAB_SIZE."
+            )
+    elif not (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3):
         raise ContractError("The script must define INPUT_SHAPE = (C, H, W).")
     epochs = getattr(module, "EPOCHS", None)
     max_epochs = config.get("max_epochs")
@@ -146,6 +166,25 @@ def check_data_shape(module: ModuleType, data: rt.Data, eval_transform: Any) -> 
             f"The dataset gives images of shape {got} after EVAL_TRANSFORM but INPUT_SHAPE is "
             f"{tuple(module.INPUT_SHAPE)}."
         )
+
+
+def check_text_data(module: ModuleType, data: rt.TextData) -> None:
+    """The tokenizer's ids must fit the model's embedding, or the first batch fails inside it."""
+    if data.vocab_size > module.VOCAB_SIZE:
+        raise ContractError(
+            f"The dataset's tokenizer has {data.vocab_size} tokens but the model reads VOCAB_SIZE = "
+            f"{module.VOCAB_SIZE}: the vocabularies must match."
+        )
+    window = module.INPUT_SHAPE[0] + 1
+    if len(data.train) < window or len(data.val) < window:
+        raise ContractError(f"The text is too short for windows of {window} tokens.")
+
+
+def smoke_text(module: ModuleType) -> None:
+    """config["smoke"] for a language model: one epoch of one step, one validation batch, a short sample."""
+    for name, value in (("EPOCHS", 1), ("STEPS_PER_EPOCH", 1), ("EVAL_BATCHES", 1), ("SAMPLE_TOKENS", 4)):
+        setattr(module, name, value)
+    rt.state.epochs = 1
 
 
 def smoke_data(module: ModuleType, data: rt.Data) -> rt.Data:
@@ -287,12 +326,25 @@ def run(script: Path, config: dict[str, Any]) -> int:
         rt.state.epochs = module.EPOCHS
         eval_transform = getattr(module, "EVAL_TRANSFORM", None)
         dataset = rt.load_cache(config["dataset_cache"])
-        data, test = rt.make_data(
-            dataset, val_split=float(config.get("val_split", 0.1)), seed=seed, device=device
-        )
-        check_data_shape(module, data, eval_transform)
-        if mode == "smoke":
-            data = smoke_data(module, data)
+        language_model = is_language_model(module)
+        text_test: rt.TokenSplit | None = None
+        data: rt.Data | rt.TextData
+        if language_model:
+            if dataset.get("kind") != "text":
+                raise ContractError("A language model trains on a text dataset; this one has images.")
+            data, text_test = rt.make_text_data(dataset, device=device)
+            check_text_data(module, data)
+            if mode == "smoke":
+                smoke_text(module)
+        else:
+            if dataset.get("kind") == "text":
+                raise ContractError("An image model trains on images; this dataset is text.")
+            data, test = rt.make_data(
+                dataset, val_split=float(config.get("val_split", 0.1)), seed=seed, device=device
+            )
+            check_data_shape(module, data, eval_transform)
+            if mode == "smoke":
+                data = smoke_data(module, data)
     except ContractError as e:
         rt.emit("error", cause="contract", message=str(e), traceback="")
         return EXIT_CONTRACT
@@ -304,7 +356,7 @@ def run(script: Path, config: dict[str, Any]) -> int:
     try:
         rt.seed_everything(seed)  # the same weights on every run of the same script
         model = module.build_model().to(device)
-        if device.type == "cuda":
+        if device.type == "cuda" and not language_model:
             model = model.to(memory_format=torch.channels_last)  # batches arrive channels_last on CUDA
         rt.state.model = model  # a stop before the script registers anything still saves the weights
         module.train(model, data)
@@ -317,7 +369,12 @@ def run(script: Path, config: dict[str, Any]) -> int:
         final_weights(model, Path(config.get("final_weights", "model.safetensors")))
         if config.get("report_test"):
             # Code whose weights the platform's model cannot load: its own measurement, labelled so.
-            result = rt.evaluate_test(model, test, class_names=data.class_names, transform=eval_transform)
+            if isinstance(data, rt.TextData):
+                if text_test is None:
+                    raise ValueError("the dataset has no test split")
+                result = text_metrics(module, model, text_test.tokens, data.tokenizer, dataset)
+            else:
+                result = rt.evaluate_test(model, test, class_names=data.class_names, transform=eval_transform)
             rt.emit("result", test=result)
             return EXIT_OK
     except rt.StopTraining:
@@ -343,6 +400,13 @@ def measure(script: Path, config: dict[str, Any], *, mode: str) -> int:
         load_weights(model, Path(config["weights"]))
         model.eval()
         transform = getattr(module, "EVAL_TRANSFORM", None)
+        if mode == "evaluate" and is_language_model(module):
+            dataset = rt.load_cache(config["dataset_cache"])
+            start, end = dataset["splits"]["test"]
+            tokenizer = rt.Tokenizer.from_json(dataset["tokenizer"])
+            result = text_metrics(module, model, dataset["tokens"][start:end], tokenizer, dataset)
+            rt.emit("result", test=result)
+            return EXIT_OK
         if mode == "evaluate":
             dataset = rt.load_cache(config["dataset_cache"])
             test = rt.Split(
@@ -377,6 +441,20 @@ def measure(script: Path, config: dict[str, Any], *, mode: str) -> int:
             "result", predicted=top.indices.tolist(), probability=[round(float(p), 4) for p in top.values]
         )
     return EXIT_OK
+
+
+def text_metrics(
+    module: ModuleType, model: torch.nn.Module, tokens: torch.Tensor, tokenizer: rt.Tokenizer, dataset: dict
+) -> dict[str, Any]:
+    """A language model's test metrics (loss, perplexity, bits per token and character, next-token accuracy,
+    and for the addition corpus the share of held-out sums answered exactly)."""
+    return rt.lm_test_metrics(
+        model,
+        tokens,
+        context_length=int(module.INPUT_SHAPE[0]),
+        tokenizer=tokenizer,
+        exact_match=dataset.get("name") == "addition",
+    )
 
 
 def short_traceback() -> str:

@@ -113,7 +113,10 @@ def dataset_caches(name: str) -> tuple[Path, Path]:
     """The dataset's tensor caches, built outside the sandbox: (without the test split, whole).
 
     A training child gets the first: the test images are only for the platform's evaluation."""
-    from sandbox.engine import datasets  # torch: only the worker that trains loads it
+    from sandbox.engine import corpora, datasets  # torch: only the worker that trains loads it
 
+    if corpora.is_text(name):  # a language model's corpus and tokenizer ("addition", "python:bpe512")
+        text = corpora.ensure_text_cache(name, cache_dir=Path(settings.DATA_DIR) / "cache")
+        return corpora.training_text_cache(text), text
     whole = datasets.ensure_cache(name, data_dir=settings.DATA_DIR)
     return datasets.training_cache(whole), whole

@@ -24,6 +24,7 @@ from accounts.models import User
 from designs import services as design_services
 from designs.limits import limit_issues
 from designs.models import CodeArtifact, DesignVersion
+from sandbox.engine import corpus_facts
 from training.models import Run
 from training.services.artifacts import storage_used
 from training.services.events import emit_status, events_append, events_publish, status_payload
@@ -165,7 +166,7 @@ def run_create(*, owner: User, version: DesignVersion, artifact: CodeArtifact, s
             owner=owner,
             design_version=version,
             code_artifact=artifact,
-            dataset=version.spec["dataset"],
+            dataset=run_dataset(version.spec),
             hyperparameters=hp,
             epochs=epochs,
             params=params,
@@ -176,6 +177,17 @@ def run_create(*, owner: User, version: DesignVersion, artifact: CodeArtifact, s
         transaction.on_commit(lambda: events_publish(owner_id=owner.pk, run_id=run.pk, rows=rows))
     run.refresh_from_db()
     return run
+
+
+def run_dataset(spec: dict) -> str:
+    """What a run trains on: the spec's dataset, or for a language model its corpus and tokenizer
+    ("addition", "python:bpe512"), whose cache the worker builds."""
+    if spec.get("task") == corpus_facts.TASK_LM:
+        hp = spec["hyperparameters"]
+        return corpus_facts.dataset_key(
+            spec["dataset"], tokenizer=hp["tokenizer"], vocab_size=hp.get("vocab_size")
+        )
+    return spec["dataset"]
 
 
 def _enqueue(run_id: int) -> None:

@@ -190,6 +190,9 @@ class EventSink:
             )
         elif kind == "checkpoint":
             self._store_checkpoint(event)
+        elif kind == "sample":
+            payload = {k: event.get(k) for k in ("epoch", "prompt", "text")}
+            self._add("run.sample", payload, now=True)
         elif kind == "result":
             self.outcome.result = event.get("test") or {}
         elif kind == "stopped":
