@@ -30,6 +30,9 @@ class TokenAndPosition(nn.Module):
         super().__init__()
         self.token = nn.Embedding(vocab_size, n_embd)
         self.position = nn.Embedding(context_length, n_embd)
+        # Small starting vectors, as GPT-2: a head that shares this table starts with small scores.
+        nn.init.normal_(self.token.weight, std=0.02)
+        nn.init.normal_(self.position.weight, std=0.02)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.shape[1]
@@ -44,6 +47,7 @@ class PositionalEmbedding(nn.Module):
     def __init__(self, context_length: int, n_embd: int) -> None:
         super().__init__()
         self.position = nn.Embedding(context_length, n_embd)
+        nn.init.normal_(self.position.weight, std=0.02)  # small, as GPT-2: the tokens' vectors dominate at first
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = x.shape[1]

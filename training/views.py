@@ -101,6 +101,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "origin": origin if origin is not None and origin.pk != run.pk else None,
         "origin_label": version.applied_label(),
         "epoch_metrics": [m.as_dict() for m in run.epoch_metrics.order_by("epoch")],
+        "is_language_model": version.spec.get("task") == "language_model",
         "artifacts": {a.kind: a for a in run.artifacts.all()},
         "heatmap": _heatmap(metrics),
         "class_names": metrics.get("class_names") or [],

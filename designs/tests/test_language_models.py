@@ -318,7 +318,9 @@ def test_n_embd_not_divisible_by_n_head_is_reported_on_the_block_with_a_fix():
     assert codes(report["errors"]) == ["heads_divide"]
     assert error["layer"] == "block1" and error["field"] == "n_head" and error["path"] == "layers[1]"
     assert error["message"].startswith("n_embd 100 is not divisible by n_head 3")
-    assert error["fix"]["edits"] == [{"op": "set_layer_param", "layer": "block1", "param": "n_head", "value": 4}]
+    assert error["fix"]["edits"] == [
+        {"op": "set_layer_param", "layer": "block1", "param": "n_head", "value": 4}
+    ]
     repaired = fixed(spec, error)
     repaired["layers"][2]["n_head"] = 4
     assert validate(repaired)[1]["valid"]
@@ -392,7 +394,12 @@ def test_an_image_design_keeps_its_normal_form_and_has_no_language_model_setting
     assert "task" not in spec and "tie_weights" not in spec["layers"][1]
     assert spec_hash(spec) == spec_hash(normalise({**image, "task": "image_classification"}))
     with pytest.raises(Exception, match="tie_weights"):
-        normalise({**image, "layers": [{"type": "Flatten"}, {"type": "Linear", "out_features": 10, "tie_weights": True}]})
+        normalise(
+            {
+                **image,
+                "layers": [{"type": "Flatten"}, {"type": "Linear", "out_features": 10, "tie_weights": True}],
+            }
+        )
 
 
 def test_a_language_model_names_a_corpus_and_has_its_own_hyperparameters():

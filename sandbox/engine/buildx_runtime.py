@@ -1345,7 +1345,8 @@ class Tokenizer:
             parts = [bytes([b]) for b in chunk.encode("utf-8")]
             while len(parts) > 1:
                 pairs = [
-                    (self.ranks.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(parts, parts[1:], strict=False))
+                    (self.ranks.get((a, b), 1 << 30), i)
+                    for i, (a, b) in enumerate(zip(parts, parts[1:], strict=False))
                 ]
                 rank, i = min(pairs)
                 if rank == 1 << 30:

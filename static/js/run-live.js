@@ -80,6 +80,21 @@
     } else if (d.eta_seconds === null) { etaEl.textContent = ""; }
   }
 
+  var samplesEl = document.getElementById("run-samples");
+  function showSample(d) {
+    if (!samplesEl) { return; }
+    var item = document.createElement("li");
+    item.className = "sample";
+    item.dataset.epoch = String(d.epoch);
+    var head = document.createElement("strong");
+    head.textContent = samplesEl.dataset.labelEpoch + " " + d.epoch;
+    var text = document.createElement("pre");
+    text.textContent = d.text || "";  // the model's text: shown as text, never as markup
+    item.appendChild(head);
+    item.appendChild(text);
+    samplesEl.appendChild(item);
+  }
+
   function apply(msg) {
     var d = msg.data || {};
     lastSeq = msg.seq;
@@ -100,6 +115,9 @@
         epochs[d.epoch] = d;
         setProgress({ epoch: d.epoch, epochs: d.epochs, progress: d.progress, eta_seconds: d.eta_seconds });
         drawCharts();
+        break;
+      case "run.sample":
+        showSample(d);
         break;
       case "run.done":
         setStatus(d.status);
