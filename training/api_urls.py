@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from training import api, predict_api, sse
+from training import api, generate_api, predict_api, sse
 
 urlpatterns = [
     path("runs/", api.RunListCreate.as_view(), name="api-runs"),
@@ -19,4 +19,5 @@ urlpatterns = [
     path("runs/<int:pk>/mistakes/", predict_api.RunMistakes.as_view(), name="api-run-mistakes"),
     path("runs/<int:pk>/exports/", predict_api.RunExports.as_view(), name="api-run-exports"),
     path("runs/<int:pk>/export/<str:kind>/", predict_api.RunExport.as_view(), name="api-run-export"),
+    path("runs/<int:pk>/generate/", generate_api.RunGenerate.as_view(), name="api-run-generate"),
 ]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from training import predict_views, views
+from training import generate_views, predict_views, views
 
 urlpatterns = [
     path("dashboard/", views.dashboard, name="dashboard"),
@@ -13,5 +13,6 @@ urlpatterns = [
     path("runs/<int:pk>/stop/", views.run_stop, name="run-stop"),
     path("runs/<int:pk>/resume/", views.run_resume, name="run-resume"),
     path("runs/<int:pk>/predict/", predict_views.predict_page, name="run-predict"),
+    path("runs/<int:pk>/generate/", generate_views.generate_page, name="run-generate"),
     path("runs/<int:pk>/card/", predict_views.model_card_page, name="run-card"),
 ]

@@ -62,9 +62,9 @@ ADDITION = CorpusFacts(
     "Addition (generated)",
     "0123456789+=\n",
     "12+35=",
-    'Every sum of two numbers from 0 to 99, one a line ("12+45=57"). A model that learns it can add '
+    'Every sum of two numbers from 0 to 99, one a line, numbers of a fixed width ("07+45=052"). A model that learns it can add '
     "numbers it never saw: the test lines are sums held out from training.",
-    '0부터 99까지 두 수의 모든 덧셈, 한 줄에 하나("12+45=57"). 이것을 배운 모델은 처음 보는 수도 더할 수 '
+    '0부터 99까지 두 수의 모든 덧셈, 한 줄에 하나, 자릿수를 맞춘 숫자("07+45=052"). 이것을 배운 모델은 처음 보는 수도 더할 수 '
     "있습니다: 테스트 줄은 학습에서 뺀 덧셈입니다.",
     exact_match=True,
 )
