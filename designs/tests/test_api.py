@@ -60,6 +60,18 @@ def test_the_catalog_lists_every_layer_with_its_palette_group_and_help_in_both_l
         "Add",
         "Concat",
         "Residual",
+        # Language models (issue 16).
+        "Embedding",
+        "TokenAndPosition",
+        "PositionalEmbedding",
+        "LayerNorm",
+        "RMSNorm",
+        "CausalSelfAttention",
+        "MLP",
+        "TransformerBlock",
+        "Conv1d",
+        "LSTM",
+        "GRU",
     }
     assert set(types) == expected
     groups = {group["id"] for group in body["groups"]}
@@ -71,6 +83,7 @@ def test_the_catalog_lists_every_layer_with_its_palette_group_and_help_in_both_l
         "activation",
         "regularisation",
         "dense",
+        "sequence",
     }
     for layer in body["layers"]:
         assert layer["group"] in groups and layer["help"]["en"] and layer["help"]["ko"]
@@ -267,6 +280,11 @@ def test_starters_are_listed_and_open_as_designs(client, alice_client):
         "lenet5_mnist",
         "vgg_small_cifar10",
         "resnet20_cifar10",
+        "lm_bigram_grammar",
+        "lm_mlp_grammar",
+        "lm_lstm_brackets",
+        "lm_tiny_gpt_addition",
+        "lm_tiny_gpt_python",
     ]
     assert all(s["title"]["ko"] and s["description"]["ko"] for s in starters)
 

@@ -1308,14 +1308,11 @@ class Tokenizer:
     ):
         self.kind = kind
         self.alphabet = alphabet
-        if kind == "char":
-            self.pieces = [c.encode() for c in alphabet]
-            self.index = {c: i for i, c in enumerate(alphabet)}
-        else:
-            self.pieces = [bytes.fromhex(p) for p in pieces]
-            self.index = {p: i for i, p in enumerate(self.pieces)}
-            self.ranks = {tuple(bytes.fromhex(h) for h in m.split(" ")): r for r, m in enumerate(merges)}
-            self.merges = list(merges)
+        self.index: dict[str, int] = {c: i for i, c in enumerate(alphabet)}  # char: character -> id
+        self.pieces = [c.encode() for c in alphabet] if kind == "char" else [bytes.fromhex(p) for p in pieces]
+        self.piece_index: dict[bytes, int] = {p: i for i, p in enumerate(self.pieces)}  # bpe: bytes -> id
+        self.ranks = {tuple(bytes.fromhex(h) for h in m.split(" ")): r for r, m in enumerate(merges)}
+        self.merges = list(merges)
 
     @property
     def vocab_size(self) -> int:
@@ -1352,7 +1349,7 @@ class Tokenizer:
                 if rank == 1 << 30:
                     break
                 parts[i : i + 2] = [parts[i] + parts[i + 1]]
-            ids += [self.index[p] for p in parts if p in self.index]
+            ids += [self.piece_index[p] for p in parts if p in self.piece_index]
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -1588,7 +1585,8 @@ def addition_exact_match(
     """Greedy answers to the held-out "a+b=" lines of a token stream: the share exactly right."""
     lines = [line for line in tokenizer.decode(tokens.tolist()).split("\n")[1:-1] if "=" in line][:limit]
     newline = tokenizer.encode("\n")
-    right, examples = 0, []
+    right = 0
+    examples: list[dict[str, str]] = []
     for line in lines:
         question, answer = line.split("=", 1)
         got = tokenizer.decode(
