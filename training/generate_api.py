@@ -126,14 +126,12 @@ class RunGenerate(APIView):
             )
             response["Retry-After"] = "2"
             return response
-        streaming = bool(request.data.get("stream")) or "text/event-stream" in request.headers.get(
-            "Accept", ""
-        )
-        if streaming:
-            response = StreamingHttpResponse(_sse(run.pk, out, cancelled), content_type="text/event-stream")
-            response["Cache-Control"] = "no-cache"
-            response["X-Accel-Buffering"] = "no"
-            return response
+        asked = request.data.get("stream") if isinstance(request.data, dict) else None
+        if bool(asked) or "text/event-stream" in request.headers.get("Accept", ""):
+            stream = StreamingHttpResponse(_sse(run.pk, out, cancelled), content_type="text/event-stream")
+            stream["Cache-Control"] = "no-cache"
+            stream["X-Accel-Buffering"] = "no"
+            return stream
         tokens: list[dict] = []
         for kind, data in generate.events(out):
             if kind == "token":

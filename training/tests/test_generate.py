@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -30,7 +31,7 @@ SPEC = {
 
 
 @pytest.fixture
-def lm_run(alice, settings, tmp_path) -> tuple[Run, torch.nn.Module]:
+def lm_run(alice, settings, tmp_path) -> Iterator[tuple[Run, torch.nn.Module]]:
     """A finished run of a tiny GPT with (untrained, seeded) weights stored as the runs app stores them."""
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.DATA_DIR = tmp_path / "data"
@@ -152,3 +153,13 @@ def test_the_generate_page_is_the_owners(client, bob, lm_run):
     run, _model = lm_run
     client.force_login(bob)
     assert client.get(f"/runs/{run.pk}/generate/").status_code == 404
+
+
+def test_exports_written_for_images_are_refused_for_a_language_model_but_its_weights_download(
+    alice_client, lm_run
+):
+    run, _model = lm_run
+    for kind in ("onnx", "bundle", "card"):
+        response = alice_client.get(f"/api/v1/runs/{run.pk}/export/{kind}/")
+        assert response.status_code == 409 and response.json()["error"]["code"] == "not_supported", kind
+    assert alice_client.get(f"/api/v1/runs/{run.pk}/export/weights/").status_code == 200
