@@ -77,3 +77,11 @@ def test_an_epoch_without_a_checkpoint_goes_out_after_the_wait(sink):
     sink.handle(_epoch(1))
     wait_for(lambda: _stored_epochs(sink.run) == [1], timeout=3, what="epoch 1 stored")
     assert list(EpochMetric.objects.filter(run=sink.run).values_list("epoch", flat=True)) == [1]
+
+
+def test_a_language_models_sample_is_stored_and_published_as_run_sample(sink):
+    sink.handle({"kind": "sample", "epoch": 1, "prompt": "12+35=", "text": "12+35=047\n03+04=007"})
+    sink.flush()
+
+    stored = RunEvent.objects.get(run=sink.run, kind="run.sample")
+    assert stored.payload == {"epoch": 1, "prompt": "12+35=", "text": "12+35=047\n03+04=007"}
