@@ -449,3 +449,16 @@ def test_the_runtime_keeps_the_corpora_alphabets_and_prompts_of_the_facts():
     assert rt.CORPUS_ALPHABETS == {name: facts.alphabet for name, facts in corpus_facts.CORPORA.items()}
     assert rt.CORPUS_PROMPTS == {name: facts.sample_prompt for name, facts in corpus_facts.CORPORA.items()}
     assert (rt.TRAIN_SHARE, rt.VAL_SHARE) == (corpus_facts.TRAIN_SHARE, corpus_facts.VAL_SHARE)
+
+
+@pytest.mark.django_db
+def test_a_language_model_starter_opens_as_a_design_in_the_editor(alice_client):
+    response = alice_client.post(
+        "/api/v1/designs/", {"starter": "lm_tiny_gpt_addition"}, content_type="application/json"
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["latest_version"]["params"] == 101_952 + 4 * 64 and body["latest_version"]["ready_to_train"]
+
+    page = alice_client.get(f"/designs/{body['id']}/")
+    assert page.status_code == 200
