@@ -116,6 +116,7 @@ class DatasetListCreate(APIView):
 
     @extend_schema(
         summary="Datasets this user may train on: built-in sets (with availability) and uploaded ones",
+        operation_id="datasets_list",
         responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request: Request) -> Response:
