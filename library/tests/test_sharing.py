@@ -259,3 +259,18 @@ def test_the_admin_shows_an_instructor_their_courses_datasets_and_their_students
     shown = {d.name for d in response.context["cl"].result_list}
     assert shown == {"Alice's set"}
     assert client.get(f"/admin/library/dataset/{ready[bob.email].pk}/change/").status_code == 302
+
+
+def test_the_diagnosis_points_at_a_class_with_few_images_and_at_imbalance():
+    from django.utils import translation
+
+    from feedback.diagnosis import diagnose
+
+    findings = diagnose(epochs=[], counts={"cats": 240, "dogs": 12, "birds": 80})
+    small = [f for f in findings if f.code == "small_dataset"]
+    assert len(small) == 1 and small[0].severity == "warning"
+    assert "Class dogs has 12 images: add more" in small[0].explanation
+    assert "imbalanced" in small[0].explanation
+    with translation.override("ko"):
+        assert "dogs" in small[0].explanation and "12" in small[0].explanation
+    assert [f.code for f in diagnose(epochs=[], counts={"a": 50, "b": 60})] == []
