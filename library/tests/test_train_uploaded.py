@@ -20,6 +20,7 @@ from training.tests.conftest import wait_for
 
 
 @pytest.mark.slow
+@pytest.mark.django_db(transaction=True)  # the run's heartbeat and events use connections of their own
 def test_a_model_trains_on_an_uploaded_dataset_predicts_and_exports(alice, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.BUILDX_SANDBOX_THREADS = 1
