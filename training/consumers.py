@@ -29,17 +29,16 @@ out.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import uuid
 from collections.abc import Iterator
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from buildx import live, tokens
+from buildx.db import read_async
 from buildx.live import run_group, user_group
 from library import services as library_services
 from library.selectors import datasets_visible_to
@@ -54,20 +53,20 @@ JOIN_CONFIRM_TIMEOUT_S = 5.0
 
 # Read-only queries: any thread of the pool will do. The default (thread-sensitive) runs every
 # consumer's queries on one thread, which made 500 browsers replaying at once wait in line.
-@functools.partial(database_sync_to_async, thread_sensitive=False)
+@read_async
 def _viewable_run_exists(run_id: int, user) -> bool:
     from training.selectors import runs_viewable_by
 
     return runs_viewable_by(user).filter(pk=run_id).exists()
 
 
-@functools.partial(database_sync_to_async, thread_sensitive=False)
+@read_async
 def _dataset_status(dataset_id: int, user) -> dict | None:
     dataset = datasets_visible_to(user).filter(pk=dataset_id).first()
     return None if dataset is None else library_services.status_message(dataset)
 
 
-@functools.partial(database_sync_to_async, thread_sensitive=False)
+@read_async
 def _events_between(run_id: int, after: int, upto: int | None) -> list[dict]:
     from training.models import RunEvent
 
