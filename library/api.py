@@ -7,7 +7,7 @@ answer as one that does not exist.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import IO, Any, cast
 
 from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -229,7 +229,7 @@ class DatasetUpload(APIView):
             )
         try:
             dataset = services.dataset_receive(
-                dataset=dataset, offset=start, length=length, stream=request.stream or request
+                dataset=dataset, offset=start, length=length, stream=cast(IO[bytes], request.stream)
             )
         except services.DatasetRefused as exc:
             return _refused(exc)

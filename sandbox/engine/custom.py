@@ -188,10 +188,12 @@ def layout(names: list[str]) -> tuple[int, dict[str, str | None], dict[str, str]
         strip = 1
     tops = {p[strip].lower() for p in parts.values() if len(p) > strip}
     if tops == set(SPLIT_FOLDERS) and all(len(p) - strip >= 3 for p in parts.values()):
-        classes = {n: p[strip + 1] for n, p in parts.items()}
+        in_split: dict[str, str | None] = {n: p[strip + 1] for n, p in parts.items()}
         splits = {n: p[strip].lower() for n, p in parts.items()}
-        return strip + 1, dict(classes), splits
-    classes = {n: (p[strip] if len(p) - strip >= 2 else None) for n, p in parts.items()}
+        return strip + 1, in_split, splits
+    classes: dict[str, str | None] = {
+        n: (p[strip] if len(p) - strip >= 2 else None) for n, p in parts.items()
+    }
     return strip, classes, {}
 
 
@@ -225,7 +227,7 @@ class CentralEntry:
     header_offset: int
 
 
-def _end_of_central_directory(f: Any, size: int) -> tuple[int, int, int] | None:
+def _end_of_central_directory(f: Any, size: int) -> tuple[int, int, int, int] | None:
     """(entries the archive claims, central directory size, its offset as written, where the record sits)."""
     tail = min(size, 22 + 0xFFFF)
     f.seek(size - tail)
@@ -270,7 +272,7 @@ def scan_central_directory(path: str | os.PathLike, *, max_entries: int) -> ZipP
         if concat < 0 or start < 0 or start + cd_size > size:
             return ZipProblem("", "not_a_zip", "This file is not a zip archive.")
         f.seek(start)
-        reader = io.BufferedReader(_Window(f, cd_size), buffer_size=CHUNK)  # type: ignore[arg-type]
+        reader = io.BufferedReader(_Window(f, cd_size), buffer_size=CHUNK)
         entries: list[CentralEntry] = []
         while True:
             head = reader.read(46)
