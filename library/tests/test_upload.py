@@ -14,6 +14,7 @@ from django.test import Client
 from library import services
 from library.models import Dataset
 from library.tests.conftest import class_png, three_classes, zip_of
+from sandbox.engine import custom  # noqa: F401 - torch and Pillow loaded before any memory is measured
 
 CHUNK = 16 * 1024
 
