@@ -597,7 +597,14 @@ def bundle_bytes(run: Run) -> bytes:
     examples = _example_images(run, class_names)
     requirements = [torch_requirement(run), *BUNDLE_REQUIREMENTS, *DATASET_REQUIREMENTS.get(run.dataset, [])]
     train_args, train_note = _train_command(run.dataset)
-    if run.dataset_ref is not None:
+    if run.dataset_ref is not None and run.dataset_ref.owner_id != run.owner_id:
+        # A dataset shared with the owner's course: only its owner may download it.
+        train_args = "--data ./dataset --epochs 2"
+        train_note = (
+            f"for 2 epochs on the dataset {run.dataset_ref.name!r} shared with your course: ask its owner "
+            "for the zip and unzip it so that ./dataset holds the class folders"
+        )
+    elif run.dataset_ref is not None:
         # An uploaded dataset: its owner downloads it (the zip as uploaded, the same folder layout) and
         # trains on the folder, which buildx_runtime reads as class folders.
         train_args = "--data ./dataset --epochs 2"

@@ -158,6 +158,10 @@ def test_a_new_user_uploads_images_designs_trains_predicts_and_downloads(
     assert any(n.endswith("MODEL_CARD.md") for n in bundle.namelist())
     card = next(bundle.read(n).decode() for n in bundle.namelist() if n.endswith("MODEL_CARD.md"))
     assert "Colours" in card and "red 30" in card
+    readme = next(bundle.read(n).decode() for n in bundle.namelist() if n.endswith("README.md"))
+    assert (
+        "/export/" in readme and "./dataset" in readme
+    )  # how to get her own dataset back, to train anywhere
     context.close()
     assert errors == []
 

@@ -21,17 +21,20 @@ from training.tests.conftest import wait_for
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)  # the run's heartbeat and events use connections of their own
-def test_a_model_trains_on_an_uploaded_dataset_predicts_and_exports(alice, settings, tmp_path):
+def test_a_student_trains_on_a_dataset_shared_with_the_course_predicts_and_exports(
+    alice, carol, course_a, settings, tmp_path
+):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.BUILDX_SANDBOX_THREADS = 1
     client = Client()
     client.force_login(alice)
     data = zip_of(three_classes(per_class=30))
     dataset = services.dataset_upload_whole(
-        owner=alice, name="Colours", file=io.BytesIO(data), size=len(data)
+        owner=carol, name="Colours", file=io.BytesIO(data), size=len(data)
     )
     dataset = services.dataset_check(dataset_id=dataset.pk)
     assert dataset is not None and dataset.status == Dataset.Status.READY
+    services.dataset_share(dataset=dataset, user=carol, course=course_a)
     spec = spec_for(dataset.spec_name)
     spec["hyperparameters"] = {"epochs": 3, "batch_size": 16, "learning_rate": 0.01}
     design = design_services.design_create(owner=alice, name="Colour net", spec=spec)
@@ -62,7 +65,8 @@ def test_a_model_trains_on_an_uploaded_dataset_predicts_and_exports(alice, setti
     raw = b"".join(bundle.streaming_content) if bundle.streaming else bundle.content
     names = zipfile.ZipFile(io.BytesIO(raw)).namelist()
     readme = next(n for n in names if n.endswith("README.md"))
-    assert f"/api/v1/datasets/{dataset.pk}/export/" in zipfile.ZipFile(io.BytesIO(raw)).read(readme).decode()
+    text = zipfile.ZipFile(io.BytesIO(raw)).read(readme).decode()
+    assert "shared with your course" in text and "/export/" not in text  # not hers to download
     assert any(n.endswith(".png") and "examples/" in n for n in names)
 
 
