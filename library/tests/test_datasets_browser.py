@@ -3,7 +3,7 @@
 Uploads a zip of three classes of generated PNGs in small chunks (watching the progress), reads the
 dataset's page, builds a design on it in the editor (the input shape and the head follow the dataset),
 trains it to better than chance, predicts an image of one class and downloads the bundle. Then the same
-flow in Korean at tablet size, up to a live run.
+flow in Korean at tablet size, up to a live run (stopped there, as the editor's Korean test does).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def test_a_new_user_uploads_images_designs_trains_predicts_and_downloads(
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     run_id = _upload_and_design(page, context, server, tmp_path, ko=False)
-    expect(page.locator("#run-status")).to_have_text("Succeeded", timeout=240_000)
+    expect(page.locator("#run-status")).to_have_text("Succeeded", timeout=600_000)
     run = page.request.get(f"{server}/api/v1/runs/{run_id}/").json()
     assert run["metrics"]["accuracy"] > 0.6  # chance is 1/3
 
@@ -151,9 +151,11 @@ def test_a_new_user_uploads_images_designs_trains_predicts_and_downloads(
     assert answer.status == 200, answer.text()
     assert answer.json()["predictions"][0]["class"] == "green"
 
-    page.goto(f"{server}/runs/{run_id}/predict/")
-    with page.expect_download() as download:
-        page.locator("a[href$='/export/bundle/']").first.click()
+    # A page of its own: the run page may still be reloading itself after the run ended.
+    predict_page = context.new_page()
+    predict_page.goto(f"{server}/runs/{run_id}/predict/")
+    with predict_page.expect_download() as download:
+        predict_page.locator("a[href$='/export/bundle/']").first.click()
     bundle = zipfile.ZipFile(io.BytesIO(open(download.value.path(), "rb").read()))
     assert any(n.endswith("MODEL_CARD.md") for n in bundle.namelist())
     card = next(bundle.read(n).decode() for n in bundle.namelist() if n.endswith("MODEL_CARD.md"))
@@ -173,8 +175,9 @@ def test_the_same_flow_in_korean_at_tablet_size(server, browser, transactional_d
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     run_id = _upload_and_design(page, context, server, tmp_path, ko=True)
     assert page.locator("html").get_attribute("lang") == "ko"
-    expect(page.locator("#run-status")).to_have_text("성공", timeout=240_000)
-    run = page.request.get(f"{server}/api/v1/runs/{run_id}/").json()
-    assert run["metrics"]["accuracy"] > 0.6
+    assert "로그아웃" in page.locator("header").inner_text()
+    # The run goes live in Korean; training it to the end was shown in English: stop it once it runs.
+    expect(page.locator("#run-status")).to_have_text(re.compile("실행 중|성공"), timeout=300_000)
+    page.request.post(f"{server}/api/v1/runs/{run_id}/stop/", headers={"X-CSRFToken": _csrf(context)})
     context.close()
     assert errors == []
