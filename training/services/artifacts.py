@@ -14,6 +14,7 @@ from django.core.files.base import ContentFile, File
 from django.db import transaction
 from django.db.models import Sum
 
+from library import services as library_services
 from sandbox.files import ReadableFile
 from training.models import Run, RunArtifact
 
@@ -118,5 +119,5 @@ def dataset_caches(name: str) -> tuple[Path, Path]:
     if corpora.is_text(name):  # a language model's corpus and tokenizer ("addition", "python:bpe512")
         text = corpora.ensure_text_cache(name, cache_dir=Path(settings.DATA_DIR) / "cache")
         return corpora.training_text_cache(text), text
-    whole = datasets.ensure_cache(name, data_dir=settings.DATA_DIR)
+    whole = library_services.dataset_cache(name)  # a built-in set's, or an uploaded one's
     return datasets.training_cache(whole), whole
