@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from accounts import views as account_views
 from buildx import views
 from buildx.api import ApiRoot, not_found
+from buildx.metrics import metrics_view
 
 # The admin has no login form of its own: it sends people to the site login, which carries
 # allauth's rate limits (and, later, any second factor), so the admin is no softer target.
@@ -33,6 +34,8 @@ api_v1.insert(0, path("", ApiRoot.as_view(routes=api_v1), name="api-root"))
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    # For Prometheus: a bearer token or an allowed network (buildx/metrics.py); nginx does not route it.
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include(api_v1)),
     path("api/auth/", include("allauth.headless.urls")),
     # Before Django's own: also remembers the choice on the logged-in user's account.
