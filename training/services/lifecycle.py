@@ -173,7 +173,9 @@ def run_create(*, owner: User, version: DesignVersion, artifact: CodeArtifact, s
             queued_at=timezone.now(),
         )
         rows = events_append(run_id=run.pk, events=[("run.status", status_payload(run))])
-        logs.bind(run_id=run.pk)  # the request's line and the message it enqueues carry the run's id
+        # The request's line and the message it enqueues carry the run's id (and the owner's: a token
+        # request is authenticated inside the view, after the request's ids were bound).
+        logs.bind(run_id=run.pk, user_id=owner.pk)
         logger.info("Run created", extra={"dataset": run.dataset, "epochs": epochs})
         transaction.on_commit(lambda: _enqueue(run.pk))
         transaction.on_commit(lambda: events_publish(owner_id=owner.pk, run_id=run.pk, rows=rows))
