@@ -11,8 +11,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.files.base import ContentFile, File
+from django.core.files.storage import Storage
 from django.db import transaction
 from django.db.models import Sum
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.utils.http import content_disposition_header
 
 from sandbox.files import ReadableFile
 from training.models import Run, RunArtifact
@@ -92,6 +95,43 @@ def artifact_store(
     except BaseException:
         written.discard()
         raise
+
+
+def is_object_storage(storage: Storage) -> bool:
+    """Whether files live in an S3-compatible bucket (django-storages' S3Storage) rather than on a disk."""
+    return hasattr(storage, "bucket_name")
+
+
+def object_key(storage: Storage, name: str) -> str:
+    """The bucket key of a stored file: the storage's prefix (AWS_LOCATION) and its name."""
+    from storages.utils import clean_name, safe_join
+
+    return safe_join(getattr(storage, "location", ""), clean_name(name))
+
+
+def artifact_response(artifact: RunArtifact, *, download_name: str) -> HttpResponse:
+    """A run file for a viewer the caller has already checked: streamed from the storage in chunks
+    (never whole in memory, from a bucket too), or, with STORAGE_DOWNLOADS=redirect and a bucket, a
+    redirect to a signed URL that expires in AWS_QUERYSTRING_EXPIRE seconds. The bucket is never public."""
+    storage = artifact.file.storage
+    name = artifact.file.name
+    disposition = content_disposition_header(True, download_name) or "attachment"
+    if not is_object_storage(storage):
+        return FileResponse(artifact.file.open("rb"), as_attachment=True, filename=download_name)
+    if settings.STORAGE_DOWNLOADS == "redirect":
+        url = storage.url(
+            name,
+            parameters={"ResponseContentDisposition": disposition},
+            expire=settings.AWS_QUERYSTRING_EXPIRE,
+        )
+        return HttpResponseRedirect(url)
+    client = storage.connection.meta.client  # type: ignore[attr-defined]
+    answer = client.get_object(Bucket=storage.bucket_name, Key=object_key(storage, name))  # type: ignore[attr-defined]
+    body = answer["Body"]
+    response = StreamingHttpResponse(body.iter_chunks(1 << 20), content_type="application/octet-stream")
+    response["Content-Length"] = str(answer["ContentLength"])
+    response["Content-Disposition"] = disposition
+    return response
 
 
 def restore_checkpoints(run: Run, run_dir: Path) -> int | None:

@@ -144,3 +144,75 @@ class WorkerGroup:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self.log.close()
+
+
+# --- An S3-compatible server: moto's server mode, a real HTTP server speaking S3 ---------------------------
+
+S3_KEY_ID, S3_SECRET = "test-key-id", "test-secret-canary-4e2b"
+
+
+class S3Server:
+    """`moto_server` on a free local port, started once per test session."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log = open(tmp / "moto.log", "wb")  # noqa: SIM115 - closed in stop()
+        executable = Path(sys.executable).with_name("moto_server")
+        self.proc = subprocess.Popen(
+            [str(executable), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(self._answers, timeout=60, what="moto's S3 server")
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            if self.proc.poll() is not None:
+                raise AssertionError("moto_server exited") from None
+            return False
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=S3_KEY_ID,
+            aws_secret_access_key=S3_SECRET,
+            region_name="us-east-1",
+        )
+
+    def storage_url(self, bucket: str, prefix: str) -> str:
+        return f"s3://{bucket}/{prefix}?endpoint_url={self.endpoint}&region=us-east-1"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def use_bucket(settings, monkeypatch, server: S3Server, *, bucket: str, prefix: str) -> None:
+    """Point this process's settings at a bucket of the server, as STORAGE_URL would."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    settings.AWS_STORAGE_BUCKET_NAME = bucket
+    settings.AWS_LOCATION = prefix
+    settings.AWS_S3_ENDPOINT_URL = server.endpoint
+    settings.AWS_S3_REGION_NAME = "us-east-1"
+    settings.USES_OBJECT_STORAGE = True
+    # Last: changing STORAGES makes Django build its default storage again, from the settings above.
+    settings.STORAGES = {
+        "default": {"BACKEND": "storages.backends.s3.S3Storage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
