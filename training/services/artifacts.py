@@ -8,13 +8,15 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import Storage
 from django.db import transaction
 from django.db.models import Sum
-from django.http import FileResponse, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import FileResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
 
 from sandbox.files import ReadableFile
@@ -109,12 +111,12 @@ def object_key(storage: Storage, name: str) -> str:
     return safe_join(getattr(storage, "location", ""), clean_name(name))
 
 
-def artifact_response(artifact: RunArtifact, *, download_name: str) -> HttpResponse:
+def artifact_response(artifact: RunArtifact, *, download_name: str) -> HttpResponseBase:
     """A run file for a viewer the caller has already checked: streamed from the storage in chunks
     (never whole in memory, from a bucket too), or, with STORAGE_DOWNLOADS=redirect and a bucket, a
     redirect to a signed URL that expires in AWS_QUERYSTRING_EXPIRE seconds. The bucket is never public."""
-    storage = artifact.file.storage
-    name = artifact.file.name
+    storage: Any = artifact.file.storage  # S3Storage's url() and connection are not Storage's
+    name = str(artifact.file.name)
     disposition = content_disposition_header(True, download_name) or "attachment"
     if not is_object_storage(storage):
         return FileResponse(artifact.file.open("rb"), as_attachment=True, filename=download_name)
@@ -125,10 +127,12 @@ def artifact_response(artifact: RunArtifact, *, download_name: str) -> HttpRespo
             expire=settings.AWS_QUERYSTRING_EXPIRE,
         )
         return HttpResponseRedirect(url)
-    client = storage.connection.meta.client  # type: ignore[attr-defined]
-    answer = client.get_object(Bucket=storage.bucket_name, Key=object_key(storage, name))  # type: ignore[attr-defined]
-    body = answer["Body"]
-    response = StreamingHttpResponse(body.iter_chunks(1 << 20), content_type="application/octet-stream")
+    answer = storage.connection.meta.client.get_object(
+        Bucket=storage.bucket_name, Key=object_key(storage, name)
+    )
+    response = StreamingHttpResponse(
+        answer["Body"].iter_chunks(1 << 20), content_type="application/octet-stream"
+    )
     response["Content-Length"] = str(answer["ContentLength"])
     response["Content-Disposition"] = disposition
     return response
