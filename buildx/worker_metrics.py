@@ -15,7 +15,7 @@ Heartbeats. Every worker process writes ``{host, pid, queues, threads, seen, gpu
 ``WORKER_HEARTBEAT_SECONDS`` into a Redis hash (one field per process; in the embedded mode, this
 process's memory). The web reads them at scrape time: ``buildx_worker_heartbeat_age_seconds`` per
 process, and GPU utilisation and memory from NVML where the ``pynvml`` module and a driver are present
-(absent otherwise: no GPU, no series).
+(otherwise the metrics are declared with no series).
 """
 
 from __future__ import annotations
@@ -173,9 +173,8 @@ class WorkerHeartbeatCollector(Collector):
                 util.add_metric(labels, gpu["utilization"])
                 used.add_metric(labels, gpu["memory_used"])
                 total.add_metric(labels, gpu["memory_total"])
-        yield age
-        if util.samples:
-            yield from (util, used, total)
+        # Always declared (HELP and TYPE), with series only for GPUs NVML reported: no GPU, no series.
+        yield from (age, util, used, total)
 
 
 class WorkerMetrics(Middleware):
