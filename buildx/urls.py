@@ -9,6 +9,7 @@ from accounts import views as account_views
 from buildx import views
 from buildx.api import ApiRoot, not_found
 from buildx.metrics import metrics_view
+from training import health
 
 # The admin has no login form of its own: it sends people to the site login, which carries
 # allauth's rate limits (and, later, any second factor), so the admin is no softer target.
@@ -42,6 +43,8 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("", views.home, name="home"),
     path("accounts/", include("allauth.urls")),
+    # Before the admin's own: workers, queues and recent failures for superusers (training/health.py).
+    path("admin/health/", health.admin_health, name="admin-health"),
     path("admin/", admin.site.urls),
     path("", include("accounts.urls")),
     path("", include("designs.urls")),

@@ -103,11 +103,12 @@ def test_a_second_worker_with_an_empty_disk_resumes_from_the_bucket_and_the_web_
     try:
         assert client.post(f"/api/v1/runs/{run.pk}/resume/").status_code in (200, 202)
         wait_for(lambda: Run.objects.get(pk=run.pk).is_finished(), timeout=300, what="the resumed run")
+        second_pids = second.pids()
     finally:
         second.stop()
     run.refresh_from_db()
     assert run.status == Run.Status.SUCCEEDED, (run.error, run.traceback)
-    assert int(run.worker_id.split(":")[1]) in second.pids()
+    assert int(run.worker_id.split(":")[1]) in second_pids
     resumed = RunEvent.objects.filter(
         run=run, kind="run.log", payload__lines__icontains="Resuming from the checkpoint"
     )
