@@ -88,11 +88,11 @@ def test_a_second_worker_with_an_empty_disk_resumes_from_the_bucket_and_the_web_
         run = Run.objects.get(pk=response.json()["id"])
         wait_for(
             lambda: RunArtifact.objects.filter(run=run, kind=RunArtifact.Kind.CHECKPOINT_LAST).exists(),
-            timeout=240,
+            timeout=600,  # a conditional wait: long enough for a loaded two-core machine
             what="a stored checkpoint",
         )
         assert client.post(f"/api/v1/runs/{run.pk}/stop/").status_code == 202
-        wait_for(lambda: Run.objects.get(pk=run.pk).is_finished(), timeout=120, what="the stop")
+        wait_for(lambda: Run.objects.get(pk=run.pk).is_finished(), timeout=300, what="the stop")
     finally:
         first.stop()
     run.refresh_from_db()
@@ -102,7 +102,7 @@ def test_a_second_worker_with_an_empty_disk_resumes_from_the_bucket_and_the_web_
     second = start_worker(tmp_path / "second", s3_server, bucket)
     try:
         assert client.post(f"/api/v1/runs/{run.pk}/resume/").status_code in (200, 202)
-        wait_for(lambda: Run.objects.get(pk=run.pk).is_finished(), timeout=300, what="the resumed run")
+        wait_for(lambda: Run.objects.get(pk=run.pk).is_finished(), timeout=600, what="the resumed run")
         second_pids = second.pids()
     finally:
         second.stop()
