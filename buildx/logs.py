@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from dramatiq.middleware import Middleware
@@ -116,25 +117,41 @@ def request_id_of(request: HttpRequest) -> str:
 class RequestContext:
     """Binds the request id and the user id for everything logged while a request is served, answers
     with the request id in ``X-Request-ID``, and writes one line per request (method, path without its
-    query, status, duration)."""
+    query, status, duration). Sync and async: an async view keeps its event loop."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> Any:
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        started = self.before(request)
+        return self.after(request, self.get_response(request), started)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        started = self.before(request)
+        return self.after(request, await self.get_response(request), started)
+
+    def before(self, request: HttpRequest) -> float:
         structlog.contextvars.clear_contextvars()
-        request_id = request_id_of(request)
-        bind(request_id=request_id)
+        request.request_id = request_id_of(request)  # type: ignore[attr-defined]
+        bind(request_id=request.request_id)  # type: ignore[attr-defined]
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
             bind(user_id=user.pk)
-        started = time.perf_counter()
-        response = self.get_response(request)
-        # A token (JWT) request is authenticated by DRF inside the view, after the line above.
+        return time.perf_counter()
+
+    def after(self, request: HttpRequest, response: HttpResponse, started: float) -> HttpResponse:
+        # A token (JWT) request is authenticated by DRF inside the view, after before().
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
             bind(user_id=user.pk)
-        response[REQUEST_ID_HEADER] = request_id
+        response[REQUEST_ID_HEADER] = request.request_id  # type: ignore[attr-defined]
         logger.info(
             "request",
             extra={
