@@ -66,6 +66,8 @@ def worker(transactional_db, settings, tmp_path):
                 "OPENAI_API_KEY": LLM_KEY,
                 "OPENAI_BASE_URL": llm.base_url,
                 "OPENAI_MODEL": "test-model",
+                # The same run trains to the same numbers: a shared cache would answer the narrative.
+                "LLM_CACHE_PREFIX": f"llm-ops-test-{uuid.uuid4().hex}",
             },
         )
         yield group, llm
@@ -111,7 +113,7 @@ def test_one_run_is_followed_by_its_id_from_the_request_to_the_feedback_with_no_
     assert response["X-Request-ID"] == request_id
     run_id = response.json()["id"]
 
-    wait_for(lambda: Feedback.objects.filter(run_id=run_id).exists(), timeout=300, what="the feedback")
+    wait_for(lambda: Feedback.objects.filter(run_id=run_id).exists(), timeout=900, what="the feedback")
     wait_for(lambda: "Feedback written" in group.log_text(), what="the feedback job's last line")
     assert Run.objects.get(pk=run_id).status == Run.Status.SUCCEEDED
     assert llm.chat_requests, "the feedback asked the LLM (its key is a canary)"
