@@ -38,6 +38,7 @@ from django.core.cache import cache
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from buildx import metrics
 from buildx.models import LLMCall
 
 log = logging.getLogger(__name__)
@@ -503,6 +504,14 @@ def _record(
     error_detail: str = "",
     response: str = "",
 ):
+    metrics.observe_llm_call(
+        purpose=purpose,
+        outcome="cached" if cached else (error or "ok"),
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost=float(cost),
+        latency_s=latency_ms / 1000,
+    )
     return LLMCall.objects.create(
         user=user,
         purpose=purpose,

@@ -53,7 +53,8 @@ def database_from_url(url: str) -> dict:
     # Django's own psycopg pool; CONN_MAX_AGE must stay 0 with it.
     options["pool"] = {"min_size": 1, "max_size": env_int("DATABASE_POOL_MAX", 10), "timeout": 10}
     return {
-        "ENGINE": "django.db.backends.postgresql",
+        # django-prometheus's wrapper of Django's backend counts queries and their time (METRICS_ENABLED).
+        "ENGINE": ("django_prometheus" if METRICS_ENABLED else "django") + ".db.backends.postgresql",
         "NAME": unquote(parts.path.lstrip("/")) or "buildx",
         "USER": unquote(parts.username or ""),
         "PASSWORD": unquote(parts.password or ""),
@@ -74,6 +75,10 @@ if not DEBUG and SECRET_KEY == DEFAULT_SECRET_KEY:
         "DEBUG is off but SECRET_KEY is the built-in development key. "
         "Set SECRET_KEY to a long random value (python -c 'import secrets; print(secrets.token_urlsafe(50))')."
     )
+
+# Prometheus metrics (buildx/metrics.py): request metrics from django-prometheus (its middleware and
+# database wrapper), BuildX's own, and /metrics. Off: none of it is loaded.
+METRICS_ENABLED = env_bool("METRICS_ENABLED", True)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
@@ -110,7 +115,8 @@ INSTALLED_APPS = [
     "phonenumber_field",
     "corsheaders",
     "csp",
-    "buildx",
+    *(["django_prometheus"] if METRICS_ENABLED else []),
+    "buildx.apps.BuildxConfig",
     "accounts",
     "library",
     "designs",
@@ -119,6 +125,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First and last: django-prometheus times the whole request, every other middleware included.
+    *(["django_prometheus.middleware.PrometheusBeforeMiddleware"] if METRICS_ENABLED else []),
     "django.middleware.security.SecurityMiddleware",
     # Above everything that can answer on its own (the body limits, CommonMiddleware), so that those
     # answers carry the CORS headers too and a listed origin's page can read them.
@@ -132,11 +140,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The request id and the user id on every log line of the request (buildx/logs.py).
+    "buildx.logs.RequestContext",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     # After allauth's: a rate limit hit deep inside one of its flows answers 429, not 500.
     "accounts.middleware.RateLimitedAs429",
+    *(["django_prometheus.middleware.PrometheusAfterMiddleware"] if METRICS_ENABLED else []),
 ]
 
 ROOT_URLCONF = "buildx.urls"
@@ -166,7 +177,7 @@ else:
     # In var/, which manage.py and the test suite create (importing the settings creates nothing).
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": ("django_prometheus" if METRICS_ENABLED else "django") + ".db.backends.sqlite3",
             "NAME": env("SQLITE_PATH", str(BASE_DIR / "var" / "db.sqlite3")),
             # The embedded worker writes from other threads; wait for the lock instead of failing.
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
@@ -224,6 +235,10 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.Callbacks",
         "dramatiq.middleware.Retries",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        # The ids of the request or job that enqueued a message on its job's log lines (buildx/logs.py).
+        "buildx.logs.LogContext",
+        # Messages counted and timed, the worker's heartbeat and its metrics endpoint (buildx/worker_metrics.py).
+        "buildx.worker_metrics.WorkerMetrics",
         # Runs whose worker died are marked interrupted and resumed (RUNS_STALE_CHECK_INTERVAL).
         "training.middleware.StaleRunCheck",
     ],
@@ -419,7 +434,7 @@ if not DEBUG:
     # TLS ends at nginx, which sets X-Forwarded-Proto.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
@@ -445,13 +460,83 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# Structured logs (buildx/logs.py): one JSON object a line, or readable lines, with the request id,
+# user id, run id and message id wherever they apply.
+LOG_FORMAT = env("LOG_FORMAT", "console" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"structured": {"()": "buildx.logs.formatter", "json": LOG_FORMAT == "json"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        # buildx.logs.RequestContext writes one line a request, with the ids.
+        "django.server": {"level": "WARNING"},
+    },
 }
+
+# --- Metrics and error tracking -----------------------------------------------------------------
+
+# /metrics answers a request with "Authorization: Bearer <METRICS_TOKEN>" or from one of these networks
+# (CIDRs); with neither set it refuses everyone. The workers' endpoint (WORKER_METRICS_PORT) likewise.
+METRICS_TOKEN = env("METRICS_TOKEN")
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS")
+# A worker's metrics, summed over its processes, on this port (0: none); needs PROMETHEUS_MULTIPROC_DIR.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 9191)
+# Each worker process says it is alive this often (seconds); one silent this long is forgotten.
+WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 15.0)
+WORKER_FORGET_SECONDS = env_float("WORKER_FORGET_SECONDS", 3600.0)
+# Sentry (optional): errors of the web and the workers, with the user id and run id as tags and no
+# personal data (buildx/apps.py).
+SENTRY_DSN = env("SENTRY_DSN")
+SENTRY_ENVIRONMENT = env("SENTRY_ENVIRONMENT", "production" if not DEBUG else "development")
+SENTRY_TRACES_SAMPLE_RATE = env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0)
+SENTRY_SAMPLE_RATE = env_float("SENTRY_SAMPLE_RATE", 1.0)
+
+# --- Storage of run files ------------------------------------------------------------------------
+
+# Run files (scripts, checkpoints, models) go through Django's storage API: the local MEDIA_ROOT by
+# default, an S3-compatible bucket (django-storages, boto3) with STORAGE_URL=s3://bucket/prefix
+# (?endpoint_url=http://minio:9000&region=...) or the AWS_* variables. Credentials: boto3's own
+# (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment, or an instance role).
+STORAGE_URL = env("STORAGE_URL")
+storage_url = urlsplit(STORAGE_URL)
+storage_query = dict(parse_qsl(storage_url.query))
+if STORAGE_URL and storage_url.scheme != "s3":
+    raise ImproperlyConfigured(f"STORAGE_URL must be an s3:// URL, not {storage_url.scheme}://")
+AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME", storage_url.hostname or "")
+AWS_LOCATION = env("AWS_LOCATION", unquote(storage_url.path).strip("/"))
+AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", storage_query.get("endpoint_url", "")) or None
+AWS_S3_REGION_NAME = env("AWS_S3_REGION_NAME", storage_query.get("region", "")) or None
+# Never a public object: every read is signed, and a signed URL lives this long (seconds).
+AWS_DEFAULT_ACL = None
+AWS_QUERYSTRING_AUTH = True
+AWS_QUERYSTRING_EXPIRE = env_int("STORAGE_URL_EXPIRE_SECONDS", 60)
+# A name in use gets a new one (the old file goes when its row points at the new): a failed write never
+# replaces a file a row still needs. With versioning on, a replaced file stays as an older version.
+AWS_S3_FILE_OVERWRITE = False
+AWS_S3_SIGNATURE_VERSION = "s3v4"
+AWS_S3_ADDRESSING_STYLE = env("AWS_S3_ADDRESSING_STYLE", "path") or None
+# Uploads in parts of this size from a stream (boto3's multipart upload): a checkpoint is never whole
+# in memory and a trainer on another host needs no shared disk.
+AWS_S3_MAX_MEMORY_SIZE = env_int("STORAGE_SPOOL_BYTES", 8 * 2**20)
+# Downloads of run files: "stream" through Django (the default; the same access checks, no URL to
+# share), or "redirect" to a signed URL of AWS_QUERYSTRING_EXPIRE seconds, issued after those checks
+# (the bucket's endpoint must then be reachable from the browser).
+STORAGE_DOWNLOADS = env("STORAGE_DOWNLOADS", "stream")
+USES_OBJECT_STORAGE = bool(AWS_STORAGE_BUCKET_NAME)
+if USES_OBJECT_STORAGE:
+    STORAGES: dict[str, dict[str, Any]] = {
+        "default": {"BACKEND": "storages.backends.s3.S3Storage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+else:
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
 
 # --- Designs -------------------------------------------------------------------------------------
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from allauth.account.decorators import secure_admin_login
-from django.conf import settings
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
@@ -9,6 +8,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from accounts import views as account_views
 from buildx import views
 from buildx.api import ApiRoot, not_found
+from buildx.metrics import metrics_view
+from training import health
 
 # The admin has no login form of its own: it sends people to the site login, which carries
 # allauth's rate limits (and, later, any second factor), so the admin is no softer target.
@@ -34,6 +35,8 @@ api_v1.insert(0, path("", ApiRoot.as_view(routes=api_v1), name="api-root"))
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    # For Prometheus: a bearer token or an allowed network (buildx/metrics.py); nginx does not route it.
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include(api_v1)),
     path("api/auth/", include("allauth.headless.urls")),
     # Before Django's own: also remembers the choice on the logged-in user's account.
@@ -41,6 +44,8 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("", views.home, name="home"),
     path("accounts/", include("allauth.urls")),
+    # Before the admin's own: workers, queues and recent failures for superusers (training/health.py).
+    path("admin/health/", health.admin_health, name="admin-health"),
     path("admin/", admin.site.urls),
     path("", include("accounts.urls")),
     path("", include("library.urls")),
@@ -49,7 +54,5 @@ urlpatterns = [
     path("", include("feedback.urls")),
 ]
 
-if settings.DEBUG:
-    from django.conf.urls.static import static
-
-    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+# MEDIA_ROOT is never served as such, not even with DEBUG: run files are private and go out only
+# through the views that check who asks (training/api.py, training/services/artifacts.py).

@@ -8,7 +8,13 @@ already retries 429/5xx with backoff).
 
 from __future__ import annotations
 
+import logging
+
 import dramatiq
+
+from buildx import logs
+
+logger = logging.getLogger(__name__)
 
 
 @dramatiq.actor(queue_name="default", max_retries=0, time_limit=5 * 60 * 1000)
@@ -16,9 +22,11 @@ def feedback_run(run_id: int) -> None:
     from feedback import services
     from training.models import Run
 
+    logs.bind(run_id=run_id)
     run = Run.objects.select_related("design_version", "code_artifact", "owner").filter(pk=run_id).first()
     if run is None or not run.is_finished():
         return
     feedback = services.feedback_diagnose(run=run)
     services.feedback_write(feedback=feedback)
     services.feedback_publish(feedback=feedback)
+    logger.info("Feedback written", extra={"feedback": feedback.pk, "findings": len(feedback.findings or [])})

@@ -21,9 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.utils.translation import gettext as _
+from prometheus_client import Counter
 
 from sandbox import events as event_rules
 from sandbox.launcher import EXIT_CGROUP_FAILED, Box, info_child_pid
+
+# Every box killed by its supervisor, whatever it ran (a run, a code check, a prediction): memory, cpu,
+# disk, events, sandbox, or the wall-clock timeout. Part of BuildX's metrics (buildx/metrics.py).
+SANDBOX_KILLS = Counter(
+    "buildx_sandbox_kills_total", "Sandboxes killed by their supervisor, by reason.", ["reason"]
+)
 
 STDERR_TAIL_LINES = 200  # kept to find the traceback
 STDERR_TAIL_BYTES = 64 * 1024  # what is kept of stderr past the output cap, for the same reason
@@ -346,6 +353,9 @@ class Supervisor:
         elif self.rusage is not None:
             result.cpu_seconds = self.rusage.ru_utime + self.rusage.ru_stime
         result.killed_for = self.killed_for
+        kill_reason = self.killed_for or ("timeout" if outcome == "timeout" else None)
+        if kill_reason is not None:
+            SANDBOX_KILLS.labels(reason=kill_reason).inc()
         return result
 
     def _result(self, *, outcome: str, wall_limit_s: float) -> SandboxResult:

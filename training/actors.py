@@ -16,11 +16,14 @@ from __future__ import annotations
 import dramatiq
 from django.conf import settings
 
+from buildx import logs
+
 
 @dramatiq.actor(queue_name="training", max_retries=0, time_limit=settings.RUNS_ACTOR_TIME_LIMIT_MS)
 def train_run(run_id: int) -> None:
     from training import services  # torch stays out of the web process
 
+    logs.bind(run_id=run_id)
     run = services.run_claim(run_id=run_id)
     if run is None:
         return  # another delivery got there first, or the run was stopped while queued

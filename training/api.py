@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
@@ -19,6 +18,7 @@ from designs.models import DesignVersion
 from training import services
 from training.models import Run, RunArtifact, RunEvent
 from training.selectors import runs_viewable_by, with_own_queue_position, with_queue_position
+from training.services.artifacts import artifact_response
 
 EVENTS_PAGE_MAX = 1000
 
@@ -305,6 +305,4 @@ class RunArtifactDownload(APIView):
     )
     def get(self, request: Request, pk: int, kind: str):
         artifact = get_object_or_404(RunArtifact, run=_viewable_run(request, pk), kind=kind)
-        return FileResponse(
-            artifact.file.open("rb"), as_attachment=True, filename=f"run-{pk}-{artifact.filename}"
-        )
+        return artifact_response(artifact, download_name=f"run-{pk}-{artifact.filename}")

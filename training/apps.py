@@ -4,3 +4,14 @@ from django.apps import AppConfig
 class TrainingConfig(AppConfig):
     name = "training"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from buildx import metrics
+        from training.selectors import run_status_counts
+
+        metrics.register_collector(
+            "runs",
+            metrics.GaugeCollector(
+                "buildx_runs", "Runs by status, from the database.", "status", run_status_counts
+            ),
+        )

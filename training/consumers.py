@@ -31,13 +31,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from buildx import live, tokens
+from buildx import live, metrics, tokens
 from buildx.db import read_async
 from buildx.live import run_group, user_group
 from library import services as library_services
@@ -223,10 +225,21 @@ class RunFanout:
                     sent += 1
                     if sent % 50 == 0:
                         await asyncio.sleep(0)  # let the receiver take in what arrives meanwhile
+                observe_stream_latency(events)
+
+
+def observe_stream_latency(events: list[dict]) -> None:
+    """Stored -> sent: from the first event of a delivered batch being stored (its ``at``) to now."""
+    try:
+        stored = datetime.fromisoformat(events[0]["at"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return
+    metrics.STREAM_LATENCY.observe(max(0.0, time.time() - stored))
 
 
 class EventsConsumer(AsyncJsonWebsocketConsumer):
     slot: limits.SocketSlot | None = None  # this socket's place under the open-socket caps
+    counted = False  # in buildx_websocket_connections
 
     async def connect(self) -> None:
         # A page's session, or an API client's access token (buildx.tokens).
@@ -299,8 +312,13 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         if self.auth.subprotocol is None:
             await self.accept()  # a token socket was accepted before its token was checked
+        metrics.WEBSOCKETS_OPEN.inc()
+        self.counted = True
 
     async def disconnect(self, code: int) -> None:
+        if self.counted:
+            metrics.WEBSOCKETS_OPEN.dec()
+            self.counted = False
         if hasattr(self, "auth"):
             self.auth.cancel()
         try:
@@ -409,6 +427,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             return
         # Already sent, or a gap (the layer dropped messages over its capacity): sorted out from the
         # database on this socket's own task, not the fan-out's.
+        if events[0]["seq"] > last + 1:
+            metrics.STREAM_GAPS.inc(events[0]["seq"] - last - 1)
         self.busy.add(run_id)
         self.backlog.setdefault(run_id, []).append(events)
         task = asyncio.get_running_loop().create_task(self._catch_up(run_id))

@@ -30,6 +30,7 @@ import io
 import logging
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils.translation import gettext as _
 
+from buildx import metrics
 from designs import compiler
 from designs.models import CodeArtifact
 from library import services as library_services
@@ -478,6 +480,21 @@ def _sandboxed_probabilities(run: Run, images: torch.Tensor, classes: int) -> to
 
 def predict(*, run: Run, images: list[bytes], top_k: int = 3) -> dict:
     """Classes and probabilities for each image. Raises PredictRefused or ImageRejected (with ``index``)."""
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        answer = _predict(run=run, images=images, top_k=top_k)
+        outcome = "sandboxed" if answer["sandboxed"] else "ok"
+        return answer
+    except (PredictRefused, ImageRejected) as refused:
+        outcome = refused.code
+        raise
+    finally:
+        metrics.PREDICTIONS.labels(outcome=outcome).inc()
+        metrics.PREDICTION_LATENCY.observe(time.perf_counter() - started)
+
+
+def _predict(*, run: Run, images: list[bytes], top_k: int) -> dict:
     check_predictable(run)
     loaded = get_model(run) if is_trusted(run) else None
     facts = model_facts(run, loaded)

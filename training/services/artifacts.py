@@ -8,11 +8,16 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile, File
+from django.core.files.storage import Storage
 from django.db import transaction
 from django.db.models import Sum
+from django.http import FileResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.utils.http import content_disposition_header
 
 from library import services as library_services
 from sandbox.files import ReadableFile
@@ -93,6 +98,45 @@ def artifact_store(
     except BaseException:
         written.discard()
         raise
+
+
+def is_object_storage(storage: Storage) -> bool:
+    """Whether files live in an S3-compatible bucket (django-storages' S3Storage) rather than on a disk."""
+    return hasattr(storage, "bucket_name")
+
+
+def object_key(storage: Storage, name: str) -> str:
+    """The bucket key of a stored file: the storage's prefix (AWS_LOCATION) and its name."""
+    from storages.utils import clean_name, safe_join
+
+    return safe_join(getattr(storage, "location", ""), clean_name(name))
+
+
+def artifact_response(artifact: RunArtifact, *, download_name: str) -> HttpResponseBase:
+    """A run file for a viewer the caller has already checked: streamed from the storage in chunks
+    (never whole in memory, from a bucket too), or, with STORAGE_DOWNLOADS=redirect and a bucket, a
+    redirect to a signed URL that expires in AWS_QUERYSTRING_EXPIRE seconds. The bucket is never public."""
+    storage: Any = artifact.file.storage  # S3Storage's url() and connection are not Storage's
+    name = str(artifact.file.name)
+    disposition = content_disposition_header(True, download_name) or "attachment"
+    if not is_object_storage(storage):
+        return FileResponse(artifact.file.open("rb"), as_attachment=True, filename=download_name)
+    if settings.STORAGE_DOWNLOADS == "redirect":
+        url = storage.url(
+            name,
+            parameters={"ResponseContentDisposition": disposition},
+            expire=settings.AWS_QUERYSTRING_EXPIRE,
+        )
+        return HttpResponseRedirect(url)
+    answer = storage.connection.meta.client.get_object(
+        Bucket=storage.bucket_name, Key=object_key(storage, name)
+    )
+    response = StreamingHttpResponse(
+        answer["Body"].iter_chunks(1 << 20), content_type="application/octet-stream"
+    )
+    response["Content-Length"] = str(answer["ContentLength"])
+    response["Content-Disposition"] = disposition
+    return response
 
 
 def restore_checkpoints(run: Run, run_dir: Path) -> int | None:

@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from buildx import metrics
 from designs import compiler
 from designs.models import CodeArtifact
 from library import services as library_services
@@ -184,17 +185,17 @@ def run_execute(*, run: Run) -> Run:
 
     lost = heartbeat.lost.is_set() or sink.lost
     t_trained = time.monotonic()
-    metrics: dict | None = None
+    test_metrics: dict | None = None
     source = ""
     try:
         if not lost and failure is None and result is not None and result.status == "succeeded":
             try:
                 if trusted:
-                    metrics, failure = _store_model_and_evaluate(run, run_dir, whole_cache)
+                    test_metrics, failure = _store_model_and_evaluate(run, run_dir, whole_cache)
                     source = Run.MetricsSource.PLATFORM
                 else:
                     _store_model(run, run_dir)
-                    metrics, source = sink.outcome.result or {}, Run.MetricsSource.SCRIPT
+                    test_metrics, source = sink.outcome.result or {}, Run.MetricsSource.SCRIPT
             except Exception as exc:
                 logger.exception("Run %s: storing or evaluating the model failed", run.pk)
                 failure = (
@@ -207,14 +208,22 @@ def run_execute(*, run: Run) -> Run:
         Run.objects.filter(pk=run.pk).update(run_seconds=F("run_seconds") + elapsed)
         if lost:
             logger.warning("Run %s was taken from this worker while it trained", run.pk)
+            metrics.RUN_DURATION.labels(status="lost").observe(elapsed)
+            metrics.RUNS_ENDED.labels(status="lost", cause="").inc()
         else:
             timings = {
                 "setup_s": t_ready - t0,
                 "sandbox_s": t_trained - t_ready,
                 "evaluate_s": time.monotonic() - t_trained,
             }
-            _finish(run=run, attempt=attempt, result=result, failure=failure, outcome=sink.outcome,
-                    metrics=metrics, source=source, timings=timings)  # fmt: skip
+            status, cause = _finish(run=run, attempt=attempt, result=result, failure=failure,
+                                    outcome=sink.outcome, metrics=test_metrics, source=source,
+                                    timings=timings)  # fmt: skip
+            metrics.RUN_DURATION.labels(status=status).observe(elapsed)
+            metrics.RUNS_ENDED.labels(status=status, cause=cause).inc()
+            logger.info(
+                "Run finished", extra={"status": status, "cause": cause, "seconds": round(elapsed, 3)}
+            )
     finally:
         # The heartbeat beats on through the evaluation and the finish: a run that is storing and
         # measuring its model is alive, and must not be taken for dead and trained again.
@@ -301,7 +310,8 @@ def _finish(
     metrics: dict | None,
     source: str,
     timings: dict,
-) -> None:
+) -> tuple[str, str]:
+    """Record the final status; returns (status, cause) as stored."""
     if failure is not None:
         status, cause, error, tb = Run.Status.FAILED, failure[0], failure[1], failure[2]
     else:
@@ -349,3 +359,4 @@ def _finish(
         guard={"attempt": attempt, "status": Run.Status.RUNNING},
     )
     events_publish(owner_id=run.owner_id, run_id=run.pk, rows=rows)
+    return str(status), updates["cause"]

@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import User
+from buildx import logs, metrics
 from designs import services as design_services
 from designs.limits import limit_issues
 from designs.models import CodeArtifact, DesignVersion
@@ -204,6 +205,10 @@ def run_create(*, owner: User, version: DesignVersion, artifact: CodeArtifact, s
             queued_at=timezone.now(),
         )
         rows = events_append(run_id=run.pk, events=[("run.status", status_payload(run))])
+        # The request's line and the message it enqueues carry the run's id (and the owner's: a token
+        # request is authenticated inside the view, after the request's ids were bound).
+        logs.bind(run_id=run.pk, user_id=owner.pk)
+        logger.info("Run created", extra={"dataset": run.dataset, "epochs": epochs})
         transaction.on_commit(lambda: _enqueue(run.pk))
         transaction.on_commit(lambda: events_publish(owner_id=owner.pk, run_id=run.pk, rows=rows))
     run.refresh_from_db()
@@ -250,6 +255,9 @@ def run_claim(*, run_id: int, worker_id: str | None = None) -> Run | None:
     Run.objects.filter(pk=run_id, started_at__isnull=True).update(started_at=now)
     run = Run.objects.select_related("code_artifact", "design_version").get(pk=run_id)
     queue_s = (now - run.queued_at).total_seconds() if run.queued_at else None
+    if queue_s is not None and run.attempt == 1:  # a resumed run's later waits are not the queue's
+        metrics.RUN_QUEUE_WAIT.observe(queue_s)
+    logger.info("Run claimed", extra={"worker": worker_id, "attempt": run.attempt, "queue_s": queue_s})
     rows = events_append(
         run_id=run.pk,
         events=[("run.status", status_payload(run, worker=worker_id))],
