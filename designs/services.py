@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from accounts.models import User
 from designs import edits as spec_edits
 from designs.models import CodeArtifact, Design, DesignVersion
+from designs.signals import design_deleting
 
 STARTERS_DIR = Path(__file__).resolve().parent / "starters"
 RUNTIME_PATH = Path(settings.BASE_DIR) / "sandbox" / "engine" / "buildx_runtime.py"
@@ -98,6 +99,19 @@ def design_update(*, design: Design, name: str | None = None, description: str |
         design.description = description
     design.save(update_fields=["name", "description", "updated_at"])
     return design
+
+
+class DesignDeleteRefused(Exception):
+    """The design cannot be deleted now; ``str()`` says why and what to do, for the user."""
+
+
+def design_delete(*, design: Design) -> None:
+    """Delete a design with its versions, code and (through the runs app's receiver of
+    ``design_deleting``) its runs and their files. All or nothing: a refusal deletes nothing."""
+    with transaction.atomic():
+        Design.objects.select_for_update().filter(pk=design.pk).first()
+        design_deleting.send(sender=Design, design=design)
+        design.delete()
 
 
 def design_save_version(*, design: Design, spec: Any) -> tuple[DesignVersion, bool]:

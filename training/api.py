@@ -69,6 +69,8 @@ class RunSerializer(serializers.ModelSerializer):
             "queue_position",
             "can_stop",
             "can_resume",
+            "can_delete",
+            "archived_at",
         ]
         read_only_fields = fields
 
@@ -116,7 +118,7 @@ def _refused(exc: services.RunRefused) -> Response:
     if exc.code == "not_found":
         return error_response(code="not_found", message=exc.message, http_status=404)
     fields = {exc.field: [exc.message]} if exc.field else None
-    conflicts = ("not_stoppable", "not_resumable", "conflict", "unsaved_changes")
+    conflicts = ("not_stoppable", "not_resumable", "conflict", "unsaved_changes", "not_finished")
     http = status.HTTP_409_CONFLICT if exc.code in conflicts else 400
     return error_response(code=exc.code, message=exc.message, fields=fields, http_status=http)
 
@@ -146,7 +148,30 @@ class RunListCreate(generics.ListAPIView):
             qs = qs.filter(design_version_id=params["design_version"])
         if params.get("dataset"):
             qs = qs.filter(dataset__iexact=params["dataset"])
+        archived = params.get("archived", "false").lower()
+        if archived in ("true", "1", "yes"):
+            qs = qs.filter(archived_at__isnull=False)
+        elif archived != "all":
+            qs = qs.filter(archived_at__isnull=True)  # archived runs are hidden unless asked for
         return qs.order_by("-created_at")
+
+    @extend_schema(
+        summary="Your runs, newest first",
+        parameters=[
+            OpenApiParameter("status", str, description="Comma-separated statuses (queued,running,...)."),
+            OpenApiParameter("design", int, description="Runs of this design."),
+            OpenApiParameter("design_version", int, description="Runs of this version (its id)."),
+            OpenApiParameter("dataset", str, description="Runs on this dataset."),
+            OpenApiParameter(
+                "archived",
+                str,
+                enum=["false", "true", "all"],
+                description="false (default): hide archived runs; true: only archived runs; all: both.",
+            ),
+        ],
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
 
     @extend_schema(
         summary="Train a design version",
@@ -205,6 +230,38 @@ class RunDetail(generics.RetrieveAPIView):
         return with_queue_position(
             runs_viewable_by(self.request.user).select_related("design_version__design")
         )
+
+    @extend_schema(
+        summary="Delete a finished run with its events, metrics, feedback and files",
+        description=(
+            "204 when deleted. 409 `not_finished` while the run is queued, running or interrupted: stop it "
+            "first (POST .../stop/), then delete it. Another user's run is a 404."
+        ),
+        request=None,
+        responses={204: None, 404: ERROR, 409: ERROR},
+    )
+    def delete(self, request: Request, pk: int) -> Response:
+        run = get_object_or_404(Run, pk=pk, owner=request.user)
+        try:
+            services.run_delete(run=run)
+        except services.RunRefused as exc:
+            return _refused(exc)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RunArchive(APIView):
+    """Archive a finished run (hidden from default lists) or unarchive it; ``archive`` says which."""
+
+    archive = True
+
+    @extend_schema(request=None, responses={200: RunSerializer, 404: ERROR, 409: ERROR})
+    def post(self, request: Request, pk: int) -> Response:
+        run = get_object_or_404(Run, pk=pk, owner=request.user)
+        try:
+            run = services.run_archive(run=run) if self.archive else services.run_unarchive(run=run)
+        except services.RunRefused as exc:
+            return _refused(exc)
+        return Response(RunSerializer(with_own_queue_position(run)).data)
 
 
 class RunEvents(APIView):

@@ -12,6 +12,8 @@ urlpatterns = [
     path("runs/<int:pk>/", views.run_detail, name="run-detail"),
     path("runs/<int:pk>/stop/", views.run_stop, name="run-stop"),
     path("runs/<int:pk>/resume/", views.run_resume, name="run-resume"),
+    path("runs/<int:pk>/archive/", views.run_archive, name="run-archive"),
+    path("runs/<int:pk>/delete/", views.run_delete, name="run-delete"),
     path("runs/<int:pk>/predict/", predict_views.predict_page, name="run-predict"),
     path("runs/<int:pk>/card/", predict_views.model_card_page, name="run-card"),
 ]

@@ -71,7 +71,7 @@ def test_the_run_page_shows_the_log_and_curve_live_and_stop_cancels_the_run(serv
     # Live: the worker's lines reach the console and the curve grows, without a reload.
     expect(page.locator("#run-status")).to_have_text("Running", timeout=120_000)
     expect(page.locator("#run-log .log-line").filter(has_text="Epoch 1/30")).to_have_count(1, timeout=120_000)
-    expect(page.locator("#chart-loss svg circle.series-1").first).to_be_attached(timeout=30_000)
+    expect(page.locator("#chart-loss svg .dot.series-1").first).to_be_attached(timeout=30_000)
     points = int(page.locator("#chart-loss svg").get_attribute("data-points"))
     assert points >= 2  # train and validation loss of epoch 1 at least
     assert float(page.locator("#run-progress").get_attribute("value")) > 0
