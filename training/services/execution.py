@@ -138,6 +138,10 @@ def run_execute(*, run: Run) -> Run:
                 EpochMetric.objects.filter(run=run).delete()
             sink.add_platform_line(note)
         hp = run.hyperparameters
+        # From Train to the end of the first epoch can take many seconds: the log says what happens.
+        sink.add_platform_line(
+            _("Preparing the data (%(dataset)s) and starting the sandbox…") % {"dataset": run.dataset}
+        )
         training_cache, whole_cache = dataset_caches(run.dataset)
         config: dict[str, Any] = {
             "mode": "train",

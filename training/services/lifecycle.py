@@ -26,7 +26,13 @@ from designs.limits import limit_issues
 from designs.models import CodeArtifact, Design, DesignVersion
 from training.models import Run, RunArtifact
 from training.services.artifacts import artifacts_remove, storage_used
-from training.services.events import emit_status, events_append, events_publish, status_payload
+from training.services.events import (
+    emit_status,
+    events_append,
+    events_publish,
+    platform_log,
+    status_payload,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -235,9 +241,16 @@ def run_stop(*, run: Run) -> Run:
             == 1
         ):
             run.refresh_from_db()
+            note = (
+                _("Stopped while it waited in the queue: it did not train.")
+                if status == Run.Status.QUEUED
+                else _("Stopped: it will not resume by itself. Resume continues from its last checkpoint.")
+            )
             rows = events_append(
                 run_id=run.pk,
+                updates={"log_lines": F("log_lines") + 1},
                 events=[
+                    ("run.log", platform_log(note)),
                     (
                         "run.done",
                         {
@@ -247,14 +260,36 @@ def run_stop(*, run: Run) -> Run:
                             "epoch": run.epoch,
                             "epochs": run.epochs,
                         },
-                    )
+                    ),
                 ],
             )
             events_publish(owner_id=run.owner_id, run_id=run.pk, rows=rows)
             return run
-    if Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(stop_requested=True) == 1:
+    if Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, stop_requested=False).update(
+        stop_requested=True
+    ):
+        # The stop itself goes in the log: the child notices it at its next batch, which may be a while.
+        rows = events_append(
+            run_id=run.pk,
+            events=[
+                (
+                    "run.log",
+                    platform_log(
+                        _(
+                            "Stop requested: the run stops at its next batch and keeps a checkpoint of its "
+                            "last completed epoch."
+                        )
+                    ),
+                )
+            ],
+            updates={"log_lines": F("log_lines") + 1},
+        )
+        events_publish(owner_id=run.owner_id, run_id=run.pk, rows=rows)
         run.refresh_from_db()
         return run
+    if Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, stop_requested=True).exists():
+        run.refresh_from_db()
+        return run  # asked already (a second click): nothing new to say
     run.refresh_from_db()
     raise RunRefused(
         "not_stoppable",
