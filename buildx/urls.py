@@ -32,6 +32,8 @@ api_v1.insert(0, path("", ApiRoot.as_view(routes=api_v1), name="api-root"))
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    # Browsers ask for /favicon.ico whatever the page says (the API's JSON, a file download).
+    path("favicon.ico", views.favicon, name="favicon"),
     path("readyz", views.readyz, name="readyz"),
     path("api/v1/", include(api_v1)),
     path("api/auth/", include("allauth.headless.urls")),
@@ -40,6 +42,12 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("", views.home, name="home"),
     path("accounts/", include("allauth.urls")),
+    # Before the admin's own route of the same path, behind the same staff check.
+    path(
+        "admin/r/<path:content_type_id>/<path:object_id>/",
+        admin.site.admin_view(views.view_on_site),
+        name="admin-view-on-site",
+    ),
     path("admin/", admin.site.urls),
     path("", include("accounts.urls")),
     path("", include("designs.urls")),
