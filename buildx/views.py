@@ -5,9 +5,9 @@ from django.contrib.contenttypes import views as contenttype_views
 from django.core.exceptions import ValidationError
 from django.db import connections
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
+from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.utils.translation import gettext as _
-from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 
 from sandbox.launcher import host as sandbox_host

@@ -31,7 +31,9 @@ def admin_client(client):
 
 def test_the_add_course_form_saves_the_join_code_it_shows(admin_client):
     page = admin_client.get("/admin/accounts/course/add/").content.decode()
-    shown = re.search(r'name="join_code"[^>]*value="([A-Z0-9]+)"|value="([A-Z0-9]+)"[^>]*name="join_code"', page)
+    shown = re.search(
+        r'name="join_code"[^>]*value="([A-Z0-9]+)"|value="([A-Z0-9]+)"[^>]*name="join_code"', page
+    )
     assert shown, page
     code = shown.group(1) or shown.group(2)
     assert len(code) == JOIN_CODE_LENGTH and set(code) <= set(JOIN_CODE_ALPHABET)
@@ -113,7 +115,9 @@ def test_the_runs_csv_names_a_student_who_gave_no_name(carol_client, courses):
     assert rows[0][:3] == ["run", "student", "email"]
     assert rows[1][:3] == [str(run.pk), "newbie@example.com", "newbie@example.com"]
 
-    results = carol_client.get(f"/admin/accounts/course/{courses[0].pk}/results.csv").content.decode("utf-8-sig")
+    results = carol_client.get(f"/admin/accounts/course/{courses[0].pk}/results.csv").content.decode(
+        "utf-8-sig"
+    )
     newbie_row = next(r for r in csv.reader(io.StringIO(results)) if "newbie@example.com" in r)
     assert newbie_row[2] == "newbie@example.com"
 
