@@ -400,22 +400,30 @@ def runs_check_stale() -> list[int]:
 # --- Archive and delete ---------------------------------------------------------------------------
 
 
-def _not_finished(run: Run, action: str) -> RunRefused:
+def _not_finished(run: Run, *, deleting: bool) -> RunRefused:
+    """Why a run that may still train cannot be deleted (or archived) now, and what to do."""
+    status = run.get_status_display().lower()
     if run.status == Run.Status.INTERRUPTED:
+        message = (
+            _("This run was interrupted and will resume by itself: stop it first, then delete it.")
+            if deleting
+            else _("This run was interrupted and will resume by itself: stop it first, then archive it.")
+        )
+    elif deleting:
         message = _(
-            "This run was interrupted and will resume by itself: stop it first, then %(action)s it."
-        ) % {"action": action}
+            "This run is still %(status)s: stop it first (or wait for it to finish), then delete it."
+        ) % {"status": status}
     else:
         message = _(
-            "This run is still %(status)s: stop it first (or wait for it to finish), then %(action)s it."
-        ) % {"status": run.get_status_display().lower(), "action": action}
+            "This run is still %(status)s: stop it first (or wait for it to finish), then archive it."
+        ) % {"status": status}
     return RunRefused("not_finished", message)
 
 
 def run_archive(*, run: Run) -> Run:
     """Hide a finished run from the default lists; it keeps everything and can be unarchived."""
     if not run.is_finished():
-        raise _not_finished(run, _("archive"))
+        raise _not_finished(run, deleting=False)
     Run.objects.filter(pk=run.pk, archived_at__isnull=True).update(archived_at=timezone.now())
     run.refresh_from_db()
     return run
@@ -443,7 +451,7 @@ def runs_delete(*, runs: QuerySet[Run]) -> int:
         locked = list(runs.select_for_update().order_by("pk"))
         for run in locked:
             if not run.is_finished():
-                raise _not_finished(run, _("delete"))
+                raise _not_finished(run, deleting=True)
         ids = [run.pk for run in locked]
         names = list(
             RunArtifact.objects.filter(run_id__in=ids).exclude(file="").values_list("file", flat=True)

@@ -223,3 +223,12 @@ def test_the_api_renames_a_design(alice_client, alice):
     assert response.status_code == 200 and response.json()["name"] == "Renamed"
     design.refresh_from_db()
     assert design.name == "Renamed" and design.updated_at <= timezone.now()
+
+
+def test_the_refusal_and_the_pages_speak_korean(alice_client, alice, run_storage):
+    run = _run(alice, status=Run.Status.RUNNING, files=False)
+    response = alice_client.delete(reverse("api-run", args=[run.pk]), HTTP_ACCEPT_LANGUAGE="ko")
+    assert "먼저 중지하거나 끝날 때까지 기다린 다음 삭제하세요" in response.json()["error"]["message"]
+    done = _run(alice, files=False)
+    page = alice_client.get(reverse("run-detail", args=[done.pk]), HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    assert ">보관<" in page and "삭제…" in page
