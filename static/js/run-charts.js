@@ -10,6 +10,9 @@
   var CHAR_W = 6.6;  // width of a tick label's character at 11px, in viewBox units
   var DASHES = ["", "7 4", "2 3", "10 3 2 3", "4 2"];
   var MARKERS = ["circle", "square", "triangle", "diamond", "cross"];
+  // The legend's sample of each style (HTML, not a second SVG): a line of that kind and the marker.
+  var BORDERS = ["solid", "dashed", "dotted", "dashed", "dashed"];
+  var GLYPHS = ["\u25CF", "\u25A0", "\u25B2", "\u25C6", "\u2715"];
 
   function el(name, attrs, parent) {
     var node = document.createElementNS(NS, name);
@@ -100,10 +103,15 @@
       }
       pts.forEach(function (p) { marker(MARKERS[i % MARKERS.length], sx(p[0]), sy(p[1]), cls + " dot", svg); });
       var item = document.createElement("li");
-      var swatch = el("svg", { width: "28", height: "10", viewBox: "0 0 28 10", class: "swatch-line", "aria-hidden": "true" });
-      var sample = el("line", { x1: 1, y1: 5, x2: 27, y2: 5, class: cls, "stroke-width": width }, swatch);
-      if (dash) { sample.setAttribute("stroke-dasharray", dash); }
-      marker(MARKERS[i % MARKERS.length], 14, 5, cls + " dot", swatch);
+      var swatch = document.createElement("span");
+      swatch.className = "swatch-line series-" + i;
+      swatch.setAttribute("aria-hidden", "true");
+      swatch.style.borderTopStyle = BORDERS[i % BORDERS.length];
+      swatch.setAttribute("data-dash", dash || "solid");
+      var glyph = document.createElement("span");
+      glyph.className = "swatch-marker";
+      glyph.textContent = GLYPHS[i % GLYPHS.length];
+      swatch.appendChild(glyph);
       item.appendChild(swatch);
       item.appendChild(document.createTextNode(" " + s.label));
       item.setAttribute("data-series", String(i));
