@@ -7,6 +7,8 @@ DATABASE_URL names PostgreSQL, or on the SQLite test database's file otherwise.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -70,7 +72,11 @@ def test_the_run_page_shows_the_log_and_curve_live_and_stop_cancels_the_run(serv
 
     # Live: the worker's lines reach the console and the curve grows, without a reload.
     expect(page.locator("#run-status")).to_have_text("Running", timeout=120_000)
-    expect(page.locator("#run-log .log-line").filter(has_text="Epoch 1/30")).to_have_count(1, timeout=120_000)
+    # From Train on, the log says what happens (the platform's lines), then the epoch's own line.
+    log = page.locator("#run-log .log-line")
+    expect(log.filter(has_text="building the model")).to_have_count(1, timeout=120_000)
+    expect(log.filter(has_text="Epoch 1/30 started")).to_have_count(1, timeout=120_000)
+    expect(log.filter(has_text=re.compile(r"Epoch 1/30\s+train loss"))).to_have_count(1, timeout=120_000)
     expect(page.locator("#chart-loss svg .dot.series-1").first).to_be_attached(timeout=30_000)
     points = int(page.locator("#chart-loss svg.chart-svg").get_attribute("data-points"))
     assert points >= 2  # train and validation loss of epoch 1 at least
@@ -78,12 +84,15 @@ def test_the_run_page_shows_the_log_and_curve_live_and_stop_cancels_the_run(serv
 
     page.locator("#stop-button").click()
     expect(page.locator("#run-status")).to_have_text("Cancelled", timeout=60_000)
+    # The stop itself is in the log, and a finished run offers archive and delete.
+    expect(log.filter(has_text="Stop requested")).to_have_count(1)
+    expect(page.locator("#run-manage")).to_be_visible()
     expect(page.locator("#resume-form")).to_be_visible()
     expect(page.locator("#stop-form")).to_be_hidden()
     # After a reload the stored stream tells the same story.
     page.reload()
     expect(page.locator("#run-status")).to_have_text("Cancelled")
-    expect(page.locator("#run-log .log-line").filter(has_text="Epoch 1/30")).to_have_count(1, timeout=30_000)
+    expect(log.filter(has_text=re.compile(r"Epoch 1/30\s+train loss"))).to_have_count(1, timeout=30_000)
     assert errors == []
 
 
