@@ -25,10 +25,8 @@ run: install
 	$(PY) manage.py ensure_demo_user
 	$(PY) manage.py serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
-# The test process runs many event loops, each with its own executor threads, beside in-process
-# servers: it gets a larger PostgreSQL pool than a web process (10) unless told otherwise.
 test: install
-	DATABASE_POOL_MAX=$${DATABASE_POOL_MAX:-30} $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Figures, not tests: each bench/*.py prints what it measured.
 bench: install

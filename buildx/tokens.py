@@ -32,9 +32,10 @@ from typing import Any
 
 import jwt
 from allauth.headless.contrib.rest_framework.authentication import JWTTokenAuthentication
-from channels.db import database_sync_to_async
 from django.conf import settings
 from rest_framework.exceptions import AuthenticationFailed
+
+from buildx.db import read_async
 
 # The WebSocket subprotocol of token sockets, and the prefix of the one that carries the token.
 PROTOCOL = "buildx"
@@ -76,9 +77,7 @@ def access_token_user(token: str) -> TokenUser | TokenRefused:
     return TokenUser(user=user, expires_at=float(payload["exp"]))
 
 
-access_token_user_async: Callable[[str], Awaitable[TokenUser | TokenRefused]] = database_sync_to_async(
-    access_token_user, thread_sensitive=False
-)
+access_token_user_async: Callable[[str], Awaitable[TokenUser | TokenRefused]] = read_async(access_token_user)
 
 
 def _refusal(token: str) -> TokenRefused:

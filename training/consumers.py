@@ -29,17 +29,16 @@ out.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import uuid
 from collections.abc import Iterator
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from buildx import live, tokens
+from buildx.db import read_async
 from buildx.live import run_group, user_group
 from training import limits
 
@@ -52,14 +51,14 @@ JOIN_CONFIRM_TIMEOUT_S = 5.0
 
 # Read-only queries: any thread of the pool will do. The default (thread-sensitive) runs every
 # consumer's queries on one thread, which made 500 browsers replaying at once wait in line.
-@functools.partial(database_sync_to_async, thread_sensitive=False)
+@read_async
 def _viewable_run_exists(run_id: int, user) -> bool:
     from training.selectors import runs_viewable_by
 
     return runs_viewable_by(user).filter(pk=run_id).exists()
 
 
-@functools.partial(database_sync_to_async, thread_sensitive=False)
+@read_async
 def _events_between(run_id: int, after: int, upto: int | None) -> list[dict]:
     from training.models import RunEvent
 

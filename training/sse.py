@@ -26,12 +26,10 @@ out every ``SSE_KEEPALIVE_SECONDS`` of silence so that proxies keep an idle stre
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import time
 from collections.abc import AsyncIterator
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -41,6 +39,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from buildx import tokens
 from buildx.api import error_body
+from buildx.db import hand_back_connections, read_async
 from training import limits
 from training.models import Run, RunEvent
 from training.selectors import runs_viewable_by
@@ -65,7 +64,7 @@ def _ended(status: str | None, last_kind: str | None) -> bool:
     return status is None or (status in Run.FINISHED and last_kind == "run.done")
 
 
-@functools.partial(database_sync_to_async, thread_sensitive=False)
+@read_async
 def _visible_run(user, run_id: int) -> tuple[bool, int] | None:
     """``(ended, last_seq)`` of a run ``user`` may view, or None."""
     # (last_kind is _with_ended's annotation, which the stubs' plugin cannot see.)
@@ -78,7 +77,7 @@ def _visible_run(user, run_id: int) -> tuple[bool, int] | None:
     return None if row is None else (_ended(row[0], row[1]), row[2])
 
 
-@functools.partial(database_sync_to_async, thread_sensitive=False)
+@read_async
 def _read(run_id: int, after: int) -> tuple[list[dict], bool]:
     """Stored events after ``after`` (a page), and whether the run had ended before they were read."""
     row = _with_ended(Run.objects.filter(pk=run_id)).values_list("status", "last_kind").first()  # type: ignore[misc]
@@ -163,6 +162,9 @@ async def run_stream(request: HttpRequest, pk: int) -> HttpResponseBase:
     deadline = time.monotonic() + settings.SSE_MAX_SECONDS
     if expires_at is not None:
         deadline = min(deadline, time.monotonic() + max(0.0, expires_at - time.time()))
+    # The stream may go on for minutes: its polls borrow connections of their own (_read), so the one
+    # that checking the user took goes back to the pool now, not when the stream ends.
+    await hand_back_connections()
     response = StreamingHttpResponse(
         _events(run_id=pk, after=after, deadline=deadline, slot=slot), content_type="text/event-stream"
     )

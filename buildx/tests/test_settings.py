@@ -32,7 +32,7 @@ print(json.dumps({
 # Variables that would leak the outer test run's configuration into the child.
 CONFIG_VARS = {
     "DATABASE_URL",
-    "DATABASE_POOL_MAX",  # make test sets it for the test process
+    "DATABASE_POOL_MAX",
     "REDIS_URL",
     "SECRET_KEY",
     "DEBUG",

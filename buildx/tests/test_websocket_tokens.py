@@ -12,6 +12,7 @@ from allauth.headless.tokens.strategies.jwt import internal as jwt_internal
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.db import connection
 from django.test import Client
 
 from buildx import tokens
@@ -250,3 +251,26 @@ async def test_a_newer_token_of_the_same_user_keeps_the_socket_open(alice, bob, 
     await ws.connect()
     await ws.send_json_to({"type": "authenticate", "token": await login("bob@example.com")})
     assert (await closed_with(ws)) == (4401, tokens.OTHER_USER)
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the connection pool is PostgreSQL's (CI runs it)"
+)
+async def test_token_sockets_give_their_database_connections_back(alice):
+    """Each token check borrows a connection: a socket that kept it made the 11th socket of a web process
+    (a pool of 10) wait 10 s for one and fail."""
+
+    def checked_out() -> int:
+        stats = connection.pool.get_stats()  # type: ignore[attr-defined]
+        return stats["pool_size"] - stats["pool_available"]
+
+    token = await login("alice@example.com")
+    before = checked_out()
+    for _ in range(connection.pool.max_size + 2):
+        ws = socket(protocols=with_token(token))
+        connected, _protocol = await ws.connect()
+        assert connected is True
+        await ws.send_json_to({"type": "authenticate", "token": token})  # a second check, by message
+        assert (await ws.receive_json_from(timeout=5))["type"] == "authenticated"
+        await ws.disconnect()
+    assert checked_out() == before

@@ -80,13 +80,15 @@ EXPECT = {
     "h38_cpu_burner_threads": Expect(wall=2),
     "h58_tiny_line_flood": Expect(wall=2),
     # Scripts the supervisor stops for what they did, and says so.
-    "h15_memory_hog": Expect(killed_for="memory"),
+    # Memory: they end when the limit is reached, which a loaded machine may take long to get to (at load
+    # 11 on two cores, h15 had 1.3 of its 1.5 GB after 10 s): the wall limit is room, not the test.
+    "h15_memory_hog": Expect(killed_for="memory", wall=120),
     "h24_events_garbage": Expect(killed_for="events"),
     "h31_disk_filler": Expect(killed_for="disk"),
     "h46_flood_epoch_events": Expect(killed_for="events"),
     "h47_huge_status_event": Expect(killed_for="events"),
     "h48_malformed_event_stream": Expect(killed_for="events"),
-    "h53_fork_memory_hog": Expect(killed_for="memory"),
+    "h53_fork_memory_hog": Expect(killed_for="memory", wall=120),
     "h57_disk_burst": Expect(killed_for="disk"),
     # Checkpoints the worker must refuse to copy, and why.
     "h41_checkpoint_link_self_environ": Expect(copies={"best": "link", "last": "link"}),
@@ -282,7 +284,7 @@ def static_check_off_in_run_check() -> contextlib.AbstractContextManager:
     return mock.patch.object(checks, "check_script", lambda code: [])
 
 
-def wait_for_a_waiting_box(*, ready: bool, timeout: float = 60) -> int:
+def wait_for_a_waiting_box(*, ready: bool, timeout: float = 300) -> int:
     """The pid of the box started ahead that run_check takes next; with `ready`, once its harness has
     imported torch and blocks reading stdin. The wall limit counts from the moment the box is told to
     go: a box still importing torch would spend it on the import, and the script might never run."""
