@@ -241,16 +241,10 @@ def run_stop(*, run: Run) -> Run:
             == 1
         ):
             run.refresh_from_db()
-            note = (
-                _("Stopped while it waited in the queue: it did not train.")
-                if status == Run.Status.QUEUED
-                else _("Stopped: it will not resume by itself. Resume continues from its last checkpoint.")
-            )
+            # Its run.done (cancelled) is the record: a run that never started has no log to speak in.
             rows = events_append(
                 run_id=run.pk,
-                updates={"log_lines": F("log_lines") + 1},
                 events=[
-                    ("run.log", platform_log(note)),
                     (
                         "run.done",
                         {
