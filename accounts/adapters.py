@@ -31,7 +31,7 @@ class AccountAdapter(DefaultAccountAdapter):
         ),
     }
 
-    def send_mail(self, template_prefix: str, email: str, ctx: dict) -> None:  # type: ignore[override]
+    def send_mail(self, template_prefix: str, email: str, ctx: dict) -> None:
         """allauth's mail, naming the site as the request reached it (``example.org``), not the Site row's
         domain (``buildx.local`` from the first migration): the links in the mail go there too."""
         request = context.request
