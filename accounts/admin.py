@@ -21,7 +21,7 @@ from accounts.admin_scoping import (
     courses_visible_to,
 )
 from accounts.auth import signed_in_user
-from accounts.models import JOIN_CODE_ALPHABET, JOIN_CODE_LENGTH, Course, Membership, User
+from accounts.models import JOIN_CODE_ALPHABET, JOIN_CODE_LENGTH, Course, Membership, User, new_join_code
 from buildx.models import LLMCall
 
 if TYPE_CHECKING:
@@ -153,9 +153,12 @@ class CourseAddForm(forms.ModelForm):
         field = self.fields["join_code"]
         field.help_text = _("Students type this code to join the course. You can give new codes later.")
         field.widget.attrs.update({"readonly": True, "autocomplete": "off", "spellcheck": "false"})
+        field.required = False  # a post without one (a script) gets a fresh code, as the model would
 
     def clean_join_code(self) -> str:
-        code = services.normalise_join_code(self.cleaned_data["join_code"])
+        code = services.normalise_join_code(self.cleaned_data.get("join_code") or "")
+        if not code:
+            return new_join_code()
         if len(code) != JOIN_CODE_LENGTH or any(ch not in JOIN_CODE_ALPHABET for ch in code):
             raise ValidationError(_("A join code is %(n)s letters and digits.") % {"n": JOIN_CODE_LENGTH})
         return code
