@@ -134,6 +134,13 @@ def _viewable_run(request: Request, pk: int) -> Run:
     return get_object_or_404(runs_viewable_by(signed_in_user(request)), pk=pk)
 
 
+def _id_param(name: str, value: str) -> int:
+    """A query parameter that names a row: digits within a database id's range, else a 400."""
+    if not value.isdigit() or int(value) >= 2**63:
+        raise serializers.ValidationError({name: [_("Give an id: a whole number.")]})
+    return int(value)
+
+
 class RunListCreate(generics.ListAPIView):
     serializer_class = RunSerializer
 
@@ -142,16 +149,20 @@ class RunListCreate(generics.ListAPIView):
         params = self.request.query_params
         if params.get("status"):
             qs = qs.filter(status__in=params["status"].split(","))
-        if params.get("design"):
-            qs = qs.filter(design_version__design_id=params["design"])
-        if params.get("design_version"):
-            qs = qs.filter(design_version_id=params["design_version"])
+        for name, lookup in (
+            ("design", "design_version__design_id"),
+            ("design_version", "design_version_id"),
+        ):
+            if params.get(name):
+                qs = qs.filter(**{lookup: _id_param(name, params[name])})
         if params.get("dataset"):
             qs = qs.filter(dataset__iexact=params["dataset"])
-        archived = params.get("archived", "false").lower()
-        if archived in ("true", "1", "yes"):
+        archived = params.get("archived", "false")
+        if archived not in ("false", "true", "all"):
+            raise serializers.ValidationError({"archived": [_("Give false, true or all.")]})
+        if archived == "true":
             qs = qs.filter(archived_at__isnull=False)
-        elif archived != "all":
+        elif archived == "false":
             qs = qs.filter(archived_at__isnull=True)  # archived runs are hidden unless asked for
         return qs.order_by("-created_at")
 
