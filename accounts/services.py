@@ -42,6 +42,7 @@ INSTRUCTOR_PERMISSIONS = [
     ("training", "runartifact", "view_runartifact", "Can view run artifact"),
     ("training", "run", "cancel_run", "Can cancel run"),
     ("feedback", "feedback", "view_feedback", "Can view feedback"),  # feedback/migrations/0003
+    ("library", "dataset", "view_dataset", "Can view dataset"),  # library/migrations/0002
 ]
 
 

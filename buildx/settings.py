@@ -112,6 +112,7 @@ INSTALLED_APPS = [
     "csp",
     "buildx",
     "accounts",
+    "library",
     "designs",
     "training",
     "feedback",
@@ -566,6 +567,16 @@ WS_AUTH_SECONDS = env_float("WS_AUTH_SECONDS", 10.0)
 SSE_POLL_SECONDS = env_float("SSE_POLL_SECONDS", 1.0)
 SSE_KEEPALIVE_SECONDS = env_float("SSE_KEEPALIVE_SECONDS", 15.0)
 SSE_MAX_SECONDS = env_float("SSE_MAX_SECONDS", 300.0)
+
+# --- Datasets people bring (library/) ------------------------------------------------------------
+# Uploads are plain files under BUILDX_DATA_DIR/uploads/<id>/ (the zip, the tensor cache, the samples), on the
+# file system the sandbox links datasets from.
+DATASET_MAX_UPLOAD_BYTES = env_int("DATASET_MAX_UPLOAD_BYTES", 200 * 2**20)  # one zip
+DATASET_CHUNK_BYTES = env_int("DATASET_CHUNK_BYTES", 2 * 2**20)  # the largest chunk one request may send
+DATASET_USER_QUOTA_BYTES = env_int("DATASET_USER_QUOTA_BYTES", 1024 * 2**20)  # a user's uploads together
+DATASET_COURSE_QUOTA_BYTES = env_int("DATASET_COURSE_QUOTA_BYTES", 4096 * 2**20)  # shared with one course
+DATASET_MAX_IMAGES = env_int("DATASET_MAX_IMAGES", 20_000)  # entries in one zip
+DATASET_CHECK_TIME_LIMIT_S = env_int("DATASET_CHECK_TIME_LIMIT_S", 1800)  # the worker's check of one zip
 
 # --- Predictions and exports (issue 9) -----------------------------------------------------------
 

@@ -18,6 +18,7 @@ admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-a
 # The API lives under /api/v1/; each app adds its routes in its own api_urls.py.
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("accounts.api_urls")),
+    path("", include("library.api_urls")),
     path("", include("designs.api_urls")),
     path("", include("training.api_urls")),
     path("", include("feedback.api_urls")),
@@ -50,6 +51,7 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("", include("accounts.urls")),
+    path("", include("library.urls")),
     path("", include("designs.urls")),
     path("", include("training.urls")),
     path("", include("feedback.urls")),

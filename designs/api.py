@@ -111,7 +111,7 @@ class ValidateView(APIView):
     )
     def post(self, request: Request) -> Response:
         try:
-            spec, report = services.spec_validate(spec=_unwrap_spec(request.data))
+            spec, report = services.spec_validate(spec=_unwrap_spec(request.data), user=request.user)
         except SpecError as exc:
             return _spec_error(exc)
         return Response({"spec": spec, "spec_hash": spec_hash(spec), "report": report})

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from library import services as library_services
 from sandbox.engine import dataset_facts
 from sandbox.engine.dataset_facts import DatasetFacts
 
@@ -991,7 +992,10 @@ INFERRED_PARAMS: frozenset[str] = frozenset(
 # --- Datasets: their facts live with the engine's readers, in one place (sandbox/engine/dataset_facts.py) ---
 
 DATASETS: dict[str, DatasetFacts] = dataset_facts.DATASETS
-dataset_lookup = dataset_facts.lookup  # case, "-", "_" and spaces do not matter: "CIFAR10", "cifar-10"
+# A built-in set (case, "-", "_" and spaces do not matter: "CIFAR10", "cifar-10") or a ready uploaded one
+# ("upload-17", the dataset library's facts). Who may use an uploaded one is checked at the doors
+# (designs.services.spec_validate with the user, the runs API), not here.
+dataset_lookup = library_services.lookup_facts
 
 
 # --- Hyperparameters -------------------------------------------------------------------------------

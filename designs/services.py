@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext as _
 
 from accounts.models import User
 from designs import edits as spec_edits
 from designs.models import CodeArtifact, Design, DesignVersion
 from designs.signals import design_deleting
+from library import services as library_services
 
 STARTERS_DIR = Path(__file__).resolve().parent / "starters"
 RUNTIME_PATH = Path(settings.BASE_DIR) / "sandbox" / "engine" / "buildx_runtime.py"
@@ -30,10 +33,25 @@ class DesignNotValid(Exception):
         self.errors = errors
 
 
-def spec_validate(*, spec: Any) -> tuple[dict, dict]:
-    """(normalised spec, report) for a spec from a client; raises validation.SpecError when it cannot be read."""
+def spec_validate(*, spec: Any, user: User | AnonymousUser | None = None) -> tuple[dict, dict]:
+    """(normalised spec, report) for a spec from a client; raises validation.SpecError when it cannot be read.
+
+    With ``user`` (every door a person uses), a spec that names an uploaded dataset the user may not use
+    gets the same answer as an unknown dataset: its facts (shape, class names) never reach another user.
+    """
     from designs import validation  # torch is imported on first use, not when Django starts
 
+    if user is not None and isinstance(spec, dict):
+        dataset = spec.get("dataset")
+        if not library_services.usable_by(user if isinstance(user, User) else None, dataset):
+            raise validation.SpecError(
+                {
+                    "dataset": [
+                        _("dataset must be one of %(names)s; got %(value)s.")
+                        % {"names": ", ".join(validation.DATASETS), "value": json.dumps(str(dataset)[:64])}
+                    ]
+                }
+            )
     return validation.validate(spec)
 
 
@@ -123,7 +141,7 @@ def design_save_version(*, design: Design, spec: Any) -> tuple[DesignVersion, bo
     """
     from designs import validation
 
-    normalised, report = spec_validate(spec=spec)
+    normalised, report = spec_validate(spec=spec, user=design.owner)
     digest = validation.spec_hash(normalised)
     with transaction.atomic():
         # Lock the design row: two saves at once must not take the same number.

@@ -24,9 +24,12 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.auth import signed_in_user
+from accounts.models import User
 from designs import services
 from designs.models import Design, DesignVersion
 from designs.validation import SpecError
+from library import services as library_services
+from library.selectors import datasets_usable_by
 
 # Largest design file the import form reads (the API's own limit).
 SAMPLE_GRID_MAX = 64
@@ -178,9 +181,37 @@ def _urls(design: Design) -> dict:
     return urls
 
 
+def picker_datasets(user: User) -> dict[str, Any]:
+    """What the editor's dataset picker adds to the catalog: each built-in set's state on this server
+    (ready, or "not installed" with the operator's command) and the uploaded datasets the user may train
+    on, with the same facts a built-in set has (shape, classes, mean and std)."""
+    builtin = {
+        row["name"]: {
+            "available": row["available"],
+            "message": ""
+            if row["available"]
+            else library_services.not_installed_message(row["name"], row["fix"]),
+        }
+        for row in library_services.builtin_catalog()
+    }
+    uploads = [
+        {
+            **library_services.facts_of(dataset).as_json(),
+            "title": dataset.name,
+            "available": True,
+            "samples_url": reverse("api-dataset-samples", args=[dataset.pk]),
+            "page_url": reverse("dataset-detail", args=[dataset.pk]),
+        }
+        for dataset in datasets_usable_by(user).order_by("name")
+    ]
+    return {"builtin": builtin, "uploads": uploads}
+
+
 def _editor_strings() -> dict:
     """Every string the editor's JavaScript shows, translated here (the JS has no gettext of its own)."""
     return {
+        "not_installed": _("not installed on this server"),
+        "your_datasets": _("Your datasets"),
         "add": _("Add"),
         "add_to_column": _(
             "Add %(type)s after the selected block (at the end of the column when none is selected)"
@@ -309,6 +340,7 @@ def _render_editor(request: HttpRequest, design: Design) -> HttpResponse:
         "lang": _lang(),
         "urls": _urls(design),
         "llm_enabled": settings.LLM_ENABLED,
+        "datasets": picker_datasets(signed_in_user(request)),
     }
     return render(
         request,

@@ -130,7 +130,10 @@ def diagnose(
     hyperparameters: dict | None = None,
     spec: dict | None = None,
     report: dict | None = None,
+    counts: dict[str, int] | None = None,
 ) -> list[Finding]:
+    """Findings, most severe first. ``counts`` (class -> images) of an uploaded dataset lets the diagnosis
+    point at a class with too few images and at imbalance."""
     hp = dict(hyperparameters or (spec or {}).get("hyperparameters") or {})
     spec = spec or {}
     curves = _Curves(sorted(epochs, key=lambda e: e.get("epoch", 0)))
@@ -149,6 +152,9 @@ def diagnose(
         finding = rule(context, findings)
         if finding:
             findings.append(finding)
+    small = _small_classes(counts or {})
+    if small:
+        findings.append(small)
     findings.sort(key=lambda f: SEVERITIES.index(f.severity))
     return findings
 
@@ -490,6 +496,37 @@ def _confused_classes(c: _Context, found: list[Finding]) -> Finding | None:
         if widen:
             suggestions.append(widen)
     return Finding("confused_classes", "info", evidence, suggestions)
+
+
+# An uploaded dataset's class with fewer images than this is too small to learn from; a largest class more
+# than IMBALANCE_RATIO times the smallest makes the model favour it. The same numbers as the upload's check
+# (sandbox/engine/custom.py FEW_IMAGES, IMBALANCE).
+FEW_IMAGES = 20
+IMBALANCE_RATIO = 3.0
+
+
+def _small_classes(counts: dict[str, int]) -> Finding | None:
+    """ "Class X has 12 images: add more", and imbalance, from the dataset's per-class counts."""
+    sizes = {str(k): int(v) for k, v in counts.items() if isinstance(v, int | float)}
+    if len(sizes) < 2:
+        return None
+    smallest = min(sizes, key=lambda k: (sizes[k], k))
+    largest = max(sizes, key=lambda k: (sizes[k], k))
+    ratio = sizes[largest] / max(1, sizes[smallest])
+    few = sorted(k for k, n in sizes.items() if n < FEW_IMAGES)
+    if not few and ratio <= IMBALANCE_RATIO:
+        return None
+    evidence = {
+        "class": smallest,
+        "count": sizes[smallest],
+        "few": few,
+        "min_images": FEW_IMAGES,
+        "largest": largest,
+        "largest_count": sizes[largest],
+        "ratio": _r(ratio, 2),
+        "imbalanced": ratio > IMBALANCE_RATIO,
+    }
+    return Finding("small_dataset", "warning" if few else "info", evidence, [])
 
 
 def _oversized_linear(c: _Context, found: list[Finding]) -> Finding | None:

@@ -247,6 +247,7 @@ def feedback_diagnose(*, run: Run) -> Feedback:
         hyperparameters=run.hyperparameters or None,
         spec=version.spec,
         report=version.report,
+        counts=run.dataset_ref.counts if run.dataset_ref_id and run.dataset_ref else None,
     )
     feedback, _created = Feedback.objects.update_or_create(
         run=run,

@@ -610,6 +610,38 @@ def _oversized_linear(e: _Evidence) -> Shown:
     )
 
 
+def _small_dataset(e: _Evidence) -> Shown:
+    values = {
+        "class": e.text("class"),
+        "count": e.int("count") or 0,
+        "min": e.int("min_images") or 20,
+        "largest": e.text("largest"),
+        "largest_count": e.int("largest_count") or 0,
+        "ratio": e.text("ratio"),
+    }
+    parts = []
+    if e.raw.get("few"):
+        parts.append(
+            _("Class %(class)s has %(count)s images: add more (at least %(min)s per class).") % values
+        )
+    if e.raw.get("imbalanced"):
+        parts.append(
+            _(
+                "The classes are imbalanced: %(largest)s has %(largest_count)s images, %(ratio)s times as many "
+                "as %(class)s, so the model learns to favour it. Add images to the small classes."
+            )
+            % values
+        )
+    return Shown(
+        _("Too few images in a class") if e.raw.get("few") else _("Imbalanced classes"),
+        " ".join(parts),
+        [
+            _fact("smallest", _("Smallest class"), f"{values['class']}: {values['count']}"),
+            _fact("largest", _("Largest class"), f"{values['largest']}: {values['largest_count']}"),
+        ],
+    )
+
+
 _RENDERERS: dict[str, Callable[[_Evidence], Shown]] = {
     "diverged": _diverged,
     "learning_rate_high": _learning_rate_high,
@@ -621,6 +653,7 @@ _RENDERERS: dict[str, Callable[[_Evidence], Shown]] = {
     "plateau": _plateau,
     "confused_classes": _confused_classes,
     "oversized_linear": _oversized_linear,
+    "small_dataset": _small_dataset,
 }
 
 

@@ -40,6 +40,8 @@ from django.conf import settings
 from buildx import live, tokens
 from buildx.db import read_async
 from buildx.live import run_group, user_group
+from library import services as library_services
+from library.selectors import datasets_visible_to
 from training import limits
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,12 @@ def _viewable_run_exists(run_id: int, user) -> bool:
     from training.selectors import runs_viewable_by
 
     return runs_viewable_by(user).filter(pk=run_id).exists()
+
+
+@read_async
+def _dataset_status(dataset_id: int, user) -> dict | None:
+    dataset = datasets_visible_to(user).filter(pk=dataset_id).first()
+    return None if dataset is None else library_services.status_message(dataset)
 
 
 @read_async
@@ -321,6 +329,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "pong", "t": content.get("t")})
         elif kind == "watch":
             await self._watch(content)
+        elif kind == "dataset":
+            await self._dataset(content)
         elif kind == "unwatch":
             run_id = _int(content.get("run"))
             if run_id is not None and self.watching.pop(run_id, None) is not None:
@@ -329,6 +339,18 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(
                 {"type": "error", "code": "unknown_type", "message": "Unknown message type."}
             )
+
+    async def _dataset(self, content: dict) -> None:
+        """Where a dataset's check stands, now (its changes come through the user's group as they happen)."""
+        dataset_id = _int(content.get("dataset"))
+        message = await _dataset_status(dataset_id, self.user) if dataset_id is not None else None
+        if message is None:
+            # Another course's dataset and one that does not exist get the same answer.
+            await self.send_json(
+                {"type": "error", "code": "not_found", "dataset": dataset_id, "message": "No such dataset."}
+            )
+            return
+        await self.send_json(message)
 
     async def _watch(self, content: dict) -> None:
         run_id, after = _int(content.get("run")), _int(content.get("after_seq"), 0)
@@ -433,6 +455,10 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(message)
 
     async def feedback_ready(self, message: dict) -> None:
+        await self.send_json(message)
+
+    async def dataset_status(self, message: dict) -> None:
+        """An uploaded dataset's check, as it goes (sent to its owner's group only)."""
         await self.send_json(message)
 
 

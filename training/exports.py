@@ -226,7 +226,12 @@ def model_card(run: Run) -> dict[str, Any]:
         },
         "dataset": {
             "name": run.dataset,
+            "title": run.dataset_ref.name if run.dataset_ref else run.dataset,
+            "uploaded": run.dataset_ref is not None,
             "classes": class_names,
+            "counts": dict(run.dataset_ref.counts) if run.dataset_ref else {},
+            "split": dict(run.dataset_ref.split) if run.dataset_ref else {},
+            "content_hash": run.dataset_hash,
             "input_shape": report.get("input_shape"),
             "test_samples": metrics.get("samples"),
         },
@@ -317,7 +322,18 @@ def card_markdown(run: Run) -> str:
         "",
         "## Dataset",
         "",
-        f"- Name: {card['dataset']['name']}",
+        f"- Name: {card['dataset']['title']} (`{card['dataset']['name']}`)",
+        *(
+            [
+                "- Images per class: "
+                + ", ".join(f"{name} {n}" for name, n in card["dataset"]["counts"].items()),
+                f"- Split: {card['dataset']['split'].get('train', '–')} for training and validation, "
+                f"{card['dataset']['split'].get('test', '–')} held out for the test",
+            ]
+            if card["dataset"]["counts"]
+            else []
+        ),
+        f"- Content hash (SHA-256 of what it trained on): {card['dataset']['content_hash'] or '–'}",
         f"- Classes ({len(card['dataset']['classes'])}): {', '.join(card['dataset']['classes'])}",
         f"- Input shape (C, H, W): {tuple(card['dataset']['input_shape'] or ())}",
         f"- Test samples: {card['dataset']['test_samples'] or '–'}",
@@ -594,6 +610,22 @@ def bundle_bytes(run: Run) -> bytes:
     examples = _example_images(run, class_names)
     requirements = [torch_requirement(run), *BUNDLE_REQUIREMENTS, *DATASET_REQUIREMENTS.get(run.dataset, [])]
     train_args, train_note = _train_command(run.dataset)
+    if run.dataset_ref is not None and run.dataset_ref.owner_id != run.owner_id:
+        # A dataset shared with the owner's course: only its owner may download it.
+        train_args = "--data ./dataset --epochs 2"
+        train_note = (
+            f"for 2 epochs on the dataset {run.dataset_ref.name!r} shared with your course: ask its owner "
+            "for the zip and unzip it so that ./dataset holds the class folders"
+        )
+    elif run.dataset_ref is not None:
+        # An uploaded dataset: its owner downloads it (the zip as uploaded, the same folder layout) and
+        # trains on the folder, which buildx_runtime reads as class folders.
+        train_args = "--data ./dataset --epochs 2"
+        train_note = (
+            f"for 2 epochs on your dataset {run.dataset_ref.name!r}: download it from the dataset's page "
+            f"(/datasets/{run.dataset_ref_id}/, or GET /api/v1/datasets/{run.dataset_ref_id}/export/ while "
+            "signed in as its owner) and unzip it so that ./dataset holds the class folders"
+        )
     files = {
         f"{stem}.py": run.code_artifact.code.encode(),
         RUNTIME_NAME: RUNTIME_PATH.read_bytes(),

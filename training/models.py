@@ -47,6 +47,17 @@ class Run(models.Model):
     design_version = models.ForeignKey("designs.DesignVersion", on_delete=models.CASCADE, related_name="runs")
     code_artifact = models.ForeignKey("designs.CodeArtifact", on_delete=models.CASCADE, related_name="runs")
     dataset = models.CharField(_("dataset"), max_length=64)
+    # An uploaded dataset (library), kept while runs that trained on it exist; null for a built-in set.
+    dataset_ref = models.ForeignKey(
+        "library.Dataset",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="runs",
+        verbose_name=_("uploaded dataset"),
+    )
+    # SHA-256 of the images, labels and split the run trained on (set when it starts): reproducible.
+    dataset_hash = models.CharField(_("dataset hash"), max_length=64, blank=True)
     # The spec's hyperparameters at creation time, for the compare page.
     hyperparameters = models.JSONField(default=dict, blank=True)
 

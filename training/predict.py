@@ -43,6 +43,7 @@ from django.utils.translation import gettext as _
 
 from designs import compiler
 from designs.models import CodeArtifact
+from library import services as library_services
 from sandbox import runner as sandbox_runner
 from sandbox.engine import buildx_runtime as rt
 from sandbox.engine import datasets
@@ -436,7 +437,7 @@ def sandboxed(run: Run, *, images: torch.Tensor | None) -> dict:
             inputs["images.safetensors"] = buffer
             config["images"] = "images.safetensors"
         else:
-            dataset = datasets.ensure_cache(run.dataset, data_dir=settings.DATA_DIR)
+            dataset = library_services.dataset_cache(run.dataset)
         limits.db_connections_release()  # seconds in the child: no pooled connection held meanwhile
         result = sandbox_runner.run_script(
             code=run.code_artifact.code,
@@ -535,7 +536,7 @@ def png_data_url(image: torch.Tensor) -> str:
 def test_split(run: Run) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The run's held-out test images (uint8) and labels, from the dataset cache; None if unavailable."""
     try:
-        path = datasets.ensure_cache(run.dataset, data_dir=settings.DATA_DIR)
+        path = library_services.dataset_cache(run.dataset)
         dataset = rt.load_cache(path)
     except (FileNotFoundError, KeyError, ValueError):
         return None

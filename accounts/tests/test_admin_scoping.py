@@ -64,7 +64,7 @@ def test_carols_change_lists_show_alices_work_and_nothing_of_bobs(carol_client, 
     assert any(mark in body for mark in ["alice@example.com", "Alicenet", "Deep Learning 101"]), url
 
 
-OUR_APPS = {"accounts", "designs", "training", "feedback"}
+OUR_APPS = {"accounts", "library", "designs", "training", "feedback"}
 
 
 def test_every_admin_of_our_apps_is_scoped_to_the_viewers_students():

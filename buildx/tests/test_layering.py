@@ -1,7 +1,7 @@
 """The layers' rules, read from the source: every import (function-level ones too) and every use of a
 name that another module keeps private.
 
-Bottom to top: sandbox → buildx (project level) → accounts → designs → training → feedback. A module
+Bottom to top: sandbox → buildx (project level) → accounts → library (datasets) → designs → training → feedback. A module
 imports its own layer and those below; no module imports the composition root (buildx's settings, urls,
 asgi, routing and commands, which wire everything together). Tests are exempt from the order (they
 drive the whole stack: a feedback test trains a run) but not from the rule on private names.
@@ -16,7 +16,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("accounts", "designs", "training", "feedback")
+APPS = ("accounts", "library", "designs", "training", "feedback")
 PROJECT = ("sandbox", "buildx", *APPS)
 ENGINE_MODULES = ("buildx_runtime", "harness", "datasets", "custom")  # imported by path inside a box
 
@@ -75,7 +75,7 @@ def private_uses(tree: ast.AST) -> list[str]:
     return found
 
 
-LAYERS = ("sandbox", "buildx", "accounts", "designs", "training", "feedback")
+LAYERS = ("sandbox", "buildx", "accounts", "library", "designs", "training", "feedback")
 COMPOSITION_ROOT = ("buildx.settings", "buildx.urls", "buildx.asgi", "buildx.routing", "buildx.management")
 
 

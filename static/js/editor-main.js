@@ -797,14 +797,16 @@
     select.textContent = "";
     var current = datasetInfo();
     S.catalog.datasets.forEach(function (d) {
-      select.appendChild(el("option", { value: d.name, text: d.name + " (" + d.input_shape.join("×") + ", " + d.num_classes + ")",
-                                        selected: current && current.name === d.name }));
+      var text = (d.title || d.name) + " (" + d.input_shape.join("×") + ", " + d.num_classes + ")";
+      if (d.available === false) { text += " — " + T.not_installed; }
+      select.appendChild(el("option", { value: d.name, text: text, selected: current && current.name === d.name }));
     });
     var info = datasetInfo();
-    document.getElementById("dataset-help").textContent = info ? (info.help[lang] || info.help.en) : "";
+    document.getElementById("dataset-help").textContent = !info ? "" :
+      (info.available === false ? info.message : (info.help[lang] || info.help.en));
     var img = document.getElementById("dataset-samples");
     if (info) {
-      var src = urls.samples.replace("{name}", encodeURIComponent(info.name));
+      var src = info.samples_url || urls.samples.replace("{name}", encodeURIComponent(info.name));
       if (img.getAttribute("src") !== src) { img.hidden = true; img.setAttribute("src", src); }
     }
   }
@@ -1281,8 +1283,17 @@
     });
     document.getElementById("model-name").addEventListener("change", function () { edited(true); });
     document.getElementById("dataset").addEventListener("change", function (event) {
+      var before = datasetInfo();
       S.spec.dataset = event.target.value;
-      renderDataset();
+      var after = datasetInfo();
+      // The head follows the dataset: a last Linear that gave one score per class of the old dataset
+      // gives one per class of the new one. The input needs nothing: its shape comes from the dataset.
+      var last = null;
+      S.spec.layers.forEach(function (l) { if (l.type === "Linear") { last = l; } });
+      if (last && before && after && last.out_features === before.num_classes) {
+        last.out_features = after.num_classes;
+      }
+      renderAll();
       pushHistory();
       scheduleValidate();
     });
@@ -1337,6 +1348,13 @@
   }
 
   function start(catalog) {
+    // Each built-in set's state on this server, and the user's own datasets (designs.views.picker_datasets).
+    var picker = boot.datasets || { builtin: {}, uploads: [] };
+    catalog.datasets.forEach(function (d) {
+      var state = picker.builtin[d.name];
+      if (state) { d.available = state.available; d.message = state.message; }
+    });
+    catalog.datasets = catalog.datasets.concat(picker.uploads);
     S.catalog = catalog;
     catalog.layers.forEach(function (entry) { S.types[entry.type] = entry; });
     catalog.transforms.forEach(function (entry) { S.transforms[entry.type] = entry; });

@@ -15,6 +15,7 @@ from django.core.files.base import ContentFile, File
 from django.db import transaction
 from django.db.models import Sum
 
+from library import services as library_services
 from sandbox.files import ReadableFile
 from training.models import Run, RunArtifact
 
@@ -140,5 +141,5 @@ def dataset_caches(name: str) -> tuple[Path, Path]:
     A training child gets the first: the test images are only for the platform's evaluation."""
     from sandbox.engine import datasets  # torch: only the worker that trains loads it
 
-    whole = datasets.ensure_cache(name, data_dir=settings.DATA_DIR)
+    whole = library_services.dataset_cache(name)  # a built-in set's, or an uploaded one's
     return datasets.training_cache(whole), whole

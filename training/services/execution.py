@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 
 from designs import compiler
 from designs.models import CodeArtifact
+from library import services as library_services
 from sandbox import checks as sandbox_checks
 from sandbox import files as sandbox_files
 from sandbox import runner as sandbox_runner
@@ -143,6 +144,9 @@ def run_execute(*, run: Run) -> Run:
             _("Preparing the data (%(dataset)s) and starting the sandbox…") % {"dataset": run.dataset}
         )
         training_cache, whole_cache = dataset_caches(run.dataset)
+        if not run.dataset_hash:  # a built-in set: the cache file this run reads, hashed once per cache
+            run.dataset_hash = library_services.cache_hash(whole_cache)
+            Run.objects.filter(pk=run.pk).update(dataset_hash=run.dataset_hash)
         config: dict[str, Any] = {
             "mode": "train",
             "resume": resume_epoch is not None,

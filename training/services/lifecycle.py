@@ -24,6 +24,8 @@ from accounts.models import User
 from designs import services as design_services
 from designs.limits import limit_issues
 from designs.models import CodeArtifact, Design, DesignVersion
+from library import services as library_services
+from library.models import Dataset, spec_id
 from training.models import Run, RunArtifact
 from training.services.artifacts import artifacts_remove, storage_used
 from training.services.events import (
@@ -129,6 +131,29 @@ def run_code(*, version: DesignVersion, artifact_id: int | None = None) -> CodeA
         return None
 
 
+def run_dataset(*, owner: User, name: str) -> tuple[Dataset | None, str]:
+    """(the uploaded dataset, its content hash) a run of a spec naming ``name`` trains on; (None, "") for a
+    built-in set that is installed. Refused before anything is queued when the set is not on this server
+    (with the operator's command), or the uploaded one is not the owner's to use (any more)."""
+    if spec_id(name) is None:
+        found = library_services.builtin_availability(name)
+        if not found.available:
+            raise RunRefused(
+                "dataset_not_installed",
+                library_services.not_installed_message(name, found.fix),
+                field="dataset",
+            )
+        return None, ""
+    dataset = library_services.dataset_by_spec_name(name)
+    if dataset is None or not library_services.usable_by(owner, name):
+        raise RunRefused(
+            "dataset_not_found",
+            _("That dataset does not exist or is not shared with you any more."),
+            field="dataset",
+        )
+    return dataset, dataset.content_hash
+
+
 def run_create(*, owner: User, version: DesignVersion, artifact: CodeArtifact, spec: Any = None) -> Run:
     """Create a queued run of ``artifact`` and send it to the training queue once committed.
 
@@ -159,6 +184,7 @@ def run_create(*, owner: User, version: DesignVersion, artifact: CodeArtifact, s
             % {"status": artifact.get_status_display()},
             field="code_artifact",
         )
+    dataset_ref, dataset_hash = run_dataset(owner=owner, name=version.spec["dataset"])
     hp = dict(version.spec["hyperparameters"])  # a saved version's spec is normalised
     epochs = int(hp.get("epochs") or 1)
     params = design_expectation(version.report).get("params")
@@ -172,6 +198,8 @@ def run_create(*, owner: User, version: DesignVersion, artifact: CodeArtifact, s
             design_version=version,
             code_artifact=artifact,
             dataset=version.spec["dataset"],
+            dataset_ref=dataset_ref,
+            dataset_hash=dataset_hash,
             hyperparameters=hp,
             epochs=epochs,
             params=params,

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('training', '0002_run_metrics_source'),
+        ('training', '0003_run_dataset_ref'),
     ]
 
     operations = [
