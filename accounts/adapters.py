@@ -9,6 +9,8 @@ from allauth.core import context, ratelimit
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.sites.requests import RequestSite
+from django.contrib.sites.shortcuts import get_current_site
 from django.db import transaction
 from django.http import HttpResponse
 from django.utils.translation import gettext
@@ -28,6 +30,16 @@ class AccountAdapter(DefaultAccountAdapter):
             "A phone number logs in with a code sent by text message, not with a password."
         ),
     }
+
+    def send_mail(self, template_prefix: str, email: str, ctx: dict) -> None:
+        """allauth's mail, naming the site as the request reached it (``example.org``), not the Site row's
+        domain (``buildx.local`` from the first migration): the links in the mail go there too."""
+        request = context.request
+        if request is not None:
+            site = RequestSite(request)
+            site.name = get_current_site(request).name  # "BuildX"
+            ctx = {**ctx, "current_site": site}
+        super().send_mail(template_prefix, email, ctx)
 
     def populate_username(self, request, user) -> None:
         # Users log in by email or phone; the username mirrors the email so the admin and __str__ stay

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, TypedDict
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm
@@ -20,7 +21,7 @@ from accounts.admin_scoping import (
     courses_visible_to,
 )
 from accounts.auth import signed_in_user
-from accounts.models import Course, Membership, User
+from accounts.models import JOIN_CODE_ALPHABET, JOIN_CODE_LENGTH, Course, Membership, User, new_join_code
 from buildx.models import LLMCall
 
 if TYPE_CHECKING:
@@ -139,6 +140,30 @@ class UserAdmin(StudentScopedMixin, DjangoUserAdmin):
         return (CourseListFilter, "phone_verified")
 
 
+class CourseAddForm(forms.ModelForm):
+    """The add form shows the join code it will save: a field of the form (its initial value is the
+    model's default, drawn once per form), not a read-only display that draws a second code of its own."""
+
+    class Meta:
+        model = Course
+        fields = ["name", "term", "join_code"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["join_code"]
+        field.help_text = _("Students type this code to join the course. You can give new codes later.")
+        field.widget.attrs.update({"readonly": True, "autocomplete": "off", "spellcheck": "false"})
+        field.required = False  # a post without one (a script) gets a fresh code, as the model would
+
+    def clean_join_code(self) -> str:
+        code = services.normalise_join_code(self.cleaned_data.get("join_code") or "")
+        if not code:
+            return new_join_code()
+        if len(code) != JOIN_CODE_LENGTH or any(ch not in JOIN_CODE_ALPHABET for ch in code):
+            raise ValidationError(_("A join code is %(n)s letters and digits.") % {"n": JOIN_CODE_LENGTH})
+        return code
+
+
 @admin.register(Course)
 class CourseAdmin(admin.ModelAdmin):
     list_display = ["name", "term", "join_code", "student_count", "overview_link"]
@@ -148,6 +173,18 @@ class CourseAdmin(admin.ModelAdmin):
     fields = ["name", "term", "join_code", "created_at"]
     inlines = [MembershipInline]
     actions = ["rotate_join_codes"]
+    add_form = CourseAddForm
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Course | None = None):
+        return ["created_at"] if obj is None else self.readonly_fields
+
+    def get_fields(self, request: HttpRequest, obj: Course | None = None):
+        return ["name", "term", "join_code"] if obj is None else self.fields
+
+    def get_form(self, request: HttpRequest, obj: Course | None = None, change: bool = False, **kwargs):
+        if obj is None:
+            kwargs["form"] = self.add_form
+        return super().get_form(request, obj, change=change, **kwargs)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Course]:
         queryset = (

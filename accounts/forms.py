@@ -9,7 +9,7 @@ class JoinCourseForm(forms.Form):
     code = forms.CharField(
         label=_("Course code"),
         max_length=32,
-        help_text=_("Your instructor gives it to you, for example ABCD-EFGH."),
+        help_text=_("Your instructor gives it to you, for example K7PM2QXA."),
         widget=forms.TextInput(
             attrs={"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}
         ),

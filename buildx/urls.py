@@ -34,6 +34,8 @@ api_v1.insert(0, path("", ApiRoot.as_view(routes=api_v1), name="api-root"))
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    # Browsers ask for /favicon.ico whatever the page says (the API's JSON, a file download).
+    path("favicon.ico", views.favicon, name="favicon"),
     path("readyz", views.readyz, name="readyz"),
     # For Prometheus: a bearer token or an allowed network (buildx/metrics.py); nginx does not route it.
     path("metrics", metrics_view, name="metrics"),
@@ -46,6 +48,12 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     # Before the admin's own: workers, queues and recent failures for superusers (training/health.py).
     path("admin/health/", health.admin_health, name="admin-health"),
+    # Before the admin's own route of the same path, behind the same staff check.
+    path(
+        "admin/r/<path:content_type_id>/<path:object_id>/",
+        admin.site.admin_view(views.view_on_site),
+        name="admin-view-on-site",
+    ),
     path("admin/", admin.site.urls),
     path("", include("accounts.urls")),
     path("", include("library.urls")),

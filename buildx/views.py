@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.contenttypes import views as contenttype_views
+from django.core.exceptions import ValidationError
 from django.db import connections
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 
 from sandbox.launcher import host as sandbox_host
@@ -13,6 +17,24 @@ def home(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("dashboard")
     return render(request, "home.html")
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """/favicon.ico, which browsers ask for whatever the page says: the site's icon. Resolved when asked,
+    so that importing the URLs needs no static files manifest."""
+    return HttpResponsePermanentRedirect(static("img/favicon.svg"))
+
+
+def view_on_site(request: HttpRequest, content_type_id: str, object_id: str) -> HttpResponse:
+    """The admin's "view on site" (/admin/r/<content type>/<id>/), with an id that is not one of the
+    model's (a UUID model's "1": django_dramatiq's tasks) a 404 like any missing object, not a 500."""
+    try:
+        return contenttype_views.shortcut(request, content_type_id, object_id)
+    except ValidationError:
+        raise Http404(
+            _("Content type %(ct_id)s object %(obj_id)s doesn’t exist")
+            % {"ct_id": content_type_id, "obj_id": object_id}
+        ) from None
 
 
 @never_cache

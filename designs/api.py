@@ -218,9 +218,16 @@ class DesignDetailView(GenericAPIView):
         )
         return Response(DesignSerializer(design).data)
 
-    @extend_schema(summary="Delete a design and its versions", responses={204: None})
+    @extend_schema(
+        summary="Delete a design with its versions, code and runs (and the runs' files)",
+        description="409 `design_busy` while one of its runs is queued, running or interrupted: stop it first.",
+        responses={204: None, 404: ERROR, 409: ERROR},
+    )
     def delete(self, request: Request, pk: int) -> Response:
-        self.get_object().delete()
+        try:
+            services.design_delete(design=self.get_object())
+        except services.DesignDeleteRefused as exc:
+            return error_response(code="design_busy", message=str(exc), http_status=409)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

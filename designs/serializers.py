@@ -28,8 +28,19 @@ class VersionSerializer(VersionSummarySerializer):
         fields = [*VersionSummarySerializer.Meta.fields, "spec", "report"]
 
 
+class TextField(serializers.CharField):
+    """A CharField that takes text only: DRF's turns a number into its digits (`"name": 5` → "5")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class DesignSerializer(serializers.ModelSerializer):
     latest_version = VersionSummarySerializer(read_only=True, allow_null=True)
+    name = TextField(max_length=120, required=False)
+    description = TextField(required=False, allow_blank=True)
 
     class Meta:
         model = Design
@@ -38,8 +49,8 @@ class DesignSerializer(serializers.ModelSerializer):
 
 
 class DesignCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=120, required=False, allow_blank=False)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
+    name = TextField(max_length=120, required=False, allow_blank=False)
+    description = TextField(required=False, allow_blank=True, default="")
     spec = serializers.JSONField(
         required=False, help_text=_("A design spec: its version 1 is saved with it.")
     )

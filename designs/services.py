@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 from accounts.models import User
 from designs import edits as spec_edits
 from designs.models import CodeArtifact, Design, DesignVersion
+from designs.signals import design_deleting
 from library import services as library_services
 
 STARTERS_DIR = Path(__file__).resolve().parent / "starters"
@@ -116,6 +117,19 @@ def design_update(*, design: Design, name: str | None = None, description: str |
         design.description = description
     design.save(update_fields=["name", "description", "updated_at"])
     return design
+
+
+class DesignDeleteRefused(Exception):
+    """The design cannot be deleted now; ``str()`` says why and what to do, for the user."""
+
+
+def design_delete(*, design: Design) -> None:
+    """Delete a design with its versions, code and (through the runs app's receiver of
+    ``design_deleting``) its runs and their files. All or nothing: a refusal deletes nothing."""
+    with transaction.atomic():
+        Design.objects.select_for_update().filter(pk=design.pk).first()
+        design_deleting.send(sender=Design, design=design)
+        design.delete()
 
 
 def design_save_version(*, design: Design, spec: Any) -> tuple[DesignVersion, bool]:

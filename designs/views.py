@@ -15,12 +15,13 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.auth import signed_in_user
 from accounts.models import User
@@ -54,20 +55,65 @@ def starter_cards() -> list[dict]:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def design_new(request: HttpRequest) -> HttpResponse:
-    """A blank design, or one opened from a starter (one click on the dashboard)."""
+    """GET: the editor on a blank design that exists only in the page until its first save (which
+    creates it through the API): opening it and leaving leaves nothing behind. POST with ``starter``:
+    a design opened from a starter (one click on the dashboard), saved at once."""
+    if request.method == "GET":
+        name = (request.GET.get("name") or "").strip()[:120] or _("My CNN")
+        return _render_editor(request, Design(owner=signed_in_user(request), name=name))
     slug = request.POST.get("starter", "")
-    if slug:
-        try:
-            design = services.design_create_from_starter(owner=signed_in_user(request), slug=slug)
-        except KeyError:
-            messages.error(request, _("There is no such starter design."))
-            return redirect("dashboard")
-    else:
-        name = (request.POST.get("name") or "").strip()[:120] or _("My CNN")
-        design = services.design_create(owner=signed_in_user(request), name=name)
+    if not slug:
+        return redirect("design-new")
+    try:
+        design = services.design_create_from_starter(owner=signed_in_user(request), slug=slug)
+    except KeyError:
+        messages.error(request, _("There is no such starter design."))
+        return redirect("dashboard")
     return redirect("design-editor", pk=design.pk)
+
+
+@login_required
+@require_POST
+def design_rename(request: HttpRequest, pk: int) -> HttpResponse:
+    design = get_object_or_404(Design, pk=pk, owner=request.user)
+    name = (request.POST.get("name") or "").strip()
+    if not name:
+        messages.error(request, _("Give the design a name."))
+    elif len(name) > 120:
+        messages.error(request, _("A design's name has at most 120 characters."))
+    else:
+        services.design_update(design=design, name=name)
+        messages.success(request, _("Renamed to “%(name)s”.") % {"name": name})
+    if request.POST.get("next") == "dashboard":
+        return redirect("dashboard")
+    return redirect("design-editor", pk=pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def design_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: what deleting the design removes, and a confirm button; POST: delete it."""
+    design = get_object_or_404(Design, pk=pk, owner=request.user)
+    if request.method == "POST":
+        try:
+            services.design_delete(design=design)
+        except services.DesignDeleteRefused as exc:
+            messages.error(request, str(exc))
+            return redirect("design-delete", pk=pk)
+        messages.success(request, _("The design “%(name)s” is deleted.") % {"name": design.name})
+        return redirect("dashboard")
+    return render(
+        request,
+        "designs/design_delete.html",
+        {
+            "design": design,
+            "versions": design.versions.count(),
+            # Through the reverse relation of training.Run (designs imports nothing from training).
+            "runs": design.versions.aggregate(n=Count("runs"))["n"],
+        },
+    )
 
 
 @login_required
@@ -103,8 +149,11 @@ def design_import(request: HttpRequest) -> HttpResponse:
 
 
 def _urls(design: Design) -> dict:
-    pk = design.pk
+    # An unsaved design (GET /designs/new/) gets its URLs with id 0; the editor's first save creates
+    # the design through ``create`` and puts the new id in them.
+    pk = design.pk or 0
     urls = {
+        "create": reverse("api-designs"),
         "catalog": reverse("api-catalog"),
         "validate": reverse("api-design-validate"),
         "edit": reverse("api-design-edit"),
@@ -164,7 +213,9 @@ def _editor_strings() -> dict:
         "not_installed": _("not installed on this server"),
         "your_datasets": _("Your datasets"),
         "add": _("Add"),
-        "add_to_column": _("Add %(type)s to the end of the column"),
+        "add_to_column": _(
+            "Add %(type)s after the selected block (at the end of the column when none is selected)"
+        ),
         "add_inside": _("Add the selected palette block inside this residual block"),
         "blocked": _("waits for an earlier block"),
         "copied": _("Copied."),
@@ -250,8 +301,12 @@ def _editor_strings() -> dict:
 @login_required
 @require_GET
 def design_editor(request: HttpRequest, pk: int) -> HttpResponse:
-    design = get_object_or_404(Design, pk=pk, owner=request.user)
-    latest = design.latest_version
+    return _render_editor(request, get_object_or_404(Design, pk=pk, owner=request.user))
+
+
+def _render_editor(request: HttpRequest, design: Design) -> HttpResponse:
+    """The editor on ``design``, or on a blank one not saved yet (no pk)."""
+    latest = design.latest_version if design.pk else None
     spec = (
         latest.spec
         if latest
@@ -264,12 +319,16 @@ def design_editor(request: HttpRequest, pk: int) -> HttpResponse:
         }
     )
     # Plain dicts, not the rows' TypedDicts: each loses its suggestion and gains its label below.
-    versions: list[dict[str, Any]] = [
-        dict(row)
-        for row in design.versions.order_by("-number").values(
-            "number", "created_at", "spec_hash", "id", "derived_from_run_id", "applied_suggestion"
-        )
-    ]
+    versions: list[dict[str, Any]] = (
+        [
+            dict(row)
+            for row in design.versions.order_by("-number").values(
+                "number", "created_at", "spec_hash", "id", "derived_from_run_id", "applied_suggestion"
+            )
+        ]
+        if design.pk
+        else []
+    )
     lang = _lang()
     for v in versions:
         labels = (v.pop("applied_suggestion") or {}).get("label") or {}

@@ -293,7 +293,7 @@ class RunAdmin(StudentScopedAdmin):
         rows = (
             [
                 run.pk,
-                run.owner.get_full_name(),
+                run.owner.display_name,  # the name, else the address: never an empty cell
                 run.owner.email,
                 run.design_version.design.name,
                 run.design_version.number,
@@ -380,7 +380,7 @@ def results_rows(courses: Iterable[Course]) -> Iterator[list]:
             yield [
                 course.name,
                 course.term,
-                student.get_full_name(),
+                student.display_name,
                 student.email,
                 student.run_count,
                 student.succeeded_count,

@@ -69,6 +69,8 @@ class RunSerializer(serializers.ModelSerializer):
             "queue_position",
             "can_stop",
             "can_resume",
+            "can_delete",
+            "archived_at",
         ]
         read_only_fields = fields
 
@@ -116,7 +118,7 @@ def _refused(exc: services.RunRefused) -> Response:
     if exc.code == "not_found":
         return error_response(code="not_found", message=exc.message, http_status=404)
     fields = {exc.field: [exc.message]} if exc.field else None
-    conflicts = ("not_stoppable", "not_resumable", "conflict", "unsaved_changes")
+    conflicts = ("not_stoppable", "not_resumable", "conflict", "unsaved_changes", "not_finished")
     http = status.HTTP_409_CONFLICT if exc.code in conflicts else 400
     return error_response(code=exc.code, message=exc.message, fields=fields, http_status=http)
 
@@ -132,6 +134,13 @@ def _viewable_run(request: Request, pk: int) -> Run:
     return get_object_or_404(runs_viewable_by(signed_in_user(request)), pk=pk)
 
 
+def _id_param(name: str, value: str) -> int:
+    """A query parameter that names a row: digits within a database id's range, else a 400."""
+    if not value.isdigit() or int(value) >= 2**63:
+        raise serializers.ValidationError({name: [_("Give an id: a whole number.")]})
+    return int(value)
+
+
 class RunListCreate(generics.ListAPIView):
     serializer_class = RunSerializer
 
@@ -140,13 +149,40 @@ class RunListCreate(generics.ListAPIView):
         params = self.request.query_params
         if params.get("status"):
             qs = qs.filter(status__in=params["status"].split(","))
-        if params.get("design"):
-            qs = qs.filter(design_version__design_id=params["design"])
-        if params.get("design_version"):
-            qs = qs.filter(design_version_id=params["design_version"])
+        for name, lookup in (
+            ("design", "design_version__design_id"),
+            ("design_version", "design_version_id"),
+        ):
+            if params.get(name):
+                qs = qs.filter(**{lookup: _id_param(name, params[name])})
         if params.get("dataset"):
             qs = qs.filter(dataset__iexact=params["dataset"])
+        archived = params.get("archived", "false")
+        if archived not in ("false", "true", "all"):
+            raise serializers.ValidationError({"archived": [_("Give false, true or all.")]})
+        if archived == "true":
+            qs = qs.filter(archived_at__isnull=False)
+        elif archived == "false":
+            qs = qs.filter(archived_at__isnull=True)  # archived runs are hidden unless asked for
         return qs.order_by("-created_at")
+
+    @extend_schema(
+        summary="Your runs, newest first",
+        parameters=[
+            OpenApiParameter("status", str, description="Comma-separated statuses (queued,running,...)."),
+            OpenApiParameter("design", int, description="Runs of this design."),
+            OpenApiParameter("design_version", int, description="Runs of this version (its id)."),
+            OpenApiParameter("dataset", str, description="Runs on this dataset."),
+            OpenApiParameter(
+                "archived",
+                str,
+                enum=["false", "true", "all"],
+                description="false (default): hide archived runs; true: only archived runs; all: both.",
+            ),
+        ],
+    )
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
 
     @extend_schema(
         summary="Train a design version",
@@ -205,6 +241,38 @@ class RunDetail(generics.RetrieveAPIView):
         return with_queue_position(
             runs_viewable_by(self.request.user).select_related("design_version__design")
         )
+
+    @extend_schema(
+        summary="Delete a finished run with its events, metrics, feedback and files",
+        description=(
+            "204 when deleted. 409 `not_finished` while the run is queued, running or interrupted: stop it "
+            "first (POST .../stop/), then delete it. Another user's run is a 404."
+        ),
+        request=None,
+        responses={204: None, 404: ERROR, 409: ERROR},
+    )
+    def delete(self, request: Request, pk: int) -> Response:
+        run = get_object_or_404(Run, pk=pk, owner=request.user)
+        try:
+            services.run_delete(run=run)
+        except services.RunRefused as exc:
+            return _refused(exc)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RunArchive(APIView):
+    """Archive a finished run (hidden from default lists) or unarchive it; ``archive`` says which."""
+
+    archive = True
+
+    @extend_schema(request=None, responses={200: RunSerializer, 404: ERROR, 409: ERROR})
+    def post(self, request: Request, pk: int) -> Response:
+        run = get_object_or_404(Run, pk=pk, owner=request.user)
+        try:
+            run = services.run_archive(run=run) if self.archive else services.run_unarchive(run=run)
+        except services.RunRefused as exc:
+            return _refused(exc)
+        return Response(RunSerializer(with_own_queue_position(run)).data)
 
 
 class RunEvents(APIView):

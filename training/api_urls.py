@@ -12,6 +12,8 @@ urlpatterns = [
     path("runs/<int:pk>/metrics/", api.RunMetrics.as_view(), name="api-run-metrics"),
     path("runs/<int:pk>/stop/", api.RunStop.as_view(), name="api-run-stop"),
     path("runs/<int:pk>/resume/", api.RunResume.as_view(), name="api-run-resume"),
+    path("runs/<int:pk>/archive/", api.RunArchive.as_view(archive=True), name="api-run-archive"),
+    path("runs/<int:pk>/unarchive/", api.RunArchive.as_view(archive=False), name="api-run-unarchive"),
     path("runs/<int:pk>/artifacts/", api.RunArtifacts.as_view(), name="api-run-artifacts"),
     path("runs/<int:pk>/artifacts/<str:kind>/", api.RunArtifactDownload.as_view(), name="api-run-artifact"),
     # Predictions and exports (issue 9).

@@ -15,3 +15,8 @@ class TrainingConfig(AppConfig):
                 "buildx_runs", "Runs by status, from the database.", "status", run_status_counts
             ),
         )
+        from designs.signals import design_deleting
+        from training import services
+
+        # dispatch_uid: connected once, however often ready() runs (tests may call it again).
+        design_deleting.connect(services.design_runs_delete, dispatch_uid="training.design_runs_delete")

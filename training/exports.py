@@ -20,7 +20,7 @@ import torch
 from django.utils.translation import gettext as _
 
 from designs import compiler
-from designs.models import CodeArtifact
+from designs.catalog import IGNORED_HYPERPARAMETERS
 from sandbox.engine import datasets
 from training import predict
 from training.models import Run, RunEvent
@@ -235,7 +235,9 @@ def model_card(run: Run) -> dict[str, Any]:
             "input_shape": report.get("input_shape"),
             "test_samples": metrics.get("samples"),
         },
-        "hyperparameters": run.hyperparameters or {},
+        "hyperparameters": {
+            k: v for k, v in (run.hyperparameters or {}).items() if k not in IGNORED_HYPERPARAMETERS
+        },
         "metrics": {
             "accuracy": metrics.get("accuracy"),
             "precision": metrics.get("precision"),
@@ -255,7 +257,7 @@ def model_card(run: Run) -> dict[str, Any]:
             "eval_text": ", then ".join(steps) if steps else "nothing more",
         },
         "onnx": {
-            "available": code.source == CodeArtifact.Source.COMPILED,
+            "available": predict.is_trusted(run),
             "input": ONNX_INPUT,
             "dtype": "uint8",
             "shape": ["batch", *shape],
@@ -277,6 +279,15 @@ def source_shape(run: Run) -> tuple[int, ...]:
         return tuple(datasets.get_info(run.dataset).input_shape)
     except KeyError:
         return tuple((run.design_version.report or {}).get("input_shape") or ())
+
+
+def _card_value(value: Any) -> str:
+    """A hyperparameter as the card writes it: "–" for a default left to BuildX (None), yes / no."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 def percent(value: Any) -> str:
@@ -330,7 +341,9 @@ def card_markdown(run: Run) -> str:
         "## Hyperparameters",
         "",
     ]
-    lines += [f"- {k}: {v}" for k, v in sorted(card["hyperparameters"].items())] or ["- (defaults)"]
+    lines += [f"- {k}: {_card_value(v)}" for k, v in sorted(card["hyperparameters"].items())] or [
+        "- (defaults)"
+    ]
     lines += [
         "",
         "## Test metrics (held-out test split, evaluated by the BuildX harness)",
@@ -669,11 +682,22 @@ def available(*, run: Run) -> dict[str, Any]:
         {"kind": "bundle", "label": _("Standalone bundle (zip)"), "url": f"{base}/bundle/"},
         {"kind": "card", "label": _("Model card (markdown)"), "url": f"{base}/card/"},
     ]
-    trusted = run.code_artifact.source == CodeArtifact.Source.COMPILED
-    if trusted:
-        exports.insert(1, {"kind": "onnx", "label": _("ONNX"), "url": f"{base}/onnx/"})
-    return {
+    answer: dict[str, Any] = {
         "exports": exports,
         "predict_url": f"/runs/{run.pk}/predict/",
         "card_url": f"/runs/{run.pk}/card/",
     }
+    # The same rule as the ONNX download itself (training.predict.check_trusted), and its reason.
+    if predict.is_trusted(run):
+        exports.insert(1, {"kind": "onnx", "label": _("ONNX"), "url": f"{base}/onnx/"})
+    else:
+        answer["onnx_unavailable"] = onnx_unavailable_reason()
+    return answer
+
+
+def onnx_unavailable_reason() -> str:
+    """Why a run of code written by the assistant, which BuildX cannot rebuild, has no ONNX export."""
+    return _(
+        "No ONNX: this run trained code written by the AI that BuildX cannot rebuild as the design's model "
+        "(it runs only in the sandbox). Train the compiled code, or generate the code again, to get one."
+    )

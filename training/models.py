@@ -98,6 +98,9 @@ class Run(models.Model):
     last_seq = models.PositiveIntegerField(default=0)
     log_lines = models.PositiveIntegerField(default=0)  # stored log lines
     log_dropped = models.PositiveIntegerField(default=0)  # lines the coalescer did not keep
+    # Set when the owner archives the run: hidden from the default lists (runs page, dashboard, API),
+    # kept whole (events, metrics, files) and shown again on unarchive. Null: not archived.
+    archived_at = models.DateTimeField(_("archived"), null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -118,6 +121,12 @@ class Run(models.Model):
     @property
     def can_stop(self) -> bool:
         return self.status in (self.Status.QUEUED, self.Status.RUNNING, self.Status.INTERRUPTED)
+
+    @property
+    def can_delete(self) -> bool:
+        """Finished runs only: a queued, running or interrupted one (which resumes by itself) is stopped
+        first, so that no worker is left writing to a run that is gone."""
+        return self.status in self.FINISHED
 
     @property
     def can_resume(self) -> bool:

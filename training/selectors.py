@@ -23,6 +23,7 @@ from django.db.models.functions import Cast, Coalesce
 
 from accounts.admin_scoping import student_ids_of
 from accounts.models import Course, Membership, User
+from designs.catalog import IGNORED_HYPERPARAMETERS
 from designs.changes import spec_changes
 from training.models import Run
 
@@ -93,7 +94,9 @@ HYPERPARAMETER_LABELS = [
 def hyperparameter_table(*, runs: list[Run]) -> list[dict]:
     """One row per hyperparameter of any of ``runs``: its values side by side, and whether they differ."""
     keys = [k for k in HYPERPARAMETER_LABELS if any(k in r.hyperparameters for r in runs)]
-    keys += sorted({k for r in runs for k in r.hyperparameters} - set(keys))
+    # Settings a spec may carry but nothing reads (the original BuildX's use_cloud, in runs saved before
+    # it was dropped) are left out: a row of them would say something the run did not do.
+    keys += sorted({k for r in runs for k in r.hyperparameters} - set(keys) - IGNORED_HYPERPARAMETERS)
     table = []
     for key in keys:
         values = [r.hyperparameters.get(key, "—") for r in runs]

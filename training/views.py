@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from accounts.auth import signed_in_user
 from designs.models import Design, DesignVersion
 from designs.views import starter_cards
-from training import selectors, services
+from training import exports, predict, selectors, services
 from training.models import Run
 
 
@@ -31,7 +31,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     owner = signed_in_user(request)
     designs = list(Design.objects.filter(owner=owner).order_by("-updated_at")[:50])
     runs = list(
-        Run.objects.filter(owner=owner).select_related("design_version__design").order_by("-created_at")[:10]
+        Run.objects.filter(owner=owner, archived_at__isnull=True)
+        .select_related("design_version__design")
+        .order_by("-created_at")[:10]
     )
     best: dict[int, float] = {}
     finished = Run.objects.filter(
@@ -58,14 +60,25 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def run_list(request: HttpRequest) -> HttpResponse:
-    runs = Run.objects.filter(owner=signed_in_user(request)).select_related("design_version__design")
+    """The user's runs, newest first; archived ones only when asked for (``?archived=1``)."""
+    owner = signed_in_user(request)
+    archived = request.GET.get("archived") == "1"
+    runs = Run.objects.filter(owner=owner, archived_at__isnull=not archived).select_related(
+        "design_version__design"
+    )
     status = request.GET.get("status")
     if status in Run.Status.values:
         runs = runs.filter(status=status)
     return render(
         request,
         "training/run_list.html",
-        {"runs": runs[:200], "statuses": Run.Status.choices, "status": status},
+        {
+            "runs": runs[:200],
+            "statuses": Run.Status.choices,
+            "status": status,
+            "archived": archived,
+            "archived_count": 0 if archived else owner.runs.filter(archived_at__isnull=False).count(),
+        },
     )
 
 
@@ -94,15 +107,30 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     metrics = run.metrics or {}
     version = run.design_version
     origin = version.derived_from_run
+    is_owner = run.owner_id == request.user.pk
+    artifacts = {a.kind: a for a in run.artifacts.all()}
+    offers_exports = run.status == Run.Status.SUCCEEDED and is_owner
+    owner = run.owner
+    # "This run belongs to Alice (alice@example.com)", but once only when the name is the address.
+    owner_contact = owner.email or owner.username
     context = {
         "run": run,
-        "is_owner": run.owner_id == request.user.pk,
+        "is_owner": is_owner,
+        "owner_name": owner.display_name,
+        "owner_contact": owner_contact if owner_contact != owner.display_name else "",
+        "offers_exports": offers_exports,
+        "onnx_reason": (
+            exports.onnx_unavailable_reason() if offers_exports and not predict.is_trusted(run) else ""
+        ),
+        # Only the kinds the Downloads list links: checkpoint metadata is not offered on its own.
+        "has_downloads": offers_exports
+        or any(kind in artifacts for kind in ("script", "checkpoint_last", "checkpoint_best", "model")),
         # This version was made by "Apply" on the feedback of another run: link the two on the compare page.
         "origin": origin if origin is not None and origin.pk != run.pk else None,
         "origin_label": version.applied_label(),
         "epoch_metrics": [m.as_dict() for m in run.epoch_metrics.order_by("epoch")],
         "is_language_model": version.spec.get("task") == "language_model",
-        "artifacts": {a.kind: a for a in run.artifacts.all()},
+        "artifacts": artifacts,
         "heatmap": _heatmap(metrics),
         "class_names": metrics.get("class_names") or [],
         "labels": {
@@ -168,6 +196,46 @@ def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
     except services.RunRefused as exc:
         messages.error(request, exc.message)
     return redirect("run-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def run_archive(request: HttpRequest, pk: int) -> HttpResponse:
+    """Archive (``archive=1``) or unarchive (``archive=0``) the user's run."""
+    run = _own_run(request, pk)
+    try:
+        if request.POST.get("archive", "1") == "1":
+            services.run_archive(run=run)
+            messages.success(
+                request,
+                _("Run #%(id)s is archived: it no longer shows in your lists. Find it under “Archived runs”.")
+                % {"id": run.pk},
+            )
+        else:
+            services.run_unarchive(run=run)
+            messages.success(request, _("Run #%(id)s is back in your lists.") % {"id": run.pk})
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+    return redirect("run-detail", pk=pk)
+
+
+@login_required
+def run_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: what deleting the run removes, and a confirm button; POST: delete it."""
+    run = _own_run(request, pk)
+    if request.method == "POST":
+        try:
+            services.run_delete(run=run)
+        except services.RunRefused as exc:
+            messages.error(request, exc.message)
+            return redirect("run-detail", pk=pk)
+        messages.success(request, _("Run #%(id)s and its files are deleted.") % {"id": pk})
+        return redirect("run-list")
+    return render(
+        request,
+        "training/run_delete.html",
+        {"run": run, "files": run.artifacts.count(), "epochs": run.epoch_metrics.count()},
+    )
 
 
 @login_required

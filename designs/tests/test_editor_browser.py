@@ -331,3 +331,71 @@ def test_train_saves_unsaved_edits_first_and_a_design_over_a_limit_says_so_befor
     page.request.post(f"{server}/api/v1/runs/{run['id']}/stop/", headers={"X-CSRFToken": _csrf(context)})
     context.close()
     assert errors == []
+
+
+def test_a_blank_design_costs_nothing_until_saved_then_is_renamed_and_deleted(
+    server, browser, transactional_db
+):
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    _sign_up(page, server, f"manage-{uuid.uuid4().hex[:8]}@example.com")
+
+    def my_designs() -> list[dict]:
+        return page.request.get(f"{server}/api/v1/designs/").json()["results"]
+
+    # "New blank design", twice, never saved: nothing is created on the server.
+    for _ in range(2):
+        page.goto(f"{server}/dashboard/")
+        page.locator("#new-design").click()
+        page.wait_for_selector("#editor[data-ready=true]")
+    assert my_designs() == []
+
+    # The palette's "+" says what it does: after the selected block (at the end when none is).
+    plus = page.locator('#palette .palette-item[data-new-type="ReLU"] .palette-add')
+    assert "after the selected block" in plus.get_attribute("aria-label")
+    page.locator('#palette .palette-item[data-new-type="Conv2d"] .palette-add').click()
+    page.locator('#palette .palette-item[data-new-type="Flatten"] .palette-add').click()
+    expect(page.locator("#column > .block")).to_have_count(2)
+    page.locator("#column > .block").first.locator(".block-shape").click()  # select conv1
+    plus.click()
+    expect(page.locator("#column > .block")).to_have_count(3)
+    assert page.locator("#column > .block").evaluate_all("bs => bs.map(b => b.dataset.type)") == [
+        "Conv2d",
+        "ReLU",
+        "Flatten",
+    ]
+    _settle(page)
+
+    # The first save creates the design (with version 1), and the page becomes that design's.
+    page.locator("#save").click()
+    page.wait_for_selector("#editor[data-saved-version='1']")
+    designs = my_designs()
+    assert len(designs) == 1 and designs[0]["latest_version"]["number"] == 1
+    design = designs[0]["id"]
+    assert page.url.endswith(f"/designs/{design}/")
+    page.locator("#save").click()  # a second save is the same design, not another one
+    expect(page.locator("#save-state")).to_contain_text("Nothing changed since version 1")
+    assert len(my_designs()) == 1
+
+    # Rename from the editor.
+    page.goto(f"{server}/designs/{design}/")
+    page.wait_for_selector("#editor[data-ready=true]")
+    page.locator("#design-manage > summary").click()
+    page.locator("#rename-input").fill("Digits, take 2")
+    page.locator("#rename-button").click()
+    expect(page.locator("#design-name")).to_have_text("Digits, take 2")
+    assert my_designs()[0]["name"] == "Digits, take 2"
+
+    # Delete, after a confirmation that says what goes.
+    page.locator("#design-manage > summary").click()
+    page.locator("#delete-design").click()
+    expect(page.locator("#confirm-delete")).to_contain_text("This cannot be undone.")
+    assert len(my_designs()) == 1  # asking deletes nothing
+    page.locator("#confirm-delete-button").click()
+    page.wait_for_url(re.compile(r".*/dashboard/$"))
+    expect(page.locator(".messages")).to_contain_text("is deleted")
+    assert my_designs() == []
+    context.close()
+    assert errors == []

@@ -807,7 +807,10 @@ def resume(*, model: nn.Module, optimizer: torch.optim.Optimizer | None, schedul
     state.last_metric = meta.get("metric")
     state.best_metric = meta.get("best_metric")
     state.epoch_started = time.monotonic()
-    log(f"Resumed from the checkpoint after epoch {state.completed_epochs}.")
+    if state.events is None:
+        # Standalone (`--resume`): say so. Under BuildX the platform's own line, in the viewer's language,
+        # already says where the run resumes from; a second, near-identical one would only repeat it.
+        print(f"Resumed from the checkpoint after epoch {state.completed_epochs}.", flush=True)
     return state.completed_epochs
 
 

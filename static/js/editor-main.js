@@ -865,7 +865,8 @@
     button.disabled = true;
     updateSaveState(T.saving);
     var json = specJson();
-    return api("POST", urls.versions, { spec: JSON.parse(json) }).then(function (res) {
+    var request = boot.design.id ? api("POST", urls.versions, { spec: JSON.parse(json) }) : createDesign(json);
+    return request.then(function (res) {
       button.disabled = false;
       if (res.status === 201 || res.status === 200) {
         if (!S.version || S.version.number !== res.data.number) { S.version = { number: res.data.number, id: null }; }
@@ -897,6 +898,25 @@
       button.disabled = false;
       updateSaveState(T.network_error);
       return { ok: false, message: T.network_error };
+    });
+  }
+
+  // A blank design lives only in this page until its first save: that save creates it (with its version 1)
+  // in one request, and the page takes the new design's URLs, as if it had been opened from the server.
+  function createDesign(json) {
+    return api("POST", urls.create, { name: boot.design.name, spec: JSON.parse(json) }).then(function (res) {
+      if (res.status !== 201 || !res.data || !res.data.latest_version) { return res; }
+      var id = res.data.id;
+      boot.design.id = id;
+      Object.keys(urls).forEach(function (key) {
+        if (typeof urls[key] === "string") { urls[key] = urls[key].replace("/designs/0/", "/designs/" + id + "/"); }
+      });
+      var path = window.location.pathname.replace(/\/designs\/new\/?$/, "/designs/" + id + "/");
+      window.history.replaceState(null, "", path);
+      root.setAttribute("data-design", String(id));
+      var latest = res.data.latest_version;
+      S.version = { number: latest.number, id: latest.id };
+      return { status: 201, ok: true, data: latest };
     });
   }
 
@@ -1347,6 +1367,11 @@
     updateSaveState();
     root.setAttribute("data-ready", "true");
     scheduleValidate(0);
+    // ?version=N (a run page links the version it trained): that version, to read or to save again.
+    var wanted = new URLSearchParams(window.location.search).get("version");
+    if (wanted && /^\d+$/.test(wanted) && boot.version && Number(wanted) !== boot.version.number) {
+      loadVersion(wanted);
+    }
   }
 
   api("GET", urls.catalog).then(function (res) {

@@ -53,11 +53,51 @@
     }).catch(function () { statusEl.textContent = root.dataset.error; });
   }
 
+  // A model that learnt light digits on black (digits, MNIST) reads a dark-on-light photo badly: offer
+  // to invert an upload whose pixels are mostly light.
+  var invertHint = document.getElementById("predict-invert");
+  var inverted = null;
+  function checkLightBackground(file) {
+    invertHint.hidden = true;
+    inverted = null;
+    if (!root.dataset.lightOnDark) { return; }
+    var img = new Image();
+    img.onload = function () {
+      var c = document.createElement("canvas");
+      c.width = img.naturalWidth;
+      c.height = img.naturalHeight;
+      var g = c.getContext("2d");
+      g.drawImage(img, 0, 0);
+      var data = g.getImageData(0, 0, c.width, c.height);
+      var sum = 0, n = data.data.length / 4;
+      for (var i = 0; i < data.data.length; i += 4) {
+        sum += (data.data[i] + data.data[i + 1] + data.data[i + 2]) / 3;
+        data.data[i] = 255 - data.data[i];
+        data.data[i + 1] = 255 - data.data[i + 1];
+        data.data[i + 2] = 255 - data.data[i + 2];
+      }
+      if (n && sum / n > 127) {
+        g.putImageData(data, 0, 0);
+        inverted = c;
+        invertHint.hidden = false;
+      }
+      URL.revokeObjectURL(img.src);
+    };
+    img.src = URL.createObjectURL(file);
+  }
   if (fileInput) {
     fileInput.addEventListener("change", function () {
-      if (fileInput.files.length) { send(fileInput.files[0], fileInput.files[0].name); }
+      if (fileInput.files.length) {
+        send(fileInput.files[0], fileInput.files[0].name);
+        checkLightBackground(fileInput.files[0]);
+      }
     });
   }
+  document.getElementById("predict-invert-button").addEventListener("click", function () {
+    if (!inverted) { return; }
+    invertHint.hidden = true;
+    inverted.toBlob(function (blob) { send(blob, "inverted.png"); }, "image/png");
+  });
 
   // Drawing: white strokes on black, like the digits the model learnt from.
   var canvas = document.getElementById("predict-canvas");

@@ -20,6 +20,8 @@
   var followEl = document.getElementById("log-follow");
   var stopForm = document.getElementById("stop-form");
   var resumeForm = document.getElementById("resume-form");
+  var manageEl = document.getElementById("run-manage");
+  var deviceEl = document.getElementById("run-device");
   var MAX_LOG_LINES = 5000;
 
   var lastSeq = 0;
@@ -68,7 +70,9 @@
     statusEl.textContent = labels.status[status] || status;
     statusEl.className = "status status-" + status;
     root.dataset.live = status;
-    if (stopForm) { stopForm.hidden = !(status === "queued" || status === "running" || status === "interrupted"); }
+    var active = status === "queued" || status === "running" || status === "interrupted";
+    if (stopForm) { stopForm.hidden = !active; }
+    if (manageEl) { manageEl.hidden = active; }  // archive and delete: finished runs only
     if (status !== "queued") { queueEl.textContent = ""; }
   }
   function setProgress(d) {
@@ -102,6 +106,7 @@
     switch (msg.type) {
       case "run.status":
         setStatus(d.status);
+        if (d.device && deviceEl) { deviceEl.textContent = " · " + d.device; deviceEl.hidden = false; }
         setProgress(d);
         if (d.status === "interrupted") { appendLines("platform", [labels.interrupted]); }
         break;

@@ -1,6 +1,6 @@
 """Runs, split by concern; the names other modules use are re-exported here.
 
-- ``lifecycle``: create (with the quotas), claim, stop, resume, the stale check;
+- ``lifecycle``: create (with the quotas), claim, stop, resume, the stale check, archive, delete;
 - ``execution``: execute a claimed run in a box, the heartbeat, the trusted evaluation, finish;
 - ``events``: append, publish, the log limiter, coalescing;
 - ``sink``: the event sink between a sandboxed child and the database, checkpoints it leaves;
@@ -13,12 +13,17 @@ from training.services.execution import run_evaluate, run_execute
 from training.services.lifecycle import (
     RunRefused,
     design_expectation,
+    design_runs_delete,
+    run_archive,
     run_claim,
     run_code,
     run_create,
+    run_delete,
     run_resume,
     run_stop,
+    run_unarchive,
     runs_check_stale,
+    runs_delete,
 )
 from training.services.sink import EventSink
 
@@ -30,16 +35,21 @@ __all__ = [
     "coalesce",
     "dataset_caches",
     "design_expectation",
+    "design_runs_delete",
     "emit_status",
     "events_append",
     "events_publish",
+    "run_archive",
     "run_claim",
     "run_code",
     "run_create",
+    "run_delete",
     "run_evaluate",
     "run_execute",
     "run_resume",
     "run_stop",
+    "run_unarchive",
     "runs_check_stale",
+    "runs_delete",
     "storage_used",
 ]

@@ -3,6 +3,7 @@ dataset caches a box mounts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -137,6 +138,30 @@ def artifact_response(artifact: RunArtifact, *, download_name: str) -> HttpRespo
     response["Content-Length"] = str(answer["ContentLength"])
     response["Content-Disposition"] = disposition
     return response
+
+
+def artifacts_remove(*, names: list[str], run_ids: list[int]) -> None:
+    """Delete run files from storage (after their rows are gone), and the runs' now empty folders on a
+    local disk. A file that cannot be deleted is logged: the rows are gone either way."""
+    storage = RunArtifact.file.field.storage
+    for name in names:
+        try:
+            storage.delete(name)
+        except Exception:
+            logger.exception("Could not delete the run file %s from storage", name)
+    try:
+        root = Path(storage.path(""))
+    except NotImplementedError:
+        return  # remote storage (S3): there are no folders
+    for run_id in run_ids:
+        folder = root / "runs" / str(run_id)
+        # Deepest first; rmdir refuses a folder that still holds something, which is then kept.
+        for path in sorted(folder.glob("**/*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def restore_checkpoints(run: Run, run_dir: Path) -> int | None:

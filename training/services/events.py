@@ -6,6 +6,7 @@ batch before it is stored.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from django.db import transaction
@@ -64,6 +65,11 @@ def events_publish(*, owner_id: int, run_id: int, rows: list[RunEvent] | None) -
     summaries = [e for e in events if e["type"] in ("run.status", "run.done")]
     if summaries:
         publish(user_group(owner_id), {"type": "run.summary", "run": run_id, "events": summaries})
+
+
+def platform_log(line: str) -> dict:
+    """A ``run.log`` payload of one line of the platform's own (a stop, a resume), as coalescing makes them."""
+    return {"stream": "platform", "lines": [str(line)], "t": time.time()}
 
 
 def status_payload(run: Run, **extra: Any) -> dict:

@@ -140,6 +140,10 @@ def run_execute(*, run: Run) -> Run:
                 EpochMetric.objects.filter(run=run).delete()
             sink.add_platform_line(note)
         hp = run.hyperparameters
+        # From Train to the end of the first epoch can take many seconds: the log says what happens.
+        sink.add_platform_line(
+            _("Preparing the data (%(dataset)s) and starting the sandbox…") % {"dataset": run.dataset}
+        )
         training_cache, whole_cache = dataset_caches(run.dataset)
         if not run.dataset_hash:  # a built-in set: the cache file this run reads, hashed once per cache
             run.dataset_hash = library_services.cache_hash(whole_cache)

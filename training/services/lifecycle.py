@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F, QuerySet, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -24,13 +24,19 @@ from accounts.models import User
 from buildx import logs, metrics
 from designs import services as design_services
 from designs.limits import limit_issues
-from designs.models import CodeArtifact, DesignVersion
+from designs.models import CodeArtifact, Design, DesignVersion
 from library import services as library_services
 from library.models import Dataset, spec_id
 from sandbox.engine import corpus_facts
-from training.models import Run
-from training.services.artifacts import storage_used
-from training.services.events import emit_status, events_append, events_publish, status_payload
+from training.models import Run, RunArtifact
+from training.services.artifacts import artifacts_remove, storage_used
+from training.services.events import (
+    emit_status,
+    events_append,
+    events_publish,
+    platform_log,
+    status_payload,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -286,6 +292,7 @@ def run_stop(*, run: Run) -> Run:
             == 1
         ):
             run.refresh_from_db()
+            # Its run.done (cancelled) is the record: a run that never started has no log to speak in.
             rows = events_append(
                 run_id=run.pk,
                 events=[
@@ -298,14 +305,36 @@ def run_stop(*, run: Run) -> Run:
                             "epoch": run.epoch,
                             "epochs": run.epochs,
                         },
-                    )
+                    ),
                 ],
             )
             events_publish(owner_id=run.owner_id, run_id=run.pk, rows=rows)
             return run
-    if Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(stop_requested=True) == 1:
+    if Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, stop_requested=False).update(
+        stop_requested=True
+    ):
+        # The stop itself goes in the log: the child notices it at its next batch, which may be a while.
+        rows = events_append(
+            run_id=run.pk,
+            events=[
+                (
+                    "run.log",
+                    platform_log(
+                        _(
+                            "Stop requested: the run stops at its next batch and keeps a checkpoint of its "
+                            "last completed epoch."
+                        )
+                    ),
+                )
+            ],
+            updates={"log_lines": F("log_lines") + 1},
+        )
+        events_publish(owner_id=run.owner_id, run_id=run.pk, rows=rows)
         run.refresh_from_db()
         return run
+    if Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, stop_requested=True).exists():
+        run.refresh_from_db()
+        return run  # asked already (a second click): nothing new to say
     run.refresh_from_db()
     raise RunRefused(
         "not_stoppable",
@@ -411,3 +440,80 @@ def runs_check_stale() -> list[int]:
             except RunRefused:
                 pass
     return marked
+
+
+# --- Archive and delete ---------------------------------------------------------------------------
+
+
+def _not_finished(run: Run, *, deleting: bool) -> RunRefused:
+    """Why a run that may still train cannot be deleted (or archived) now, and what to do."""
+    status = run.get_status_display().lower()
+    if run.status == Run.Status.INTERRUPTED:
+        message = (
+            _("This run was interrupted and will resume by itself: stop it first, then delete it.")
+            if deleting
+            else _("This run was interrupted and will resume by itself: stop it first, then archive it.")
+        )
+    elif deleting:
+        message = _(
+            "This run is still %(status)s: stop it first (or wait for it to finish), then delete it."
+        ) % {"status": status}
+    else:
+        message = _(
+            "This run is still %(status)s: stop it first (or wait for it to finish), then archive it."
+        ) % {"status": status}
+    return RunRefused("not_finished", message)
+
+
+def run_archive(*, run: Run) -> Run:
+    """Hide a finished run from the default lists; it keeps everything and can be unarchived."""
+    if not run.is_finished():
+        raise _not_finished(run, deleting=False)
+    Run.objects.filter(pk=run.pk, archived_at__isnull=True).update(archived_at=timezone.now())
+    run.refresh_from_db()
+    return run
+
+
+def run_unarchive(*, run: Run) -> Run:
+    Run.objects.filter(pk=run.pk).update(archived_at=None)
+    run.refresh_from_db()
+    return run
+
+
+def run_delete(*, run: Run) -> None:
+    """Delete a finished run with its events, metrics, feedback and its files in storage.
+
+    A queued, running or interrupted run is refused: a worker may be writing to it. The status is
+    checked under the row lock, so a resume that races the delete either comes first (and the delete
+    is refused) or finds the run gone."""
+    runs_delete(runs=Run.objects.filter(pk=run.pk))
+
+
+def runs_delete(*, runs: QuerySet[Run]) -> int:
+    """Delete these runs (all finished, else ``RunRefused`` and nothing is deleted) and, once the
+    transaction commits, their files in storage. Returns the number of runs deleted."""
+    with transaction.atomic():
+        locked = list(runs.select_for_update().order_by("pk"))
+        for run in locked:
+            if not run.is_finished():
+                raise _not_finished(run, deleting=True)
+        ids = [run.pk for run in locked]
+        names = list(
+            RunArtifact.objects.filter(run_id__in=ids).exclude(file="").values_list("file", flat=True)
+        )
+        Run.objects.filter(pk__in=ids).delete()
+        transaction.on_commit(lambda: artifacts_remove(names=names, run_ids=ids))
+    return len(ids)
+
+
+def design_runs_delete(*, design: Design, **_signal: Any) -> None:
+    """The receiver of ``designs.signals.design_deleting``: the design's runs go with it, files too; an
+    active one refuses the whole delete (raised inside the design's transaction, which rolls back)."""
+    try:
+        runs_delete(runs=Run.objects.filter(design_version__design=design))
+    except RunRefused as exc:
+        raise design_services.DesignDeleteRefused(
+            _(
+                "A run of this design is still queued, running or about to resume: stop it first, then delete the design."
+            )
+        ) from exc

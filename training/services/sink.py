@@ -41,6 +41,10 @@ from training.services.events import (
 
 logger = logging.getLogger(__name__)
 
+# While an epoch trains, a line "Epoch 1/10: batch 120 of 400" at most this often: the silence between
+# Train and the end of a long first epoch says what is happening, and a long run's log stays short.
+PROGRESS_LOG_EVERY_S = 5.0
+
 
 @dataclass
 class Outcome:
@@ -80,6 +84,8 @@ class EventSink:
         )
         self.progress_base: tuple[float, float] | None = None  # (monotonic, progress) at first progress
         self.quota_noted = False
+        self.started_epoch: int | None = None  # the first epoch this execution announced ("started")
+        self.progress_logged = time.monotonic()  # when the last batch line was logged
         # An epoch's metrics wait (briefly) for that epoch's `last` checkpoint, so that the two are
         # committed in one transaction: a worker killed between them would otherwise resume from the
         # previous checkpoint and report that epoch twice (or, the other way round, lose it).
@@ -151,6 +157,14 @@ class EventSink:
                 device=self.outcome.device[:64],
                 isolation=event.get("isolation", []),
             )
+            params = event.get("params")
+            self.add_platform_line(
+                _("The data is loaded: building the model (%(params)s parameters) on %(device)s.")
+                % {
+                    "params": f"{params:,}" if isinstance(params, int) else "?",
+                    "device": self.outcome.device or "?",
+                }
+            )
         elif kind == "progress":
             epoch, epochs = int(event.get("epoch", 1)), int(event.get("epochs") or self.run.epochs)
             progress, eta = self._progress(
@@ -165,6 +179,7 @@ class EventSink:
                 "eta_seconds": eta,
             }
             self._add("run.progress", payload, progress=progress, eta_seconds=eta)
+            self._log_progress(epoch, epochs, int(event.get("batch", 0)), int(event.get("batches", 0)))
         elif kind == "epoch":
             epoch, epochs = int(event["epoch"]), int(event.get("epochs") or self.run.epochs)
             progress, eta = self._progress(epoch + 1, epochs)
@@ -197,8 +212,32 @@ class EventSink:
             self.outcome.result = event.get("test") or {}
         elif kind == "stopped":
             self.outcome.stopped_epoch = int(event.get("epoch", 0))
+            self.add_platform_line(
+                _("Stopped after %(n)s completed epoch(s); Resume continues from there.")
+                % {"n": self.outcome.stopped_epoch}
+            )
         elif kind == "error":
             self.outcome.error = event
+
+    def _log_progress(self, epoch: int, epochs: int, batch: int, batches: int) -> None:
+        """The first epoch of this execution is announced when its first batch starts; then, in any
+        epoch, a batch line every ``PROGRESS_LOG_EVERY_S`` (the runtime's own epoch line follows each
+        epoch). Values come from the child: they are bounded ints by the events schema."""
+        now = time.monotonic()
+        if self.started_epoch is None:
+            self.started_epoch = epoch
+            self.progress_logged = now
+            self.add_platform_line(
+                _("Epoch %(e)s/%(n)s started: %(batches)s batches.")
+                % {"e": epoch, "n": epochs, "batches": batches}
+            )
+            return
+        if batches and now - self.progress_logged >= PROGRESS_LOG_EVERY_S:
+            self.progress_logged = now
+            self.add_platform_line(
+                _("Epoch %(e)s/%(n)s: batch %(b)s of %(batches)s.")
+                % {"e": epoch, "n": epochs, "b": batch, "batches": batches}
+            )
 
     def _store_checkpoint(self, event: dict) -> None:
         name = str(event.get("name", "last"))

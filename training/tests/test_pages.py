@@ -39,7 +39,7 @@ def _finished_run(owner) -> Run:
 def test_the_run_page_shows_results_and_a_confusion_heatmap_with_escaped_names(alice, alice_client):
     run = _finished_run(alice)
     page = alice_client.get(f"/runs/{run.pk}/").content.decode()
-    assert "Succeeded" in page and "0.9000" in page
+    assert "Succeeded" in page and '<dd id="test-accuracy">90.0%</dd>' in page
     assert '<td class="heat-9">5</td>' in page and '<td class="heat-4">3</td>' in page
     assert "&lt;b&gt;" in page and "<b>" not in page
     assert 'id="run-epochs"' in page and "js/run-live.js" in page
