@@ -201,7 +201,8 @@ def test_adding_an_instructor_in_the_admin_gives_them_the_instructors_group(clie
     assert carol.has_perm("training.cancel_run")
     assert carol.has_perm("feedback.view_feedback")
     assert not alice.is_staff
-    assert Group.objects.get(name="Instructors").permissions.count() == 12  # 11 + feedback.view_feedback
+    # 11 + feedback.view_feedback + library.view_dataset
+    assert Group.objects.get(name="Instructors").permissions.count() == 13
 
 
 @pytest.mark.django_db

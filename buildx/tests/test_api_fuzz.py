@@ -123,6 +123,9 @@ def fuzz(operation, mode, *, world: dict, headers: dict, failures: dict) -> None
         max_examples=EXAMPLES,
         deadline=None,
         database=None,
+        # The same requests every run: a fuzz that draws new ones each time fails at random in CI, on
+        # whatever it happens to reach first. Widen EXAMPLES (or change the seed) to explore further.
+        derandomize=True,
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
