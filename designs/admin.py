@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypedDict
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from accounts.admin_scoping import CourseListFilter, StudentScopedAdmin, StudentScopedInline
+from designs import services
 from designs.models import CodeArtifact, Design, DesignVersion
 
 if TYPE_CHECKING:
@@ -65,6 +67,33 @@ class DesignAdmin(StudentScopedAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Design]:
         return super().get_queryset(request).annotate(version_count=Count("versions"))
+
+    # Deleting goes through the designs service, as the pages and the API do: the design's runs and
+    # their files in storage go with it, and a design with a run that may still train is kept.
+    def delete_model(self, request: HttpRequest, obj: Design) -> None:
+        try:
+            services.design_delete(design=obj)
+        except services.DesignDeleteRefused as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Design]) -> None:
+        kept = 0
+        for design in queryset:
+            try:
+                services.design_delete(design=design)
+            except services.DesignDeleteRefused:
+                kept += 1
+        if kept:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d design with a run that may still train was kept: stop the run first.",
+                    "%(count)d designs with a run that may still train were kept: stop the runs first.",
+                    kept,
+                )
+                % {"count": kept},
+                messages.WARNING,
+            )
 
     @admin.display(description=_("versions"), ordering="version_count")
     def version_count(self, design: WithAnnotations[Design, VersionCount]) -> int:

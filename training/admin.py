@@ -26,7 +26,7 @@ from accounts.admin import CourseAdmin
 from accounts.admin_scoping import CourseListFilter, StudentScopedAdmin, StudentScopedInline
 from accounts.admin_utils import csv_response, format_accuracy, format_duration
 from accounts.models import Course
-from training import selectors
+from training import selectors, services
 from training.models import EpochMetric, Run, RunArtifact, RunEvent
 from training.selectors import MeasuredAccuracy, accuracy_of
 
@@ -141,6 +141,32 @@ class RunAdmin(StudentScopedAdmin):
     date_hierarchy = "created_at"
     actions = ["cancel_runs", "export_csv"]  # and those of the apps above: register_run_action()
     inlines = [EpochMetricInline, RunLogTailInline, RunArtifactInline]
+
+    # Deleting goes through the runs service, as the pages and the API do: the rows and, once committed,
+    # the run's files in storage. A run a worker may still write to is not deleted.
+    def has_delete_permission(self, request: HttpRequest, obj: Run | None = None) -> bool:
+        if obj is not None and not obj.is_finished():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request: HttpRequest, obj: Run) -> None:
+        services.run_delete(run=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        kept = queryset.exclude(status__in=Run.FINISHED).count()
+        services.runs_delete(runs=queryset.filter(status__in=Run.FINISHED))
+        if kept:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d run that may still train was kept: stop it first, then delete it.",
+                    "%(count)d runs that may still train were kept: stop them first, then delete them.",
+                    kept,
+                )
+                % {"count": kept},
+                messages.WARNING,
+            )
+
     fieldsets = [
         (None, {"fields": ["owner", "design_link", "live_page", "status", "dataset", "device", "params"]}),
         (

@@ -232,3 +232,39 @@ def test_the_refusal_and_the_pages_speak_korean(alice_client, alice, run_storage
     done = _run(alice, files=False)
     page = alice_client.get(reverse("run-detail", args=[done.pk]), HTTP_ACCEPT_LANGUAGE="ko").content.decode()
     assert ">보관<" in page and "삭제…" in page
+
+
+def test_the_admin_deletes_a_run_with_its_files_and_keeps_one_that_may_still_train(
+    admin_client, alice, run_storage, django_capture_on_commit_callbacks
+):
+    finished, running = _run(alice), _run(alice, status=Run.Status.RUNNING)
+    files = _files(finished)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(f"/admin/training/run/{finished.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Run.objects.filter(pk=finished.pk).exists()
+    assert files and not any(f.exists() for f in files)
+
+    # No delete for a run a worker may still write to: the page refuses, the bulk action keeps it.
+    assert admin_client.get(f"/admin/training/run/{running.pk}/delete/").status_code == 403
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(
+            "/admin/training/run/",
+            {"action": "delete_selected", "_selected_action": [running.pk], "post": "yes"},
+        )
+    assert Run.objects.filter(pk=running.pk).exists() and all(f.exists() for f in _files(running))
+
+
+def test_the_admin_deletes_a_design_with_its_runs_and_their_files(
+    admin_client, alice, run_storage, django_capture_on_commit_callbacks
+):
+    run = _run(alice)
+    design = run.design_version.design
+    files = _files(run)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(f"/admin/designs/design/{design.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Design.objects.filter(pk=design.pk).exists() and not Run.objects.filter(pk=run.pk).exists()
+    assert files and not any(f.exists() for f in files)
