@@ -352,7 +352,11 @@ class _Normaliser:
         for param in layer_type.params:
             key_path = f"{path}.{param.name}"
             if not param.for_task(self.task):
-                continue  # tie_weights is a language model's; an image design's Linear never has it
+                # tie_weights is a language model's; an image design's Linear never has it. The editor
+                # shows a block's every setting and sends the default (off): that is not a mistake.
+                if param.name in raw and raw[param.name] == param.default:
+                    raw.pop(param.name)
+                continue
             if param.kind == "layers":
                 value = raw.pop(param.name, None)
                 if value is None:

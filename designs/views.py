@@ -148,6 +148,14 @@ def design_import(request: HttpRequest) -> HttpResponse:
     return redirect("design-editor", pk=design.pk)
 
 
+def _per_version(name: str, pk: int) -> str:
+    """A version's URL with ``{n}`` for its number. Only the version's segment: with the unsaved design's
+    id 0, replacing every "/0/" put ``{n}`` in the design's place too, and the editor's first save sent
+    its code request to /designs/<id>/versions/{n}/."""
+    head, _, tail = reverse(name, args=[pk, 0]).rpartition("/0/")
+    return f"{head}/{{n}}/{tail}"
+
+
 def _urls(design: Design) -> dict:
     # An unsaved design (GET /designs/new/) gets its URLs with id 0; the editor's first save creates
     # the design through ``create`` and puts the new id in them.
@@ -159,10 +167,10 @@ def _urls(design: Design) -> dict:
         "edit": reverse("api-design-edit"),
         "design": reverse("api-design", args=[pk]),
         "versions": reverse("api-design-versions", args=[pk]),
-        "version": reverse("api-design-version", args=[pk, 0]).replace("/0/", "/{n}/"),
-        "code": reverse("api-design-code", args=[pk, 0]).replace("/0/", "/{n}/"),
-        "artifacts": reverse("api-design-artifacts", args=[pk, 0]).replace("/0/", "/{n}/"),
-        "download": reverse("api-design-download", args=[pk, 0]).replace("/0/", "/{n}/"),
+        "version": _per_version("api-design-version", pk),
+        "code": _per_version("api-design-code", pk),
+        "artifacts": _per_version("api-design-artifacts", pk),
+        "download": _per_version("api-design-download", pk),
         "diff": reverse("design-diff", args=[pk]),
         "export": reverse("design-export", args=[pk]),
         "version_ids": reverse("design-version-ids", args=[pk]),
@@ -175,7 +183,7 @@ def _urls(design: Design) -> dict:
     if settings.LLM_ENABLED:
         # The LLM issue supplies this endpoint; until it exists, the button stays hidden.
         try:
-            urls["generate"] = reverse("api-design-generate", args=[pk, 0]).replace("/0/", "/{n}/")
+            urls["generate"] = _per_version("api-design-generate", pk)
         except NoReverseMatch:
             pass
     return urls

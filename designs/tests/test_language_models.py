@@ -400,6 +400,12 @@ def test_an_image_design_keeps_its_normal_form_and_has_no_language_model_setting
                 "layers": [{"type": "Flatten"}, {"type": "Linear", "out_features": 10, "tie_weights": True}],
             }
         )
+    # The editor shows every setting of a block and sends tie_weights' default (off) for an image Linear.
+    editor = {
+        **image,
+        "layers": [{"type": "Flatten"}, {"type": "Linear", "out_features": 10, "tie_weights": False}],
+    }
+    assert normalise(editor) == spec
 
 
 def test_a_language_model_names_a_corpus_and_has_its_own_hyperparameters():
