@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, TypedDict
 
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -54,6 +55,10 @@ class CodeArtifactInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+# The request attribute that carries a refused delete from delete_model() to response_delete().
+DELETE_REFUSED = "buildx_design_delete_refused"
+
+
 @admin.register(Design)
 class DesignAdmin(StudentScopedAdmin):
     owner_field = "owner"
@@ -70,11 +75,20 @@ class DesignAdmin(StudentScopedAdmin):
 
     # Deleting goes through the designs service, as the pages and the API do: the design's runs and
     # their files in storage go with it, and a design with a run that may still train is kept.
+    # A refused delete goes back to the design's page with the reason, without Django's "deleted
+    # successfully" message that response_delete() would add.
     def delete_model(self, request: HttpRequest, obj: Design) -> None:
         try:
             services.design_delete(design=obj)
         except services.DesignDeleteRefused as exc:
-            self.message_user(request, str(exc), messages.ERROR)
+            setattr(request, DELETE_REFUSED, str(exc))
+
+    def response_delete(self, request: HttpRequest, obj_display: str, obj_id: int) -> HttpResponse:
+        refused = getattr(request, DELETE_REFUSED, None)
+        if refused is None:
+            return super().response_delete(request, obj_display, obj_id)
+        self.message_user(request, refused, messages.ERROR)
+        return HttpResponseRedirect(reverse("admin:designs_design_change", args=[obj_id]))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Design]) -> None:
         kept = 0

@@ -268,3 +268,34 @@ def test_the_admin_deletes_a_design_with_its_runs_and_their_files(
     assert response.status_code == 302
     assert not Design.objects.filter(pk=design.pk).exists() and not Run.objects.filter(pk=run.pk).exists()
     assert files and not any(f.exists() for f in files)
+
+
+def test_the_admin_keeps_a_design_with_a_running_run(admin_client, alice, run_storage):
+    run = _run(alice, status=Run.Status.RUNNING)
+    design = run.design_version.design
+
+    response = admin_client.post(f"/admin/designs/design/{design.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 403  # the run in the cascade may not be deleted (RunAdmin)
+    assert Design.objects.filter(pk=design.pk).exists() and Run.objects.filter(pk=run.pk).exists()
+
+
+def test_an_admin_delete_refused_by_the_service_says_why_without_claiming_success(
+    admin_client, alice, run_storage, monkeypatch
+):
+    # The race: the run was finished when the admin built its page and started again before the
+    # service took its lock. The service's refusal is what the admin must show.
+    run = _run(alice)
+    design = run.design_version.design
+
+    def refuse(*, design):
+        raise design_services.DesignDeleteRefused(
+            "This design has a run that may still train: stop it first."
+        )
+
+    monkeypatch.setattr(design_services, "design_delete", refuse)
+    response = admin_client.post(f"/admin/designs/design/{design.pk}/delete/", {"post": "yes"}, follow=True)
+    page = response.content.decode()
+    assert response.redirect_chain[-1][0] == f"/admin/designs/design/{design.pk}/change/"
+    assert "stop it first" in page
+    assert "deleted successfully" not in page
+    assert Design.objects.filter(pk=design.pk).exists() and Run.objects.filter(pk=run.pk).exists()
