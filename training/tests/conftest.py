@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from designs.models import CodeArtifact, DesignVersion
+from training.tests.ops_support import database_url, descendants, wait_for  # noqa: F401 - wait_for: the tests' import
 
 TINY_SCRIPT = '''"""Tiny: a test design."""
 
@@ -143,11 +143,6 @@ def run_storage(settings, tmp_path):
     return tmp_path
 
 
-def _database_url() -> str:
-    s = connection.settings_dict
-    return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
 class Workers:
     """Real Dramatiq workers: `manage.py rundramatiq` processes on Redis, or in-process threads embedded."""
 
@@ -169,7 +164,7 @@ class Workers:
         env = {
             **os.environ,
             **FAST_ENV,
-            "DATABASE_URL": _database_url(),
+            "DATABASE_URL": database_url(),
             "REDIS_URL": redis_url or settings.REDIS_URL,
             "MEDIA_ROOT": str(settings.MEDIA_ROOT),
             "BUILDX_DATA_DIR": str(settings.DATA_DIR),
@@ -199,7 +194,7 @@ class Workers:
 
     def kill(self, proc: subprocess.Popen) -> None:
         """SIGKILL the worker's whole process group and its training children: a machine dying."""
-        pids = _descendants(proc.pid)
+        pids = descendants(proc.pid)
         for pid in [proc.pid, *pids]:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -215,23 +210,6 @@ class Workers:
                 self.kill(proc)
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            out.append(child)
-            stack.append(child)
-    return out
-
-
 @pytest.fixture
 def workers(transactional_db, run_storage, fast_liveness, tmp_path):
     import dramatiq
@@ -242,16 +220,6 @@ def workers(transactional_db, run_storage, fast_liveness, tmp_path):
     pool = Workers(tmp_path)
     yield pool
     pool.stop_all()
-
-
-def wait_for(predicate, *, timeout: float = 60, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 async def ws_connect(user):
