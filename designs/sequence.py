@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,9 @@ from django.utils.translation import gettext as _
 from torch import nn
 
 from designs.catalog import LayerType
+
+# A value the analysis fills in for a block: a size (in_features) or a shape (an Input's).
+Inferred = TypeVar("Inferred", int, list[int])
 
 TOKEN_AND_POSITION = '''\
 class TokenAndPosition(nn.Module):
@@ -249,8 +252,15 @@ class Analysis(Protocol):
     def error(self, code: str, message: str, **kw: Any) -> None: ...
 
     def infer(
-        self, layer: dict, layer_type: LayerType, field: str, actual: int, source: str, row: dict, path: str
-    ) -> int: ...
+        self,
+        layer: dict,
+        layer_type: LayerType,
+        field: str,
+        actual: Inferred,
+        source: str,
+        row: dict,
+        path: str,
+    ) -> Inferred: ...
 
 
 def _divisors_near(n: int, near: int) -> int:

@@ -42,6 +42,7 @@ from designs.catalog import (
     TASK_LM,
     TASKS,
     TRANSFORMS,
+    CorpusFacts,
     DatasetFacts,
     LayerType,
     Param,
@@ -263,7 +264,7 @@ class _Normaliser:
                 % {"n": LIMITS["max_depth"]},
             )
             return []
-        out = []
+        out: list[dict] = []
         for index, item in enumerate(raw):
             self.count += 1
             if self.count > LIMITS["max_layers"]:
@@ -417,10 +418,8 @@ class _Normaliser:
             )
             return None
         self.names[name] = path
-        for alias in {str(raw), str(given_id) if given_id is not None else None, str(given_name)} - {
-            None,
-            "None",
-        }:
+        aliases = {str(raw), str(given_name)} | ({str(given_id)} if given_id is not None else set())
+        for alias in aliases - {"None"}:
             self.aliases.setdefault(alias, name)
         return name
 
@@ -600,6 +599,7 @@ def normalise(raw: Any) -> dict:
     if errors:
         raise SpecError(errors.fields)
     normaliser.finish(layers)
+    assert info is not None  # an unknown dataset is an error above
     spec: dict[str, Any] = {"model_name": model_name.strip()}
     if task != TASK_IMAGE:
         # The default task is left out: image designs keep the normalised form (and hash) they always had.
@@ -686,12 +686,15 @@ class _Analysis:
         self.limits = limits
         self.task = spec_task(spec)
         if self.task == TASK_LM:
-            self.corpus = corpus_lookup(spec["dataset"])  # normalise() guarantees it
-            assert self.corpus is not None
+            corpus = corpus_lookup(spec["dataset"])  # normalise() guarantees it
+            assert corpus is not None
+            self.corpus: CorpusFacts = corpus
             self.vocab_size = lm_vocab_size(spec["hyperparameters"], self.corpus)
             self.context_length = int(spec["hyperparameters"]["context_length"])
         else:
-            self.dataset: DatasetFacts = dataset_lookup(spec["dataset"])  # normalise() guarantees it
+            dataset = dataset_lookup(spec["dataset"])  # normalise() guarantees it
+            assert dataset is not None
+            self.dataset: DatasetFacts = dataset
         self.rows: list[dict] = []
         self.errors: list[dict] = []
         self.warnings: list[dict] = []
@@ -716,7 +719,14 @@ class _Analysis:
         field: str | None = None,
         fix: dict | None = None,
     ) -> None:
-        item = {"code": code, "message": message, "hint": hint, "layer": layer, "path": path, "field": field}
+        item: dict[str, Any] = {
+            "code": code,
+            "message": message,
+            "hint": hint,
+            "layer": layer,
+            "path": path,
+            "field": field,
+        }
         if fix is not None:
             item["fix"] = fix
         (self.errors if kind == "error" else self.warnings).append(item)
@@ -740,7 +750,7 @@ class _Analysis:
         if self.task == TASK_LM:
             return (self.context_length,), []  # token ids, one per position
         c, h, w = self.dataset.input_shape
-        rows = []
+        rows: list[dict] = []
         for index, t in enumerate(self.spec["preprocessing"]):
             path = f"preprocessing[{index}]"
             kind = t["type"]
@@ -904,8 +914,15 @@ class _Analysis:
         return out
 
     def infer(
-        self, layer: dict, layer_type: LayerType, field: str, actual: int, source: str, row: dict, path: str
-    ) -> int:
+        self,
+        layer: dict,
+        layer_type: LayerType,
+        field: str,
+        actual: sequence.Inferred,
+        source: str,
+        row: dict,
+        path: str,
+    ) -> sequence.Inferred:
         given = layer.get(field)
         row["inferred"][field] = actual
         if given is not None and given != actual:
@@ -990,9 +1007,9 @@ class _Analysis:
                         field="input",
                     )
                     return None, 0, 0
-            out = list(in_shapes[0])
-            out[dim - 1] = sum(s[dim - 1] for s in in_shapes)
-            return tuple(out), 0, 0
+            joined = list(in_shapes[0])
+            joined[dim - 1] = sum(s[dim - 1] for s in in_shapes)
+            return tuple(joined), 0, 0
 
         shape, source = in_shapes[0], sources[0]
         if self.task not in layer_type.tasks:
@@ -1233,11 +1250,11 @@ class _Analysis:
         first_row = len(self.rows)
         current, source = shape, name
         for index, child in enumerate(inner):
-            current = self.layer(child, [current], [source], path=f"{path}.layers[{index}]", parent=name)
-            if current is None:
+            out = self.layer(child, [current], [source], path=f"{path}.layers[{index}]", parent=name)
+            if out is None:
                 self.block_rest(inner[index + 1 :], parent=name, path=path, offset=index + 1)
                 return None, 0, 0
-            source = child["name"]
+            current, source = out, child["name"]
         children = [r for r in self.rows[first_row:] if r["parent"] == name]
         params = sum(r["params"] for r in children)
         macs = sum(r["macs"] for r in children)
@@ -1443,11 +1460,12 @@ class _Analysis:
             if layer["type"] == "Input" and refs == []:
                 refs = [MODEL_INPUT]
             in_shapes = [shapes.get(r) for r in refs] if refs is not None else [None]
-            if refs is None or any(s is None for s in in_shapes):
+            known = [s for s in in_shapes if s is not None]
+            if refs is None or len(known) != len(in_shapes):
                 self.blocked(layer, path=path, parent=None, sources=refs)
                 shapes[layer["name"]] = None
                 continue
-            shapes[layer["name"]] = self.layer(layer, in_shapes, refs, path=path, parent=None)
+            shapes[layer["name"]] = self.layer(layer, known, refs, path=path, parent=None)
             if layer["type"] == "Input":
                 shapes[MODEL_INPUT] = shapes[layer["name"]]
         output_shape = shapes.get(layers[-1]["name"]) if layers else None
