@@ -188,6 +188,16 @@ class _Curves:
     def finite(self) -> bool:
         return all(v is not None and math.isfinite(v) for v in self.train_loss)
 
+    @property
+    def losses(self) -> list[float]:
+        """The training losses, once _diverged passed: it ends the diagnosis on a missing or non-finite one."""
+        return _numbers(self.train_loss)
+
+    @property
+    def val(self) -> tuple[list[float], list[float]]:
+        """Validation accuracy and loss, for a rule that checked has_val."""
+        return _numbers(self.val_acc), _numbers(self.val_loss)
+
 
 @dataclass
 class _Context:
@@ -229,15 +239,17 @@ def _diverged(c: _Context) -> Finding | None:
     if cv.n == 0:
         return None
     bad_epoch = None
-    for number, values in zip(cv.numbers, zip(cv.train_loss, cv.val_loss, strict=True), strict=True):
-        if any(v is not None and not math.isfinite(v) for v in values) or values[0] is None:
+    losses: list[float] = []
+    for number, train, val in zip(cv.numbers, cv.train_loss, cv.val_loss, strict=True):
+        if train is None or not math.isfinite(train) or (val is not None and not math.isfinite(val)):
             bad_epoch = number
             break
+        losses.append(train)
     exploded = False
     if bad_epoch is None and cv.n >= 2:
-        lowest = min(cv.train_loss)
+        lowest = min(losses)
         # The loss ends far above where it started and above its best: the updates threw the model away.
-        exploded = cv.train_loss[-1] > 2 * lowest and cv.train_loss[-1] > 1.5 * cv.train_loss[0]
+        exploded = losses[-1] > 2 * lowest and losses[-1] > 1.5 * losses[0]
         if not exploded:
             return None
         bad_epoch = cv.numbers[-1]
@@ -253,9 +265,10 @@ def _learning_rate_high(c: _Context, found: list[Finding]) -> Finding | None:
     cv, lr = c.curves, c.lr
     if cv.n == 0 or lr is None:
         return None
-    steps = list(zip(cv.train_loss, cv.train_loss[1:], strict=False))
+    losses = cv.losses
+    steps = list(zip(losses, losses[1:], strict=False))
     # A rise must also be large against the starting loss: near zero, 0.01 -> 0.02 doubles but means nothing.
-    floor = cv.train_loss[0] * LOSS_RISE_FLOOR
+    floor = losses[0] * LOSS_RISE_FLOOR
     rises = [(b / a - 1) if a > 0 and b - a > floor else 0.0 for a, b in steps]
     jumps = [r for r in rises if r > LOSS_JUMP]
     wobbles = [r for r in rises if r > LOSS_WOBBLE]
@@ -275,7 +288,7 @@ def _learning_rate_high(c: _Context, found: list[Finding]) -> Finding | None:
         # curve beside it must show exactly that many (the thresholds above only decide the finding).
         "loss_rises": len([b for a, b in steps if b > a]),
         "steps": len(steps),
-        "train_losses": [_r(v) for v in cv.train_loss],
+        "train_losses": [_r(v) for v in losses],
         "jumps": len(jumps),
         "largest_rise": _r(max((b / a - 1 for a, b in steps if 0 < a < b), default=0.0)),
         "train_acc": _r(final_acc),
@@ -314,19 +327,20 @@ def _overfitting(c: _Context, found: list[Finding]) -> Finding | None:
     cv = c.curves
     if cv.n < 3 or not cv.has_val:
         return None
-    gaps = [t - v for t, v in zip(cv.train_acc, cv.val_acc, strict=True) if t is not None]
+    val_acc, val_loss = cv.val
+    gaps = [t - v for t, v in zip(cv.train_acc, val_acc, strict=True) if t is not None]
     if len(gaps) != cv.n:
         return None
     early_gap = max(gaps[: max(1, cv.n // 3)])
     gap_growing = gaps[-1] >= OVERFIT_GAP and gaps[-1] - early_gap >= OVERFIT_GAP_GROWTH
     # Training images all right, validation ones not: memorised, even when the gap opened early.
     memorised = (cv.train_acc[-1] or 0.0) >= MEMORISED_ACC and gaps[-1] >= OVERFIT_GAP
-    best = min(range(cv.n), key=lambda i: cv.val_loss[i])
+    best = min(range(cv.n), key=lambda i: val_loss[i])
+    losses = cv.losses
     val_rising = (
         best < cv.n - 1
-        and cv.val_loss[-1] - cv.val_loss[best]
-        > max(cv.val_loss[best] * OVERFIT_VAL_RISE, OVERFIT_VAL_RISE_MIN)
-        and cv.train_loss[-1] < cv.train_loss[best]
+        and val_loss[-1] - val_loss[best] > max(val_loss[best] * OVERFIT_VAL_RISE, OVERFIT_VAL_RISE_MIN)
+        and losses[-1] < losses[best]
         and gaps[-1] >= OVERFIT_GAP / 2
     )
     if not (gap_growing or memorised or val_rising):
@@ -360,7 +374,7 @@ def _underfitting(c: _Context, found: list[Finding]) -> Finding | None:
     train_acc = cv.train_acc[-1]
     if train_acc is None or train_acc >= UNDERFIT_ACC:
         return None
-    gap = (train_acc - cv.val_acc[-1]) if cv.has_val else 0.0
+    gap = (train_acc - cv.val[0][-1]) if cv.has_val else 0.0
     if gap >= UNDERFIT_MAX_GAP:
         return None
     # What holds the model back, most specific first: steps too large to settle (a learning rate large for
@@ -405,9 +419,9 @@ def _still_improving(c: _Context, found: list[Finding]) -> Finding | None:
     cv = c.curves
     if cv.n < 3 or _has(found, "learning_rate_high", "learning_rate_low", "too_few_epochs"):
         return None
-    acc = cv.val_acc if cv.has_val else cv.train_acc
-    loss = cv.val_loss if cv.has_val else cv.train_loss
-    if any(v is None for v in acc + loss):
+    acc = _known(cv.val_acc if cv.has_val else cv.train_acc)
+    loss = _known(cv.val_loss if cv.has_val else cv.train_loss)
+    if acc is None or loss is None:
         return None
     # An overfitting model can still be improving on validation; only then is "more epochs" honest.
     if _has(found, "overfitting") and loss[-1] > min(loss):
@@ -436,7 +450,7 @@ def _plateau(c: _Context, found: list[Finding]) -> Finding | None:
     cv = c.curves
     if cv.n < 6 or _has(found, "overfitting", "learning_rate_high", "still_improving"):
         return None
-    loss = cv.val_loss if cv.has_val else cv.train_loss
+    loss = cv.val[1] if cv.has_val else cv.losses
     window = max(3, cv.n // 3)
     best = min(range(cv.n), key=lambda i: loss[i])
     train_change = abs(_drop(cv.train_loss[-window - 1], cv.train_loss[-1]))
@@ -751,6 +765,20 @@ def _num(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return float("nan") if str(value).lower() in {"nan", "inf", "-inf", "infinity"} else None
+
+
+def _known(values: list[float | None]) -> list[float] | None:
+    """The values when every one is a number, else None."""
+    known = [v for v in values if v is not None]
+    return known if len(known) == len(values) else None
+
+
+def _numbers(values: list[float | None]) -> list[float]:
+    """Values a rule has checked are all numbers (has_val, or _diverged passed)."""
+    known = _known(values)
+    if known is None:
+        raise ValueError("a missing number in a curve the rule had checked")
+    return known
 
 
 def _r(value: float | None, digits: int = 4) -> float | None:
