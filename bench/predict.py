@@ -32,6 +32,8 @@ os.environ.pop("DATABASE_URL", None)
 os.environ.pop("REDIS_URL", None)
 os.environ["SQLITE_PATH"] = str(TMP / "bench.sqlite3")
 os.environ["MEDIA_ROOT"] = str(TMP / "media")
+# The bench measures the server, not the per-user limits: one user sends thousands of requests.
+os.environ["PREDICT_RATE_PER_MINUTE"] = "0"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "buildx.settings")
 
 import django  # noqa: E402
@@ -46,6 +48,7 @@ from rest_framework.test import APIRequestFactory, force_authenticate  # noqa: E
 from safetensors.torch import save as save_safetensors  # noqa: E402
 
 from buildx.test import make_user  # noqa: E402
+from designs import compiler  # noqa: E402
 from designs import services as design_services  # noqa: E402
 from designs.models import CodeArtifact  # noqa: E402
 from training import predict  # noqa: E402
@@ -71,7 +74,7 @@ def make_run(starter: str, *, sandboxed: bool = False) -> Run:
         owner=user, design_version=version, code_artifact=artifact, dataset=spec["dataset"],
         hyperparameters=spec["hyperparameters"], status=Run.Status.SUCCEEDED, epochs=1, epoch=1,
     )  # fmt: skip
-    model = predict.execute_compiled(predict.compiled_script(run))["build_model"]()  # our compiler's code
+    model = compiler.load_compiled(predict.compiled_script(run))["build_model"]()  # our compiler's code
     tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
     artifact_store(run=run, kind=RunArtifact.Kind.CHECKPOINT_LAST, filename="last.safetensors",
                    content=save_safetensors(tensors), epoch=1)  # fmt: skip
