@@ -19,7 +19,12 @@ from accounts.models import Course, Membership
 from training import mlflow_export
 from training.models import EpochMetric, Run, RunArtifact
 from training.services import artifact_store
+from training.tests.conftest import make_design
+from training.tests.ops_support import WorkerGroup, wait_for
+from training.tests.test_ops_metrics import queues  # noqa: F401 - the fixture: empty training and default queues
 from training.tests.test_predict_limits import finished_run, predict_storage  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.usefixtures("predict_storage")  # MEDIA_ROOT in the test's own folder
 
 CURVES = [  # (epoch, train_loss, val_acc)
     (1, 1.9, 0.41),
@@ -66,8 +71,7 @@ def test_export_mlflow_logs_the_runs_finished_since_the_day_and_mlflow_reads_the
     alice,
     carol,
     tracking,
-    predict_storage,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     course = Course.objects.create(name="Deep learning 101")
     Membership.objects.create(course=course, user=alice, role=Membership.Role.STUDENT)
@@ -124,7 +128,7 @@ def test_export_mlflow_logs_the_runs_finished_since_the_day_and_mlflow_reads_the
     assert len(tracking.search_runs([experiment.experiment_id])) == 2
 
 
-def test_a_sweep_files_its_trials_under_an_mlflow_parent_run(alice, tracking, predict_storage, tmp_path):  # noqa: F811
+def test_a_sweep_files_its_trials_under_an_mlflow_parent_run(alice, tracking, tmp_path):
     run = ended_run(alice, tmp_path, finished=datetime.datetime(2026, 3, 2, tzinfo=datetime.UTC))
     parent = mlflow_export.parent_run_create(name="Sweep: learning rate", tags={"buildx.sweep": "7"})
     child = mlflow_export.run_log(run=run, parent_run_id=parent)
@@ -145,8 +149,7 @@ def test_the_run_page_links_the_logged_run_in_the_mlflow_ui(
     alice,
     alice_client,
     settings,
-    predict_storage,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     run = ended_run(alice, tmp_path, finished=datetime.datetime(2026, 3, 2, tzinfo=datetime.UTC))
     settings.MLFLOW_UI_URL = "https://mlflow.school.example"
@@ -171,27 +174,9 @@ def test_the_run_page_links_the_logged_run_in_the_mlflow_ui(
 worker_only = pytest.mark.skipif(not settings.REDIS_URL, reason="worker processes need Redis and PostgreSQL")
 
 
-@pytest.fixture
-def queues():
-    import dramatiq
-
-    import feedback.actors  # noqa: F401 - declares the default queue on the broker
-    import training.actors  # noqa: F401 - declares the training queue on the broker
-
-    broker = dramatiq.get_broker()
-    for queue in ("training", "default"):
-        broker.flush(queue)  # left by earlier tests (our own Redis database only)
-    yield broker
-    for queue in ("training", "default"):
-        broker.flush(queue)
-
-
 def train_through_a_worker(client, owner, tmp_path: Path, *, mlflow_env: dict[str, str]):
     """A 2-epoch digits run posted to the API and trained by a real worker that also takes the default
     queue (feedback, MLflow) with MLflow's settings in ``mlflow_env``; (the run when finished, the worker)."""
-    from training.tests.conftest import make_design
-    from training.tests.ops_support import WorkerGroup, wait_for
-
     group = WorkerGroup(tmp_path, processes=1, queues=["training", "default"], extra_env=mlflow_env)
     client.force_login(owner)
     version, artifact = make_design(owner, epochs=2)
@@ -208,11 +193,10 @@ def train_through_a_worker(client, owner, tmp_path: Path, *, mlflow_env: dict[st
 
 @pytest.mark.slow
 @worker_only
+@pytest.mark.usefixtures("queues")
 def test_a_run_trained_by_a_real_worker_is_logged_to_mlflow(
-    transactional_db, alice, client, settings, tmp_path, queues, monkeypatch
+    transactional_db, alice, client, settings, tmp_path, monkeypatch
 ):
-    from training.tests.ops_support import wait_for
-
     settings.MEDIA_ROOT = tmp_path / "media"
     store = f"file:{tmp_path / 'mlruns'}"
     run, group = train_through_a_worker(
@@ -249,11 +233,10 @@ def test_a_run_trained_by_a_real_worker_is_logged_to_mlflow(
 
 @pytest.mark.slow
 @worker_only
+@pytest.mark.usefixtures("queues")
 def test_a_tracking_server_that_never_answers_does_not_fail_the_run(
-    transactional_db, alice, client, settings, tmp_path, queues
+    transactional_db, alice, client, settings, tmp_path
 ):
-    from training.tests.ops_support import wait_for
-
     settings.MEDIA_ROOT = tmp_path / "media"
     # A port that takes connections and never answers: the worst kind of "down" (a refused connection
     # fails at once; this one must be given up on by the timeout).
