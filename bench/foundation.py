@@ -183,7 +183,8 @@ def main() -> None:
     subprocess.run([sys.executable, "-c", create_user], cwd=ROOT, env=env, check=True)
     mode = "PostgreSQL" if env.get("DATABASE_URL") else "SQLite"
     mode += " + Redis" if env.get("REDIS_URL") else " + embedded"
-    print(f"BuildX foundation latency, {mode}, {os.cpu_count()} CPUs, Daphne, one client")
+    how = "in-process" if args.metrics == "cpu" else "Daphne, one client"
+    print(f"BuildX foundation latency, {mode}, {os.cpu_count()} CPUs, {how}")
     try:
         if args.metrics == "cpu":
             print("server CPU time per request, in-process (thread CPU clock), metrics on / off")
