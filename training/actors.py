@@ -47,12 +47,12 @@ def log_run_to_mlflow(run_id: int, parent_run_id: str | None = None) -> None:
     if run is None or not run.is_finished():
         return  # deleted since, or resumed: the next finish queues it again
     try:
-        mlflow_export.run_log(run=run, parent_run_id=parent_run_id)
+        mlflow_export.run_log(run=run, parent_run_id=parent_run_id, replace=True)  # resumed: log it afresh
     except Exception as exc:
         logger.warning("Run %s: not logged to MLflow (%s): %s", run_id, type(exc).__name__, exc)
 
 
 def mlflow_log_queue(*, run: Run, **_signal: object) -> None:
     """Receives ``run_finished`` (TrainingConfig connects it): queue the run's logging to MLflow."""
-    if settings.MLFLOW_TRACKING_URI and not run.mlflow_run_id:
+    if settings.MLFLOW_TRACKING_URI:  # also a run logged before, resumed and finished again
         transaction.on_commit(lambda: log_run_to_mlflow.send(run.pk))

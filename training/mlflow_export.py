@@ -165,16 +165,18 @@ def stage_artifacts(run: Run, folder: Path) -> list[tuple[Path, str]]:
     return staged
 
 
-def run_log(*, run: Run, parent_run_id: str | None = None) -> str:
+def run_log(*, run: Run, parent_run_id: str | None = None, replace: bool = False) -> str:
     """Log a finished run to MLflow and keep the MLflow run's id on it; the id.
 
-    A run already logged is not logged twice (its id is returned). MLflow's errors propagate: the actor
-    logs them, export_mlflow reports them. A run half-logged when the server went away is deleted there
-    (best effort), so the next try starts clean.
+    A run already logged is not logged twice (its id is returned), unless ``replace``: a run resumed and
+    finished again is logged afresh and its earlier MLflow run deleted there. MLflow's errors propagate:
+    the actor logs them, export_mlflow reports them. A run half-logged when the server went away is
+    deleted there (best effort), so the next try starts clean.
     """
-    if run.mlflow_run_id:
-        return run.mlflow_run_id
     run = Run.objects.select_related("design_version__design", "owner", "code_artifact").get(pk=run.pk)
+    if run.mlflow_run_id and not replace:
+        return run.mlflow_run_id
+    earlier = run.mlflow_run_id
     mlflow = client()
     experiment = experiment_id(mlflow)
     tags = run_tags(run)
@@ -211,4 +213,9 @@ def run_log(*, run: Run, parent_run_id: str | None = None) -> str:
             logger.warning("Run %s: the half-logged MLflow run %s stays behind", run.pk, mlflow_run_id)
         raise
     Run.objects.filter(pk=run.pk).update(mlflow_run_id=mlflow_run_id, mlflow_experiment_id=experiment)
+    if earlier:
+        try:
+            mlflow.delete_run(earlier)
+        except Exception:
+            logger.warning("Run %s: its earlier MLflow run %s stays behind", run.pk, earlier)
     return mlflow_run_id

@@ -136,6 +136,25 @@ def test_a_sweep_files_its_trials_under_an_mlflow_parent_run(alice, tracking, tm
     assert tracking.get_run(parent).data.tags["buildx.sweep"] == "7"
 
 
+def test_a_run_resumed_and_finished_again_is_logged_afresh(alice, tracking, tmp_path):
+    run = ended_run(alice, tmp_path, finished=datetime.datetime(2026, 3, 2, tzinfo=datetime.UTC))
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.CANCELLED)
+    run.refresh_from_db()
+    first = mlflow_export.run_log(run=run)
+    assert tracking.get_run(first).info.status == "KILLED"
+    assert mlflow_export.run_log(run=run) == first  # logged once
+
+    EpochMetric.objects.create(run=run, epoch=4, train_loss=0.3, val_acc=0.9, lr=0.01)
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.SUCCEEDED, epoch=4)
+    run.refresh_from_db()
+    second = mlflow_export.run_log(run=run, replace=True)
+    run.refresh_from_db()
+    assert second != first and run.mlflow_run_id == second
+    assert tracking.get_run(second).info.status == "FINISHED"
+    assert len(tracking.get_metric_history(second, "val_acc")) == 4
+    assert tracking.get_run(first).info.lifecycle_stage == "deleted"
+
+
 def test_export_mlflow_needs_a_tracking_uri_and_a_day(settings):
     settings.MLFLOW_TRACKING_URI = ""
     with pytest.raises(CommandError, match="MLFLOW_TRACKING_URI"):
