@@ -1,12 +1,16 @@
 """Request latency of the platform's bones, through the real server (`manage.py serve`, Daphne).
 
-    python bench/foundation.py [--requests 200] [--metrics on|off|compare] [--rounds 2]
+    python bench/foundation.py [--requests 200] [--metrics on|off|compare|cpu] [--rounds 2]
 
 Uses DATABASE_URL / REDIS_URL when set (the database must be migrated); otherwise a fresh SQLite
 file in a temporary folder and the embedded mode. Prints p50 / p95 / mean in milliseconds for
 sequential requests from one client on this machine. ``--metrics compare`` measures the cost of the
 Prometheus metrics (django-prometheus's middleware and database wrapper, BuildX's request line): the
-same requests with METRICS_ENABLED on and off, alternately, and the ratio.
+same requests with METRICS_ENABLED on and off, alternately, and the ratio. Through Daphne on a shared
+machine that ratio drowns in the server's and the client's scheduling noise; ``--metrics cpu`` measures
+what the metrics cost the server itself: each request is handled in-process (Django's test client calls
+the WSGI handler in the same thread, no socket) and timed by the thread's CPU clock, in a fresh process
+per setting (the database wrapper is chosen at start-up), alternately on and off, and the difference.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # --child-cpu imports the project
 EMAIL, PASSWORD = "bench@buildx.local", "bench-passphrase-for-latency-1"
 
 
@@ -54,6 +59,41 @@ def timed(label: str, count: int, call) -> tuple[float, float, float]:
         f"mean {statistics.fmean(samples):7.2f} ms   (n={count})"
     )
     return statistics.median(samples), p95, statistics.fmean(samples)
+
+
+CPU_PATHS = ("/healthz", "/api/v1/me/", "/dashboard/", "/runs/")  # signed in: pages with queries
+
+
+def child_cpu(n: int) -> None:
+    """In this process (METRICS_ENABLED from the environment): server CPU microseconds per request."""
+    import django
+
+    django.setup()
+    from django.test import Client
+
+    from accounts.models import User
+
+    client = Client()
+    client.force_login(User.objects.get(email=EMAIL))
+    out = {}
+    for path in CPU_PATHS:
+        for _ in range(20):  # warm up: imports, template loading, the first query's connection
+            assert client.get(path).status_code == 200, path
+        samples = []
+        for _ in range(n):
+            start = time.thread_time_ns()
+            client.get(path)
+            samples.append((time.thread_time_ns() - start) / 1000)
+        out[path] = (statistics.median(samples), statistics.fmean(samples))
+    print(json.dumps(out))
+
+
+def measure_cpu(env: dict, n: int) -> dict[str, tuple[float, float]]:
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child-cpu", str(n)],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return {path: tuple(v) for path, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
 
 
 def measure(env: dict, n: int) -> dict[str, tuple[float, float, float]]:
@@ -117,12 +157,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument(
         "--metrics",
-        choices=("on", "off", "compare"),
+        choices=("on", "off", "compare", "cpu"),
         default="on",
-        help="compare: the same requests with METRICS_ENABLED=1 and =0, alternately, and their ratio",
+        help="compare: the same requests with METRICS_ENABLED=1 and =0, alternately, and their ratio; "
+        "cpu: the server's CPU time per request, in-process, on and off",
     )
+    parser.add_argument("--child-cpu", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=2, help="rounds of on/off with --metrics compare")
     args = parser.parse_args()
+    if args.child_cpu:
+        child_cpu(args.child_cpu)
+        return
 
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="buildx.settings")
     tmp = tempfile.TemporaryDirectory()
@@ -138,8 +183,27 @@ def main() -> None:
     subprocess.run([sys.executable, "-c", create_user], cwd=ROOT, env=env, check=True)
     mode = "PostgreSQL" if env.get("DATABASE_URL") else "SQLite"
     mode += " + Redis" if env.get("REDIS_URL") else " + embedded"
-    print(f"BuildX foundation latency, {mode}, {os.cpu_count()} CPUs, Daphne, one client")
+    how = "in-process" if args.metrics == "cpu" else "Daphne, one client"
+    print(f"BuildX foundation latency, {mode}, {os.cpu_count()} CPUs, {how}")
     try:
+        if args.metrics == "cpu":
+            print("server CPU time per request, in-process (thread CPU clock), metrics on / off")
+            cpu_on: list[dict] = []
+            cpu_off: list[dict] = []
+            for i in range(args.rounds):
+                for enabled, into in (("1", cpu_on), ("0", cpu_off)):
+                    into.append(measure_cpu({**env, "METRICS_ENABLED": enabled}, args.requests))
+                    print(f"round {i + 1}, metrics {'on' if enabled == '1' else 'off'}: " + "   ".join(
+                        f"{path} {into[-1][path][0]:.0f} us" for path in CPU_PATHS))  # fmt: skip
+            print("cost of metrics (median of the rounds' median CPU us per request, on / off):")
+            for path in CPU_PATHS:
+                c_on = statistics.median(r[path][0] for r in cpu_on)
+                c_off = statistics.median(r[path][0] for r in cpu_off)
+                print(
+                    f"{path:<20} {c_on:8.0f} / {c_off:8.0f} us = {c_on / c_off:5.3f}   "
+                    f"(+{c_on - c_off:.0f} us per request, n={args.requests} x {args.rounds} rounds)"
+                )
+            return
         if args.metrics != "compare":
             env["METRICS_ENABLED"] = "1" if args.metrics == "on" else "0"
             print(f"metrics {args.metrics}")

@@ -688,3 +688,16 @@ PREDICT_RATE_PER_MINUTE = env_int("PREDICT_RATE_PER_MINUTE", 60)  # 0 = no limit
 BUILDX_CODEGEN_SMOKE_WALL_S = env_float("BUILDX_CODEGEN_SMOKE_WALL_S", 60.0)
 # The generate_code actor's time limit: three LLM calls with retries and three sandbox checks.
 BUILDX_CODEGEN_TIME_LIMIT_S = env_int("BUILDX_CODEGEN_TIME_LIMIT_S", 15 * 60)
+
+# --- Experiment tracking: MLflow (training/mlflow_export.py; issue 17) ---------------------------
+
+# With a tracking URI (an http(s) server, or a file: store), every finished run is logged to MLflow from
+# the log_run_to_mlflow actor on the default queue; empty: nothing is logged.
+MLFLOW_TRACKING_URI = env("MLFLOW_TRACKING_URI")
+MLFLOW_EXPERIMENT_NAME = env("MLFLOW_EXPERIMENT_NAME", "BuildX")
+# The MLflow UI as the browser reaches it (e.g. https://mlflow.school.example): the run page links a
+# logged run there. Empty: no link.
+MLFLOW_UI_URL = env("MLFLOW_UI_URL").rstrip("/")
+# One HTTP request to the tracking server, seconds, and no retries: MLflow down makes the actor give up
+# within about this long (its own defaults retry for minutes). export_mlflow logs what was missed.
+MLFLOW_TIMEOUT_SECONDS = env_int("MLFLOW_TIMEOUT_SECONDS", 5)

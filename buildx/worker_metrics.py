@@ -114,7 +114,7 @@ def heartbeats_read() -> list[dict]:
 def gpu_stats() -> list[dict]:
     """Utilisation (0..1) and memory of each GPU this process sees, from NVML; [] without one."""
     try:
-        import pynvml  # type: ignore[import-not-found]  # nvidia-ml-py, on GPU images only
+        import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py (requirements.txt): no stubs
     except ImportError:
         return []
     try:

@@ -271,13 +271,13 @@ class DatasetExport(APIView):
     )
     def get(self, request: Request, pk: int) -> FileResponse | Response:
         dataset = _own(request, pk)
-        path = services.upload_path(dataset)
-        if not dataset.is_ready or not path.is_file():
+        zipped = services.file_open(dataset, services.upload_path(dataset)) if dataset.is_ready else None
+        if zipped is None:
             return error_response(
                 code="not_found", message=_("This dataset has no file to export."), http_status=404
             )
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset.name).strip("_") or f"dataset-{dataset.pk}"
-        return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{name}.zip")  # noqa: SIM115
+        return FileResponse(zipped, as_attachment=True, filename=f"{name}.zip")
 
 
 class DatasetSamples(APIView):
@@ -287,9 +287,10 @@ class DatasetSamples(APIView):
     )
     def get(self, request: Request, pk: int) -> HttpResponse | Response:
         dataset = _visible(request, pk)
-        path = services.samples_path(dataset)
-        if not path.is_file():
+        samples = services.file_open(dataset, services.samples_path(dataset))
+        if samples is None:
             return error_response(code="not_found", message=_("No samples yet."), http_status=404)
-        response = HttpResponse(path.read_bytes(), content_type="image/png")
+        with samples:
+            response = HttpResponse(samples.read(), content_type="image/png")
         response["Cache-Control"] = "private, max-age=300"
         return response

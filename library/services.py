@@ -4,17 +4,27 @@ Files are plain files under ``BUILDX_DATA_DIR/uploads/<id>/``: ``upload.zip`` as
 ready: it is the export, in the user's own folder layout), ``cache.pt`` (the uint8 tensor cache that
 built-in sets use too, so a run reads both the same way) and ``samples.png``. Nothing from the zip is
 ever extracted to disk: sandbox/engine/custom.py reads entries in memory, counting bytes.
+
+With object storage (STORAGE_URL), the bucket holds them (``datasets/<id>/<file>``, through Django's storage
+API) and those local paths are working copies: the web writes the arriving zip there and moves it to the
+bucket once whole; the checking worker fetches it, stores the cache and the samples, and keeps nothing; a
+trainer (or a web process predicting) fetches the cache once and keeps it (``dataset_cache``). No two
+machines share a disk.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import ProtectedError, Sum
 from django.utils import timezone
@@ -65,6 +75,58 @@ def cache_path(dataset: Dataset) -> Path:
 
 def samples_path(dataset: Dataset) -> Path:
     return dataset_folder(dataset) / "samples.png"
+
+
+def stored_name(dataset: Dataset, path: Path) -> str:
+    """A dataset file's name in Django's storage (used with object storage only)."""
+    return f"datasets/{dataset.pk}/{path.name}"
+
+
+def file_store(dataset: Dataset, path: Path) -> None:
+    """With object storage, move a finished local file into the bucket (streamed, in parts); without, leave it."""
+    if not settings.USES_OBJECT_STORAGE:
+        return
+    name = stored_name(dataset, path)
+    with path.open("rb") as f:
+        saved = default_storage.save(name, File(f))
+    if saved != name:  # a name in use gets another one: each dataset file is written once, so never here
+        default_storage.delete(saved)
+        raise RuntimeError(f"{name} is already in storage")
+    path.unlink()
+
+
+def file_fetch(dataset: Dataset, path: Path) -> bool:
+    """Whether the file is on this machine's disk, streamed from the bucket first where it is only there."""
+    if path.is_file():
+        return True
+    if not settings.USES_OBJECT_STORAGE or not default_storage.exists(stored_name(dataset, path)):
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")  # two fetches at once: each its own
+    try:
+        with default_storage.open(stored_name(dataset, path), "rb") as src, part.open("wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+    return True
+
+
+def file_open(dataset: Dataset, path: Path) -> IO[bytes] | None:
+    """A dataset file to read where it lives (this disk, else the bucket, streamed), or None."""
+    if path.is_file():
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it (a FileResponse does)
+    if settings.USES_OBJECT_STORAGE and default_storage.exists(stored_name(dataset, path)):
+        return default_storage.open(stored_name(dataset, path), "rb")
+    return None
+
+
+def files_remove(dataset: Dataset) -> None:
+    """The dataset's files on this disk and, with object storage, in the bucket."""
+    for path in (upload_path(dataset), cache_path(dataset), samples_path(dataset)):
+        path.unlink(missing_ok=True)
+        if settings.USES_OBJECT_STORAGE:
+            default_storage.delete(stored_name(dataset, path))
 
 
 # --- Quotas ---------------------------------------------------------------------------------------
@@ -220,6 +282,7 @@ def dataset_upload_whole(*, owner: User, name: str, file: IO[bytes], size: int, 
 
 
 def _start_check(dataset: Dataset) -> None:
+    file_store(dataset, upload_path(dataset))  # the worker that checks it may be on another host
     if Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.UPLOADING).update(
         status=Dataset.Status.CHECKING, progress={"stage": "queued", "done": 0, "total": 0}
     ):
@@ -274,6 +337,7 @@ def dataset_check(*, dataset_id: int) -> Dataset | None:
         publish(user_group(dataset.owner_id), status_message(dataset))
 
     try:
+        file_fetch(dataset, upload_path(dataset))
         report = custom.check_zip(upload_path(dataset), limits=limits, progress=progress)
         if not report.ok:
             return _reject(dataset, report.as_dict())
@@ -291,6 +355,13 @@ def dataset_check(*, dataset_id: int) -> Dataset | None:
         custom.write_samples(
             cache["images"], cache["labels"], classes=len(result.class_names), path=samples_path(dataset)
         )
+        cache_bytes = result.cache_path.stat().st_size
+        file_store(dataset, cache_path(dataset))
+        file_store(dataset, samples_path(dataset))
+        if settings.USES_OBJECT_STORAGE:
+            shutil.rmtree(
+                dataset_folder(dataset)
+            )  # the bucket keeps the zip (the export), the cache, the samples
     except Exception as exc:  # noqa: BLE001 - whatever broke, the dataset ends rejected, with the reason
         logger.exception("The check of dataset %s failed", dataset_id)
         return _reject(
@@ -322,7 +393,7 @@ def dataset_check(*, dataset_id: int) -> Dataset | None:
         mean=list(result.mean),
         std=list(result.std),
         content_hash=result.content_hash,
-        cache_bytes=result.cache_path.stat().st_size,
+        cache_bytes=cache_bytes,
         warnings=[_problem_dict(w) for w in result.warnings],
         problems=[],
         progress={"stage": "ready", "done": len(report.images), "total": len(report.images)},
@@ -346,8 +417,7 @@ def _reject(dataset: Dataset, answer: dict[str, Any]) -> Dataset:
         checked_at=timezone.now(),
     )
     # Nothing of a rejected upload is kept but the answer: the zip may be hostile.
-    for path in (upload_path(dataset), cache_path(dataset), samples_path(dataset)):
-        path.unlink(missing_ok=True)
+    files_remove(dataset)
     dataset.refresh_from_db()
     publish(user_group(dataset.owner_id), status_message(dataset))
     return dataset
@@ -411,6 +481,7 @@ def dataset_delete(*, dataset: Dataset) -> None:
     """Delete a dataset and its files; refused while runs that trained on it exist (they need its test
     split for their results, predictions and bundles)."""
     folder = dataset_folder(dataset)
+    files = Dataset(pk=dataset.pk)  # names its files once the row (and so dataset.pk) is gone
     try:
         dataset.delete()
     except ProtectedError as exc:
@@ -426,6 +497,7 @@ def dataset_delete(*, dataset: Dataset) -> None:
             status=409,
         ) from exc
     shutil.rmtree(folder, ignore_errors=True)
+    files_remove(files)
 
 
 # --- What designs and runs read ---------------------------------------------------------------------
@@ -516,7 +588,7 @@ def dataset_cache(name: str) -> Path:
 
         return engine_datasets.ensure_cache(name, data_dir=settings.DATA_DIR)
     dataset = Dataset.objects.filter(pk=pk, status=Dataset.Status.READY).first()
-    if dataset is None or not cache_path(dataset).is_file():
+    if dataset is None or not file_fetch(dataset, cache_path(dataset)):
         raise FileNotFoundError(f"the uploaded dataset {name} is not ready")
     return cache_path(dataset)
 

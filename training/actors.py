@@ -13,10 +13,16 @@ every worker process (see there why).
 
 from __future__ import annotations
 
+import logging
+
 import dramatiq
 from django.conf import settings
+from django.db import transaction
 
 from buildx import logs
+from training.models import Run
+
+logger = logging.getLogger(__name__)
 
 
 @dramatiq.actor(queue_name="training", max_retries=0, time_limit=settings.RUNS_ACTOR_TIME_LIMIT_MS)
@@ -28,3 +34,25 @@ def train_run(run_id: int) -> None:
     if run is None:
         return  # another delivery got there first, or the run was stopped while queued
     services.run_execute(run=run)
+
+
+# Backstop only: each request to MLflow gives up after MLFLOW_TIMEOUT_SECONDS, with no retries.
+@dramatiq.actor(queue_name="default", max_retries=0, time_limit=5 * 60 * 1000)
+def log_run_to_mlflow(run_id: int, parent_run_id: str | None = None) -> None:
+    """Log a finished run to MLflow; MLflow down or refusing is a warning, never the run's failure."""
+    from training import mlflow_export  # mlflow's client stays out of processes that never log
+
+    logs.bind(run_id=run_id)
+    run = Run.objects.filter(pk=run_id).first()
+    if run is None or not run.is_finished():
+        return  # deleted since, or resumed: the next finish queues it again
+    try:
+        mlflow_export.run_log(run=run, parent_run_id=parent_run_id, replace=True)  # resumed: log it afresh
+    except Exception as exc:
+        logger.warning("Run %s: not logged to MLflow (%s): %s", run_id, type(exc).__name__, exc)
+
+
+def mlflow_log_queue(*, run: Run, **_signal: object) -> None:
+    """Receives ``run_finished`` (TrainingConfig connects it): queue the run's logging to MLflow."""
+    if settings.MLFLOW_TRACKING_URI:  # also a run logged before, resumed and finished again
+        transaction.on_commit(lambda: log_run_to_mlflow.send(run.pk))

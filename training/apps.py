@@ -20,3 +20,6 @@ class TrainingConfig(AppConfig):
 
         # dispatch_uid: connected once, however often ready() runs (tests may call it again).
         design_deleting.connect(services.design_runs_delete, dispatch_uid="training.design_runs_delete")
+        from training import actors, signals
+
+        signals.run_finished.connect(actors.mlflow_log_queue, dispatch_uid="training.mlflow_log_queue")

@@ -101,6 +101,9 @@ class Run(models.Model):
     # Set when the owner archives the run: hidden from the default lists (runs page, dashboard, API),
     # kept whole (events, metrics, files) and shown again on unarchive. Null: not archived.
     archived_at = models.DateTimeField(_("archived"), null=True, blank=True)
+    # The run in MLflow once logged there (training/mlflow_export.py); blank otherwise.
+    mlflow_run_id = models.CharField(max_length=64, blank=True)
+    mlflow_experiment_id = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -133,6 +136,13 @@ class Run(models.Model):
         return self.status in (self.Status.CANCELLED, self.Status.INTERRUPTED) or (
             self.status == self.Status.FAILED and self.checkpoint_epoch is not None
         )
+
+    @property
+    def mlflow_url(self) -> str:
+        """The run in the MLflow UI (MLFLOW_UI_URL), or "" where it is not logged or there is no UI."""
+        if not (settings.MLFLOW_UI_URL and self.mlflow_run_id and self.mlflow_experiment_id):
+            return ""
+        return f"{settings.MLFLOW_UI_URL}/#/experiments/{self.mlflow_experiment_id}/runs/{self.mlflow_run_id}"
 
     @property
     def progress_percent(self) -> int:
