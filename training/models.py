@@ -101,6 +101,8 @@ class Run(models.Model):
     # Set when the owner archives the run: hidden from the default lists (runs page, dashboard, API),
     # kept whole (events, metrics, files) and shown again on unarchive. Null: not archived.
     archived_at = models.DateTimeField(_("archived"), null=True, blank=True)
+    # The owner's own words about the run (the runs table and the run page edit it; tags are RunTag rows).
+    note = models.TextField(_("note"), blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -137,6 +139,21 @@ class Run(models.Model):
     @property
     def progress_percent(self) -> int:
         return round(self.progress * 100)
+
+
+class RunTag(models.Model):
+    """A label the owner puts on a run ("baseline", "dropout"): the runs table filters by it. A row per
+    tag, not a JSON list, so that filtering by a tag is an indexed join on PostgreSQL and SQLite alike."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(_("tag"), max_length=32, db_index=True)
+
+    class Meta:
+        ordering = ["run", "name"]
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="unique_run_tag")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.name}"
 
 
 class RunEvent(models.Model):
