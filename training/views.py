@@ -82,9 +82,8 @@ def run_list(request: HttpRequest) -> HttpResponse:
     query = run_table.table_query(request.GET)
     if query.scope == "students" and not run_table.teaches(user):
         raise Http404(_("You do not teach a course."))
-    page = Paginator(run_table.table_runs(user=user, query=query), run_table.PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
+    runs = run_table.table_runs(user=user, query=query).defer("traceback", "timings", "isolation")
+    page = Paginator(runs, run_table.PAGE_SIZE).get_page(request.GET.get("page"))
     shown = [run_table.COLUMN_BY_KEY[k] for k in query.columns]
     if query.scope != "students":
         shown = [c for c in shown if c.key != "owner"]
