@@ -345,3 +345,38 @@ def test_a_query_the_table_does_not_understand_is_a_400_in_the_api_and_a_notice_
         page = alice_client.get(f"/runs/?{query}")
         assert page.status_code == 200 and 'id="table-errors"' in page.content.decode(), query
         assert page_ids(page) == [run.pk], query  # the rest of the view still shows
+
+
+def test_the_table_and_its_answers_speak_korean(alice, alice_client, design):
+    run = add_run(alice, design, accuracy=0.9, val_acc=(0.5,))
+    page = alice_client.get("/runs/?sort=-best", HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    assert "최고 검증 정확도" in page and "태그와 메모" in page and "실행 1개" in page
+    refused = alice_client.patch(
+        f"/api/v1/runs/{run.pk}/",
+        {"tags": ["a b"]},
+        content_type="application/json",
+        HTTP_ACCEPT_LANGUAGE="ko",
+    )
+    assert "태그는 한 단어입니다" in refused.json()["error"]["fields"]["tags"][0]
+    bad = alice_client.get("/api/v1/runs/?hp.learning_rate.min=x", HTTP_ACCEPT_LANGUAGE="ko")
+    assert bad.json()["error"]["fields"]["hp.learning_rate.min"] == ["0.001 같은 숫자를 주세요."]
+    compare = alice_client.get(
+        f"/runs/compare/?ids={run.pk},{add_run(alice, design, lr=0.5).pk}", HTTP_ACCEPT_LANGUAGE="ko"
+    ).content.decode()
+    assert "하이퍼파라미터와 테스트 정확도" in compare and "첫 번째 실행과 다름" in compare
+
+
+def test_the_run_page_shows_the_tags_and_note_and_offers_the_form_to_the_owner_only(
+    alice, alice_client, carol, client, design
+):
+    account_services.course_join(
+        user=alice,
+        code=account_services.course_create(name="DL", term="Spring", instructors=[carol]).join_code,
+    )
+    run = add_run(alice, design, tags=("baseline",))
+    alice_client.post(f"/runs/{run.pk}/label/", {"tags": "baseline, wide", "note": "try less dropout"})
+    page = alice_client.get(f"/runs/{run.pk}/").content.decode()
+    assert 'href="/runs/?tag=wide"' in page and "try less dropout" in page and 'id="label-edit"' in page
+    client.force_login(carol)
+    page = client.get(f"/runs/{run.pk}/").content.decode()
+    assert "try less dropout" in page and 'id="label-edit"' not in page
