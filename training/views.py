@@ -88,10 +88,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     if query.scope != "students":
         shown = [c for c in shown if c.key != "owner"]
     students = query.scope == "students"
-    scope_runs = run_table.table_runs(
-        user=user, query=run_table.TableQuery(scope=query.scope, archived="all")
-    )
-    choices = scope_runs.order_by()
+    choices = run_table.scope_runs(user=user, scope=query.scope).order_by()
     designs = list(
         choices.values_list("design_version__design_id", "design_version__design__name")
         .distinct()
