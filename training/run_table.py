@@ -142,7 +142,7 @@ class JsonNumber(Func):
         super().__init__(F(column))
         self.key = key
 
-    def as_sql(self, compiler, connection, **extra):  # type: ignore[override]
+    def as_sql(self, compiler, connection, **extra):
         column, params = compiler.compile(self.source_expressions[0])
         if connection.vendor == "postgresql":
             sql = (
