@@ -377,6 +377,9 @@ def test_the_run_page_shows_the_tags_and_note_and_offers_the_form_to_the_owner_o
     alice_client.post(f"/runs/{run.pk}/label/", {"tags": "baseline, wide", "note": "try less dropout"})
     page = alice_client.get(f"/runs/{run.pk}/").content.decode()
     assert 'href="/runs/?tag=wide"' in page and "try less dropout" in page and 'id="label-edit"' in page
+    # Every id once: run-live.js reads its labels from the element with the id "run-labels".
+    ids = re.findall(r' id="([^"]+)"', page)
+    assert sorted(ids) == sorted(set(ids))
     client.force_login(carol)
     page = client.get(f"/runs/{run.pk}/").content.decode()
     assert "try less dropout" in page and 'id="label-edit"' not in page
