@@ -49,25 +49,27 @@ def test_the_table_sorts_and_filters_by_a_hyperparameter_compares_four_runs_and_
         context = browser.new_context(viewport={"width": 768, "height": 1024})  # a tablet, upright
         context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": live_server.url}])
         page = context.new_page()
+        # Room for a loaded 2-core machine: each step below waits for a server-rendered page.
+        page.set_default_timeout(30_000)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(f"{live_server.url}/runs/")
-        expect(page.locator("#runs-table tbody tr")).to_have_count(5)
+        expect(page.locator("#runs-table tbody tr")).to_have_count(5, timeout=30_000)
 
         # Sort by the learning rate: ascending, then descending, from its header.
         header = page.locator('#runs-table th[data-column="hp.learning_rate"]')
         header.get_by_role("link").click()
-        expect(header).to_have_attribute("aria-sort", "ascending")
+        expect(header).to_have_attribute("aria-sort", "ascending", timeout=30_000)
         assert rows(page) == by_rate
         header.get_by_role("link").click()
-        expect(header).to_have_attribute("aria-sort", "descending")
+        expect(header).to_have_attribute("aria-sort", "descending", timeout=30_000)
         assert rows(page) == by_rate[::-1]
 
         # Filter: learning rate from 0.001 to 0.1; the sort stays.
         page.fill("#filter-learning_rate-min", "0.001")
         page.fill("#filter-learning_rate-max", "0.1")
         page.locator("#apply-filters").click()
-        expect(page.locator("#runs-table tbody tr")).to_have_count(3)
+        expect(page.locator("#runs-table tbody tr")).to_have_count(3, timeout=30_000)
         assert rows(page) == [runs[0.05].pk, runs[0.01].pk, runs[0.001].pk]
         assert "hp.learning_rate.min=0.001" in page.url and "sort=-hp.learning_rate" in page.url
 
@@ -75,7 +77,7 @@ def test_the_table_sorts_and_filters_by_a_hyperparameter_compares_four_runs_and_
         page.locator("#column-choice summary").click()
         page.locator('#column-choice input[value="device"]').uncheck()
         page.locator("#apply-filters").click()
-        expect(page.locator('#runs-table th[data-column="device"]')).to_have_count(0)
+        expect(page.locator('#runs-table th[data-column="device"]')).to_have_count(0, timeout=30_000)
         table_url = page.url
 
         # A reload, and the same link in a new tab, show the same view.
@@ -107,7 +109,7 @@ def test_the_table_sorts_and_filters_by_a_hyperparameter_compares_four_runs_and_
         compare_url = page.url
         for _ in range(2):
             loss = page.locator("#compare-loss svg")
-            expect(loss.locator("polyline.series")).to_have_count(4)
+            expect(loss.locator("polyline.series")).to_have_count(4, timeout=30_000)
             expect(page.locator("#compare-loss .chart-legend li")).to_have_count(4)
             assert loss.get_attribute("data-series") == "4"
             # The differing rows are marked with a visible sign, and the cells that differ from the first run.
