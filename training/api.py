@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.db.models import Max
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
@@ -15,9 +17,14 @@ from accounts.auth import signed_in_user
 from buildx.api import error_response
 from buildx.schema import ERROR
 from designs.models import DesignVersion
-from training import services
+from training import run_table, services
 from training.models import Run, RunArtifact, RunEvent
-from training.selectors import runs_viewable_by, with_own_queue_position, with_queue_position
+from training.selectors import (
+    accuracy_value,
+    runs_viewable_by,
+    with_own_queue_position,
+    with_queue_position,
+)
 from training.services.artifacts import artifact_response
 
 EVENTS_PAGE_MAX = 1000
@@ -29,6 +36,13 @@ class RunSerializer(serializers.ModelSerializer):
     version_number = serializers.IntegerField(source="design_version.number", read_only=True)
     queue_position = serializers.IntegerField(read_only=True, allow_null=True)
     url = serializers.SerializerMethodField()
+    test_accuracy = serializers.SerializerMethodField(
+        help_text="The test accuracy BuildX measured (0..1); null before it, or when only the script reported one."
+    )
+    best_val_acc = serializers.SerializerMethodField(
+        help_text="The best validation accuracy over the epochs."
+    )
+    tags = serializers.SerializerMethodField()
 
     class Meta:
         model = Run
@@ -71,11 +85,42 @@ class RunSerializer(serializers.ModelSerializer):
             "can_resume",
             "can_delete",
             "archived_at",
+            "test_accuracy",
+            "best_val_acc",
+            "tags",
+            "note",
         ]
         read_only_fields = fields
 
     def get_url(self, run: Run) -> str:
         return f"/runs/{run.pk}/"
+
+    # The list annotates these in its one query (training.run_table); a single run computes them here.
+    def get_test_accuracy(self, run: Run) -> float | None:
+        if hasattr(run, "test_accuracy"):
+            return run.test_accuracy
+        return accuracy_value(run)
+
+    def get_best_val_acc(self, run: Run) -> float | None:
+        if hasattr(run, "best_val_acc"):
+            return run.best_val_acc
+        return run.epoch_metrics.aggregate(best=Max("val_acc"))["best"]
+
+    def get_tags(self, run: Run) -> list[str]:
+        return [t.name for t in run.tags.all()]
+
+
+class RunLabelSerializer(serializers.Serializer):
+    """The owner's labels on a run: either or both; a field left out keeps its value."""
+
+    tags = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        help_text="Every tag of the run (replaces them): one word each, at most 10; lower-cased.",
+    )
+    note = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, help_text="At most 2000 characters."
+    )
 
 
 class RunCreateSerializer(serializers.Serializer):
@@ -145,34 +190,59 @@ class RunListCreate(generics.ListAPIView):
     serializer_class = RunSerializer
 
     def get_queryset(self):
-        qs = _own_runs(self.request)
+        user = signed_in_user(self.request)
         params = self.request.query_params
-        if params.get("status"):
-            qs = qs.filter(status__in=params["status"].split(","))
-        for name, lookup in (
-            ("design", "design_version__design_id"),
-            ("design_version", "design_version_id"),
-        ):
-            if params.get(name):
-                qs = qs.filter(**{lookup: _id_param(name, params[name])})
-        if params.get("dataset"):
-            qs = qs.filter(dataset__iexact=params["dataset"])
-        archived = params.get("archived", "false")
-        if archived not in ("false", "true", "all"):
-            raise serializers.ValidationError({"archived": [_("Give false, true or all.")]})
-        if archived == "true":
-            qs = qs.filter(archived_at__isnull=False)
-        elif archived == "false":
-            qs = qs.filter(archived_at__isnull=True)  # archived runs are hidden unless asked for
-        return qs.order_by("-created_at")
+        query = run_table.table_query(params)
+        if query.errors:
+            raise serializers.ValidationError(query.errors)
+        if query.scope == "students" and not run_table.teaches(user):
+            raise Http404
+        qs = run_table.table_runs(user=user, query=query)
+        if params.get("design_version"):
+            qs = qs.filter(design_version_id=_id_param("design_version", params["design_version"]))
+        return with_queue_position(qs)
 
     @extend_schema(
-        summary="Your runs, newest first",
+        summary="The runs table: your runs (or your students'), sorted and filtered",
+        description=(
+            "The same view as the page /runs/ for the same query string, 50 a page (`page`). Sorting "
+            "and filtering happen on the server, hyperparameters included."
+        ),
         parameters=[
+            OpenApiParameter(
+                "sort",
+                str,
+                description=(
+                    "A column key, `-` first for descending: id, design, version, dataset, status, epochs, "
+                    "best, test, duration, device, created (default -created), note, owner, or "
+                    "hp.<hyperparameter> such as hp.learning_rate."
+                ),
+            ),
+            OpenApiParameter(
+                "scope",
+                str,
+                enum=["mine", "students"],
+                description="students: the runs of the students of the courses you teach (404 if you teach none).",
+            ),
             OpenApiParameter("status", str, description="Comma-separated statuses (queued,running,...)."),
             OpenApiParameter("design", int, description="Runs of this design."),
             OpenApiParameter("design_version", int, description="Runs of this version (its id)."),
             OpenApiParameter("dataset", str, description="Runs on this dataset."),
+            OpenApiParameter("tag", str, description="Runs with this tag."),
+            OpenApiParameter(
+                "hp.learning_rate.min",
+                float,
+                description=(
+                    "A number hyperparameter's lower bound, inclusive (any hyperparameter: "
+                    "hp.<name>.min, hp.<name>.max; a choice one: hp.<name>=<value>)."
+                ),
+            ),
+            OpenApiParameter(
+                "hp.learning_rate.max", float, description="A number hyperparameter's upper bound, inclusive."
+            ),
+            OpenApiParameter(
+                "cols", str, description="The page's columns (comma-separated keys); the API ignores it."
+            ),
             OpenApiParameter(
                 "archived",
                 str,
@@ -258,6 +328,23 @@ class RunDetail(generics.RetrieveAPIView):
         except services.RunRefused as exc:
             return _refused(exc)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="Set a run's tags and note (the owner's runs only)",
+        request=RunLabelSerializer,
+        responses={200: RunSerializer, 400: ERROR, 404: ERROR},
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        run = get_object_or_404(Run, pk=pk, owner=signed_in_user(request))
+        body = RunLabelSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            run = services.run_label(
+                run=run, tags=body.validated_data.get("tags"), note=body.validated_data.get("note")
+            )
+        except services.RunRefused as exc:
+            return _refused(exc)
+        return Response(RunSerializer(with_own_queue_position(run)).data)
 
 
 class RunArchive(APIView):

@@ -104,6 +104,8 @@ class Run(models.Model):
     # The run in MLflow once logged there (training/mlflow_export.py); blank otherwise.
     mlflow_run_id = models.CharField(max_length=64, blank=True)
     mlflow_experiment_id = models.CharField(max_length=64, blank=True)
+    # The owner's own words about the run (the runs table and the run page edit it; tags are RunTag rows).
+    note = models.TextField(_("note"), blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -147,6 +149,21 @@ class Run(models.Model):
     @property
     def progress_percent(self) -> int:
         return round(self.progress * 100)
+
+
+class RunTag(models.Model):
+    """A label the owner puts on a run ("baseline", "dropout"): the runs table filters by it. A row per
+    tag, not a JSON list, so that filtering by a tag is an indexed join on PostgreSQL and SQLite alike."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(_("tag"), max_length=32, db_index=True)
+
+    class Meta:
+        ordering = ["run", "name"]
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="unique_run_tag")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.name}"
 
 
 class RunEvent(models.Model):

@@ -3,6 +3,7 @@ results the admin shows instructors (a course's students with their best run, it
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import TYPE_CHECKING, TypedDict
 
@@ -20,6 +21,7 @@ from django.db.models import (
 )
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
+from django.utils.translation import gettext as _
 
 from accounts.admin_scoping import student_ids_of
 from accounts.models import Course, Membership, User
@@ -100,8 +102,85 @@ def hyperparameter_table(*, runs: list[Run]) -> list[dict]:
     table = []
     for key in keys:
         values = [r.hyperparameters.get(key, "—") for r in runs]
-        table.append({"key": key, "values": values, "differs": len({str(v) for v in values}) > 1})
+        # A cell is marked when it differs from the first run's (the baseline of the comparison).
+        cells = [{"value": v, "differs": str(v) != str(values[0])} for v in values]
+        table.append(
+            {"key": key, "values": values, "cells": cells, "differs": len({str(v) for v in values}) > 1}
+        )
     return table
+
+
+PARALLEL_WIDTH, PARALLEL_HEIGHT, PARALLEL_PAD = 720, 300, 40
+
+
+def _axis_position(value: object, values: list[object], *, log: bool) -> float | None:
+    """Where ``value`` sits on its axis, 0 (bottom) .. 1 (top): numbers by size (log for rates spanning
+    decades), anything else (an optimizer's name) in sorted order."""
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numbers) == len(values):
+        assert isinstance(value, int | float)
+        scale = (lambda x: math.log10(x)) if log else (lambda x: float(x))
+        low, high = scale(min(numbers)), scale(max(numbers))
+        return 0.5 if high == low else (scale(value) - low) / (high - low)
+    labels = sorted({str(v) for v in values})
+    return 0.5 if len(labels) == 1 else labels.index(str(value)) / (len(labels) - 1)
+
+
+def parallel_coordinates(*, runs: list[Run], table: list[dict]) -> dict:
+    """A parallel-coordinates plot, drawn on the server as SVG coordinates: one vertical axis per
+    hyperparameter that differs between ``runs`` (every one when none differs), then the test accuracy
+    BuildX measured; one line per run through its values. A run without a test result stops before
+    the last axis."""
+    rows = [row for row in table if row["differs"]] or table
+    axes: list[dict] = []
+    for row in rows:
+        values = row["values"]
+        numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        log = len(numbers) == len(values) and min(numbers) > 0 and max(numbers) / min(numbers) >= 100
+        axes.append(
+            {
+                "label": row["key"],
+                "positions": [_axis_position(v, values, log=log) for v in values],
+                "low": min(numbers) if len(numbers) == len(values) else sorted({str(v) for v in values})[0],
+                "high": max(numbers) if len(numbers) == len(values) else sorted({str(v) for v in values})[-1],
+                "log": log,
+            }
+        )
+    accuracies = [accuracy_value(r) for r in runs]
+    measured = [a for a in accuracies if a is not None]
+    low, high = (min(measured), max(measured)) if measured else (0.0, 1.0)
+    axes.append(
+        {
+            "label": str(_("test accuracy")),
+            "positions": [
+                None if a is None else (0.5 if high == low else (a - low) / (high - low)) for a in accuracies
+            ],
+            "low": _percent(low) if measured else "—",
+            "high": _percent(high) if measured else "—",
+            "log": False,
+        }
+    )
+    step = (PARALLEL_WIDTH - 2 * PARALLEL_PAD) / max(1, len(axes) - 1)
+    top, bottom = PARALLEL_PAD, PARALLEL_HEIGHT - PARALLEL_PAD
+    for i, axis in enumerate(axes):
+        axis["x"] = round(PARALLEL_PAD + i * step, 1)
+    lines = []
+    for j, run in enumerate(runs):
+        points = []
+        for axis in axes:
+            position = axis["positions"][j]
+            if position is None:
+                break
+            points.append(f"{axis['x']},{round(bottom - position * (bottom - top), 1)}")
+        lines.append({"run": run.pk, "series": j % 8, "points": " ".join(points)})
+    return {
+        "width": PARALLEL_WIDTH,
+        "height": PARALLEL_HEIGHT,
+        "top": top,
+        "bottom": bottom,
+        "axes": axes,
+        "lines": lines,
+    }
 
 
 def curves(*, runs: list[Run]) -> list[dict]:
@@ -110,7 +189,7 @@ def curves(*, runs: list[Run]) -> list[dict]:
         {
             "id": r.pk,
             "label": f"#{r.pk} {r.design_version.design.name} v{r.design_version.number}",
-            "epochs": [m.as_dict() for m in r.epoch_metrics.order_by("epoch")],
+            "epochs": [m.as_dict() for m in r.epoch_metrics.all()],  # Meta orders by epoch; prefetched
         }
         for r in runs
     ]
@@ -120,7 +199,7 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
-def _accuracy(run: Run) -> float | None:
+def accuracy_value(run: Run) -> float | None:
     """The test accuracy BuildX measured; None when only the script reported one (not compared)."""
     if run.metrics_source != Run.MetricsSource.PLATFORM:
         return None
@@ -136,7 +215,7 @@ def before_after(*, runs: list[Run]) -> dict:
         before, after = after, before
     origin = after.design_version.derived_from_run
     applied = origin is not None and origin.design_version_id == before.design_version_id
-    accuracy_before, accuracy_after = _accuracy(before), _accuracy(after)
+    accuracy_before, accuracy_after = accuracy_value(before), accuracy_value(after)
     delta = None
     if accuracy_before is not None and accuracy_after is not None:
         delta = accuracy_after - accuracy_before

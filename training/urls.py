@@ -13,6 +13,7 @@ urlpatterns = [
     path("runs/<int:pk>/stop/", views.run_stop, name="run-stop"),
     path("runs/<int:pk>/resume/", views.run_resume, name="run-resume"),
     path("runs/<int:pk>/archive/", views.run_archive, name="run-archive"),
+    path("runs/<int:pk>/label/", views.run_label, name="run-label"),
     path("runs/<int:pk>/delete/", views.run_delete, name="run-delete"),
     path("runs/<int:pk>/predict/", predict_views.predict_page, name="run-predict"),
     path("runs/<int:pk>/generate/", generate_views.generate_page, name="run-generate"),

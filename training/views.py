@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.db.models import Max
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from accounts.auth import signed_in_user
 from designs.models import Design, DesignVersion
 from designs.views import starter_cards
-from training import exports, predict, selectors, services
+from training import exports, predict, run_table, selectors, services
 from training.models import Run
+
+COMPARE_MAX = 12  # runs on one compare page: past that the curves are a tangle
 
 
 def _own_run(request: HttpRequest, pk: int) -> Run:
@@ -58,28 +63,96 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _back(request: HttpRequest, default: str) -> str:
+    """Where a form of the runs table returns: its ``next`` when that is a page of this site's runs
+    table (the view the person was looking at), else ``default``."""
+    target = request.POST.get("next", "")
+    if target.startswith("/runs/") and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return default
+
+
 @login_required
 def run_list(request: HttpRequest) -> HttpResponse:
-    """The user's runs, newest first; archived ones only when asked for (``?archived=1``)."""
-    owner = signed_in_user(request)
-    archived = request.GET.get("archived") == "1"
-    runs = Run.objects.filter(owner=owner, archived_at__isnull=not archived).select_related(
-        "design_version__design"
+    """The runs table: the user's runs (or, ``?scope=students``, those of the students they teach),
+    sorted, filtered and with the columns the query string asks for, 50 a page."""
+    user = signed_in_user(request)
+    query = run_table.table_query(request.GET)
+    if query.scope == "students" and not run_table.teaches(user):
+        raise Http404(_("You do not teach a course."))
+    runs = run_table.table_runs(user=user, query=query).defer("traceback", "timings", "isolation")
+    page = Paginator(runs, run_table.PAGE_SIZE).get_page(request.GET.get("page"))
+    shown = [run_table.COLUMN_BY_KEY[k] for k in query.columns]
+    if query.scope != "students":
+        shown = [c for c in shown if c.key != "owner"]
+    students = query.scope == "students"
+    choices = run_table.scope_runs(user=user, scope=query.scope).order_by()
+    designs = list(
+        choices.values_list("design_version__design_id", "design_version__design__name")
+        .distinct()
+        .order_by("design_version__design__name")[:200]
     )
-    status = request.GET.get("status")
-    if status in Run.Status.values:
-        runs = runs.filter(status=status)
+    datasets = list(choices.values_list("dataset", flat=True).distinct().order_by("dataset")[:200])
+    filtered = [c for c in run_table.HYPERPARAMETER_COLUMNS if c.hyperparameter in query.ranges]
+    filtered += [c for c in run_table.HYPERPARAMETER_COLUMNS if c.hyperparameter in query.choices]
+    hp_filters = [
+        {
+            "column": c,
+            "min": run_table.range_text(query, c.hyperparameter, 0),
+            "max": run_table.range_text(query, c.hyperparameter, 1),
+            "value": query.choices.get(c.hyperparameter, ""),
+        }
+        for c in run_table.HYPERPARAMETER_COLUMNS
+        if c in shown or c in filtered
+    ]
+    here = request.get_full_path()
     return render(
         request,
         "training/run_list.html",
         {
-            "runs": runs[:200],
+            "page": page,
+            "rows": [{"run": run, "cells": run_table.row_cells(run, shown)} for run in page],
+            "query": query,
+            "columns": shown,
+            "all_columns": [c for c in run_table.COLUMNS if students or c.key != "owner"],
+            "headers": [{"column": c, **run_table.sort_link(query, c)} for c in shown],
+            "tag_base": query.url(tag="", page=""),
+            "page_links": {
+                "previous": query.url(page=str(page.previous_page_number())) if page.has_previous() else "",
+                "next": query.url(page=str(page.next_page_number())) if page.has_next() else "",
+            },
+            "hp_filters": hp_filters,
+            "designs": designs,
+            "datasets": datasets,
             "statuses": Run.Status.choices,
-            "status": status,
-            "archived": archived,
-            "archived_count": 0 if archived else owner.runs.filter(archived_at__isnull=False).count(),
+            "students": students,
+            "teaches": students or run_table.teaches(user),
+            "editable": not students,
+            "here": here,
+            "archived": query.archived == "only",
+            "errors": query.errors,
+            "archived_count": 0
+            if query.archived != "hide" or students
+            else user.runs.filter(archived_at__isnull=False).count(),
         },
     )
+
+
+@login_required
+@require_POST
+def run_label(request: HttpRequest, pk: int) -> HttpResponse:
+    """The tags and note form of the runs table and the run page (the owner's runs only)."""
+    run = _own_run(request, pk)
+    try:
+        services.run_label(
+            run=run, tags=services.tags_parse(request.POST.get("tags", "")), note=request.POST.get("note", "")
+        )
+        messages.success(request, _("Run #%(id)s: tags and note saved.") % {"id": run.pk})
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+    return redirect(_back(request, reverse("run-detail", args=[pk])))
 
 
 def _heatmap(metrics: dict) -> list[dict]:
@@ -216,7 +289,7 @@ def run_archive(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, _("Run #%(id)s is back in your lists.") % {"id": run.pk})
     except services.RunRefused as exc:
         messages.error(request, exc.message)
-    return redirect("run-detail", pk=pk)
+    return redirect(_back(request, reverse("run-detail", args=[pk])))
 
 
 @login_required
@@ -240,22 +313,36 @@ def run_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def run_compare(request: HttpRequest) -> HttpResponse:
-    ids = {int(i) for i in request.GET.getlist("ids") if i.isdigit()}
+    """N runs side by side: ``?ids=1,2,3`` (or ``ids=1&ids=2``, what the table's checkboxes send); runs
+    the user may view (their own; their students' for an instructor)."""
+    ids = {
+        int(i)
+        for value in request.GET.getlist("ids")
+        for i in value.split(",")
+        if i.isdigit() and len(i) < 19
+    }
+    if len(ids) > COMPARE_MAX:
+        messages.error(request, _("Compare at most %(n)s runs at a time.") % {"n": COMPARE_MAX})
+        ids = set(sorted(ids)[:COMPARE_MAX])
     runs = list(
-        Run.objects.filter(owner=signed_in_user(request), pk__in=ids)
+        selectors.runs_viewable_by(signed_in_user(request))
+        .filter(pk__in=ids)
         .select_related("design_version__design", "design_version__derived_from_run")
-        .order_by("created_at")
+        .prefetch_related("epoch_metrics")
+        .order_by("created_at", "pk")
     )
     if len(runs) != len(ids):
         # Another user's run and a run that does not exist get the same answer.
         raise Http404(_("No such run."))
+    table = selectors.hyperparameter_table(runs=runs)
     return render(
         request,
         "training/run_compare.html",
         {
             "runs": runs,
-            "table": selectors.hyperparameter_table(runs=runs),
+            "table": table,
             "series": selectors.curves(runs=runs),
+            "parallel": selectors.parallel_coordinates(runs=runs, table=table) if len(runs) >= 2 else None,
             "enough": len(runs) >= 2,
             "pair": selectors.before_after(runs=runs) if len(runs) == 2 else None,
         },

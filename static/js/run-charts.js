@@ -8,11 +8,14 @@
   var NS = "http://www.w3.org/2000/svg";
   var W = 480, H = 240, PAD = { r: 12, t: 12, b: 28 };
   var CHAR_W = 6.6;  // width of a tick label's character at 11px, in viewBox units
-  var DASHES = ["", "7 4", "2 3", "10 3 2 3", "4 2"];
-  var MARKERS = ["circle", "square", "triangle", "diamond", "cross"];
+  // Eight styles (the compare page overlays up to twelve runs; styles repeat after eight, colours
+  // with them, so the ninth run differs from the first by its line's width only).
+  var COLOURS = 8;
+  var DASHES = ["", "7 4", "2 3", "10 3 2 3", "4 2", "12 4", "1 4", "6 2 1 2"];
+  var MARKERS = ["circle", "square", "triangle", "diamond", "cross", "square", "circle", "triangle"];
   // The legend's sample of each style (HTML, not a second SVG): a line of that kind and the marker.
-  var BORDERS = ["solid", "dashed", "dotted", "dashed", "dashed"];
-  var GLYPHS = ["\u25CF", "\u25A0", "\u25B2", "\u25C6", "\u2715"];
+  var BORDERS = ["solid", "dashed", "dotted", "dashed", "dashed", "dashed", "dotted", "dashed"];
+  var GLYPHS = ["\u25CF", "\u25A0", "\u25B2", "\u25C6", "\u2715", "\u25A1", "\u25CB", "\u25B3"];
 
   function el(name, attrs, parent) {
     var node = document.createElementNS(NS, name);
@@ -93,9 +96,9 @@
     var n = series.length;
     series.forEach(function (s, i) {
       var pts = s.points.filter(function (p) { return p[1] !== null && p[1] !== undefined && isFinite(p[1]); });
-      var cls = "series series-" + i;
+      var cls = "series series-" + (i % COLOURS);
       var dash = DASHES[i % DASHES.length];
-      var width = String(Math.max(1.2, 2.6 - 0.5 * i));  // later series thinner: one on top of another shows both
+      var width = String(Math.max(1.2, 2.6 - 0.3 * i));  // later series thinner: one on top of another shows both
       if (pts.length > 1) {
         var line = el("polyline", { points: pts.map(function (p) { return sx(p[0]) + "," + sy(p[1]); }).join(" "),
                                     class: cls, "stroke-width": width }, svg);
@@ -104,7 +107,7 @@
       pts.forEach(function (p) { marker(MARKERS[i % MARKERS.length], sx(p[0]), sy(p[1]), cls + " dot", svg); });
       var item = document.createElement("li");
       var swatch = document.createElement("span");
-      swatch.className = "swatch-line series-" + i;
+      swatch.className = "swatch-line series-" + (i % COLOURS);
       swatch.setAttribute("aria-hidden", "true");
       swatch.style.borderTopStyle = BORDERS[i % BORDERS.length];
       swatch.setAttribute("data-dash", dash || "solid");
@@ -115,6 +118,7 @@
       item.appendChild(swatch);
       item.appendChild(document.createTextNode(" " + s.label));
       item.setAttribute("data-series", String(i));
+      if (s.run) { item.setAttribute("data-run", String(s.run)); }
       legend.appendChild(item);
     });
     svg.setAttribute("data-points", String(xs.length));

@@ -7,7 +7,7 @@
   document.querySelectorAll(".chart[data-metric]").forEach(function (box) {
     var metric = box.dataset.metric;
     new window.BuildXChart(box).draw(runs.map(function (run) {
-      return { label: run.label, points: run.epochs.map(function (m) { return [m.epoch, m[metric]]; }) };
+      return { label: run.label, run: run.id, points: run.epochs.map(function (m) { return [m.epoch, m[metric]]; }) };
     }));
   });
 })();

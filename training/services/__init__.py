@@ -4,6 +4,7 @@
 - ``execution``: execute a claimed run in a box, the heartbeat, the trusted evaluation, finish;
 - ``events``: append, publish, the log limiter, coalescing;
 - ``sink``: the event sink between a sandboxed child and the database, checkpoints it leaves;
+- ``notes``: the owner's tags and note on a run;
 - ``artifacts``: run files in storage and their limits, the dataset caches.
 """
 
@@ -25,6 +26,7 @@ from training.services.lifecycle import (
     runs_check_stale,
     runs_delete,
 )
+from training.services.notes import run_label, tags_parse
 from training.services.sink import EventSink
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "run_code",
     "run_create",
     "run_delete",
+    "run_label",
     "run_evaluate",
     "run_execute",
     "run_resume",
@@ -52,4 +55,5 @@ __all__ = [
     "runs_check_stale",
     "runs_delete",
     "storage_used",
+    "tags_parse",
 ]

@@ -57,7 +57,14 @@ def test_the_compare_page_shows_the_hyperparameters_that_differ(alice, alice_cli
     one, two = _finished_run(alice), _finished_run(alice)
     Run.objects.filter(pk=two.pk).update(hyperparameters={**two.hyperparameters, "learning_rate": 0.1})
     page = alice_client.get(f"/runs/compare/?ids={one.pk}&ids={two.pk}").content.decode()
-    assert '<tr class="differs"><th scope="row">learning_rate</th><td>0.01</td><td>0.1</td></tr>' in page
+    row = (
+        '<tr class="differs" data-hyperparameter="learning_rate"><th scope="row">learning_rate '
+        '<span class="diff-marker" title="differs between the runs">≠<span class="visually-hidden"> '
+        "differs between the runs</span></span></th><td>0.01</td>"
+        '<td class="cell-differs"><span class="diff-marker" aria-hidden="true">≠</span> '
+        '<span class="visually-hidden">differs from the first run: </span>0.1</td></tr>'
+    )
+    assert row in page
     assert 'id="compare-series"' in page
 
 

@@ -1,0 +1,472 @@
+"""The runs table: its columns, and the view a query string asks for (sort, filters, columns, scope).
+
+One parser and one queryset for the page (/runs/) and the API (GET /api/v1/runs/), so a link copied
+from either shows the same runs in the same order. Sorting and filtering happen in SQL, hyperparameters
+included (a JSON key read, on PostgreSQL and SQLite alike); a page costs the same queries whatever the
+number of runs.
+
+Query string (every key optional)::
+
+    sort=-hp.learning_rate     a column key, "-" first for descending (default -created)
+    cols=design,hp.lr,...      the columns shown (default DEFAULT_COLUMNS)
+    design=<id>  dataset=<name>  status=succeeded[,failed]  tag=<name>
+    hp.<name>.min=0.001  hp.<name>.max=0.1      a number hyperparameter's range (inclusive)
+    hp.<name>=adam                              a choice hyperparameter's value
+    archived=1|true (only archived)  all (both)  (default: not archived)
+    scope=students                              an instructor's students' runs, not their own
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from django.db.models import (
+    Expression,
+    F,
+    FloatField,
+    Func,
+    OuterRef,
+    QuerySet,
+    Subquery,
+)
+from django.db.models.aggregates import Max
+from django.db.models.fields.json import KeyTextTransform
+from django.http import QueryDict
+from django.utils.dateformat import format as date_format
+from django.utils.functional import Promise
+from django.utils.text import Truncator
+from django.utils.timezone import localtime
+from django.utils.translation import gettext_lazy as _
+
+from accounts.admin_scoping import student_ids_of
+from accounts.models import Membership, User
+from buildx.templatetags.buildx_format import NONE, percent, plain
+from designs.catalog import HYPERPARAMETERS, LM_HYPERPARAMETERS
+from training.models import EpochMetric, Run
+from training.selectors import accuracy_of
+
+PAGE_SIZE = 50
+SCOPES = ("mine", "students")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # in the URL: sort=<key>, cols=<key>
+    label: str | Promise
+    kind: str = "text"  # text | number | choice (a hyperparameter's) | none (not sortable)
+    order_by: str = ""  # the field or annotation sorted on; "" = not sortable
+    hyperparameter: str = ""  # the key in Run.hyperparameters
+
+
+def _hyperparameter_columns() -> list[Column]:
+    columns: dict[str, Column] = {}
+    for param in (*HYPERPARAMETERS, *LM_HYPERPARAMETERS):
+        if param.name in columns or param.kind not in ("int", "float", "choice"):
+            continue
+        kind = "choice" if param.kind == "choice" else "number"
+        columns[param.name] = Column(
+            key=f"hp.{param.name}",
+            label=param.name,
+            kind=kind,
+            order_by=f"hp_{param.name}",
+            hyperparameter=param.name,
+        )
+    return list(columns.values())
+
+
+HYPERPARAMETER_COLUMNS = _hyperparameter_columns()
+COLUMNS: list[Column] = [
+    Column("id", _("Run"), "number", "pk"),
+    Column("owner", _("Student"), "text", "owner__email"),
+    Column("design", _("Design"), "text", "design_version__design__name"),
+    Column("version", _("Version"), "number", "design_version__number"),
+    Column("dataset", _("Dataset"), "text", "dataset"),
+    *HYPERPARAMETER_COLUMNS,
+    Column("status", _("Status"), "text", "status"),
+    Column("epochs", _("Epochs"), "number", "epoch"),
+    Column("best", _("Best validation accuracy"), "number", "best_val_acc"),
+    Column("test", _("Test accuracy"), "number", "test_accuracy"),
+    Column("duration", _("Duration"), "number", "run_seconds"),
+    Column("device", _("Device"), "text", "device"),
+    Column("created", _("Started"), "number", "created_at"),
+    Column("tags", _("Tags"), "none"),
+    Column("note", _("Note"), "text", "note"),
+]
+COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
+HYPERPARAMETER_BY_NAME = {c.hyperparameter: c for c in HYPERPARAMETER_COLUMNS}
+DEFAULT_COLUMNS = [
+    "id",
+    "design",
+    "version",
+    "dataset",
+    "hp.learning_rate",
+    "hp.batch_size",
+    "hp.optimizer",
+    "status",
+    "epochs",
+    "best",
+    "test",
+    "duration",
+    "device",
+    "tags",
+]
+DEFAULT_SORT = "-created"
+NOT_NULL_SORTS = {
+    "id",
+    "owner",
+    "design",
+    "version",
+    "dataset",
+    "status",
+    "epochs",
+    "duration",
+    "device",
+    "created",
+    "note",
+}
+ARCHIVED = {"": "hide", "0": "hide", "false": "hide", "1": "only", "true": "only", "all": "all"}
+
+
+class JsonNumber(Func):
+    """A number stored under ``key`` in a JSON column, as a float; NULL when the value there is not a
+    number (missing, text, true/false). PostgreSQL would refuse to cast text, and a boolean is not a
+    hyperparameter's value to sort by."""
+
+    output_field = FloatField()
+
+    def __init__(self, column: str, key: str) -> None:
+        super().__init__(F(column))
+        self.key = key
+
+    def as_sql(self, compiler, connection, **extra):
+        column, params = compiler.compile(self.source_expressions[0])
+        if connection.vendor == "postgresql":
+            sql = (
+                f"(CASE WHEN jsonb_typeof({column} -> %s) = 'number' "
+                f"THEN ({column} ->> %s)::double precision END)"
+            )
+            return sql, (*params, self.key, *params, self.key)
+        path = "$." + json.dumps(self.key)
+        sql = (
+            f"(CASE WHEN json_type({column}, %s) IN ('integer', 'real') "
+            f"THEN CAST(json_extract({column}, %s) AS REAL) END)"
+        )
+        return sql, (*params, path, *params, path)
+
+
+def hyperparameter_expression(column: Column) -> Expression:
+    if column.kind == "number":
+        return JsonNumber("hyperparameters", column.hyperparameter)
+    return KeyTextTransform(column.hyperparameter, "hyperparameters")
+
+
+def best_val_acc() -> Subquery:
+    """The run's best validation accuracy over its epochs: one correlated subquery, read only for the
+    rows of the page unless the table sorts by it."""
+    best = (
+        EpochMetric.objects.filter(run=OuterRef("pk"))
+        .order_by()
+        .values("run")
+        .annotate(best=Max("val_acc"))
+        .values("best")
+    )
+    return Subquery(best, output_field=FloatField())
+
+
+@dataclass
+class TableQuery:
+    """What a query string asks of the runs table, checked: ``errors`` maps a parameter to what is
+    wrong with it (the API answers 400 with them; the page shows them and ignores those values)."""
+
+    sort: str = DEFAULT_SORT
+    columns: list[str] = field(default_factory=lambda: list(DEFAULT_COLUMNS))
+    scope: str = "mine"
+    design: int | None = None
+    dataset: str = ""
+    statuses: list[str] = field(default_factory=list)
+    tag: str = ""
+    archived: str = "hide"
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    choices: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def sort_key(self) -> str:
+        return self.sort.lstrip("-")
+
+    @property
+    def descending(self) -> bool:
+        return self.sort.startswith("-")
+
+    def params(self) -> list[tuple[str, str]]:
+        """The query string that gives this view back (defaults left out): links keep the view."""
+        out: list[tuple[str, str]] = []
+        if self.scope != "mine":
+            out.append(("scope", self.scope))
+        if self.design is not None:
+            out.append(("design", str(self.design)))
+        if self.dataset:
+            out.append(("dataset", self.dataset))
+        if self.statuses:
+            out.append(("status", ",".join(self.statuses)))
+        if self.tag:
+            out.append(("tag", self.tag))
+        if self.archived != "hide":
+            out.append(("archived", "1" if self.archived == "only" else "all"))
+        for name, (low, high) in self.ranges.items():
+            if low is not None:
+                out.append((f"hp.{name}.min", _number_text(low)))
+            if high is not None:
+                out.append((f"hp.{name}.max", _number_text(high)))
+        for name, value in self.choices.items():
+            out.append((f"hp.{name}", value))
+        if self.columns != DEFAULT_COLUMNS:
+            out.append(("cols", ",".join(self.columns)))
+        if self.sort != DEFAULT_SORT:
+            out.append(("sort", self.sort))
+        return out
+
+    def url(self, **changes: str) -> str:
+        """``?...`` for this view with some parameters replaced (``sort``, ``page``)."""
+        params = [(k, v) for k, v in self.params() if k not in changes]
+        params += [(k, v) for k, v in changes.items() if v]
+        return "?" + urlencode(params) if params else "?"
+
+
+def _number_text(value: float) -> str:
+    return repr(int(value)) if value == int(value) and abs(value) < 1e15 else repr(value)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def table_query(params: QueryDict) -> TableQuery:
+    query = TableQuery()
+    errors = query.errors
+
+    sort = params.get("sort", "").strip()
+    if sort:
+        column = COLUMN_BY_KEY.get(sort.lstrip("-"))
+        if column is None or not column.order_by or sort.startswith("--"):
+            errors["sort"] = [str(_("Sort by one of the table's columns."))]
+        else:
+            query.sort = sort
+
+    # "cols=a,b" from a link, or "cols=a&cols=b" from the page's checkboxes: the same columns.
+    keys = list(
+        dict.fromkeys(k.strip() for value in params.getlist("cols") for k in value.split(",") if k.strip())
+    )
+    if "cols" in params:
+        unknown = [k for k in keys if k not in COLUMN_BY_KEY]
+        if unknown or not keys:
+            errors["cols"] = [str(_("Choose columns of the table."))]
+        else:
+            query.columns = keys
+
+    scope = params.get("scope", "mine")
+    if scope not in SCOPES:
+        errors["scope"] = [str(_("Give mine or students."))]
+    else:
+        query.scope = scope
+
+    design = params.get("design", "").strip()
+    if design:
+        if design.isdigit() and int(design) < 2**63:
+            query.design = int(design)
+        else:
+            errors["design"] = [str(_("Give an id: a whole number."))]
+
+    query.dataset = params.get("dataset", "").strip()[:64]
+
+    statuses = [s for value in params.getlist("status") for s in value.split(",") if s]
+    if any(s not in Run.Status.values for s in statuses):
+        errors["status"] = [str(_("Give statuses of runs: queued, running, succeeded, failed, cancelled."))]
+    else:
+        query.statuses = list(dict.fromkeys(statuses))
+
+    query.tag = params.get("tag", "").strip().lower()[:32]
+
+    archived = params.get("archived", "")
+    if archived not in ARCHIVED:
+        errors["archived"] = [str(_("Give false, true or all."))]
+    else:
+        query.archived = ARCHIVED[archived]
+
+    for key in params:
+        if not key.startswith("hp."):
+            continue
+        name, _dot, bound = key[3:].partition(".")
+        column = HYPERPARAMETER_BY_NAME.get(name)
+        value = params.get(key, "").strip()
+        if column is None or bound not in ("", "min", "max"):
+            errors[key] = [str(_("No such hyperparameter filter."))]
+            continue
+        if not value:
+            continue  # an empty field of the filter form
+        if column.kind == "choice":
+            if bound:
+                errors[key] = [str(_("This hyperparameter is a choice: give its value."))]
+            else:
+                query.choices[name] = value[:64]
+            continue
+        number = _number(value)
+        if number is None or not bound:
+            errors[key] = [str(_("Give a number, such as 0.001."))]
+            continue
+        low, high = query.ranges.get(name, (None, None))
+        query.ranges[name] = (number, high) if bound == "min" else (low, number)
+    return query
+
+
+def teaches(user: User) -> bool:
+    return Membership.objects.filter(user=user, role=Membership.Role.INSTRUCTOR).exists()
+
+
+def scope_runs(*, user: User, scope: str) -> QuerySet[Run]:
+    """Every run of the scope, archived ones too, nothing joined: what the filter form's choices
+    (designs, datasets) are read from."""
+    if scope == "students":
+        return Run.objects.filter(owner_id__in=student_ids_of(user))
+    return Run.objects.filter(owner=user)
+
+
+def table_runs(*, user: User, query: TableQuery) -> QuerySet[Run]:
+    """The runs ``query`` asks for that ``user`` may see, filtered and sorted in SQL, with what a row
+    shows (design, owner, best and test accuracy, tags) in the same query or one prefetch.
+
+    ``scope`` "students" is the runs of the students of the courses ``user`` teaches (callers check
+    ``teaches`` first and answer 404 otherwise); "mine" is the user's own runs."""
+    runs = scope_runs(user=user, scope=query.scope)
+    # A row shows the design's name and the version's number: its spec, report and description (the
+    # largest columns of the join) stay in the database.
+    runs = (
+        runs.select_related("design_version__design", "owner")
+        .defer(
+            "design_version__spec",
+            "design_version__report",
+            "design_version__applied_suggestion",
+            "design_version__design__description",
+        )
+        .prefetch_related("tags")
+    )
+    if query.archived == "hide":
+        runs = runs.filter(archived_at__isnull=True)
+    elif query.archived == "only":
+        runs = runs.filter(archived_at__isnull=False)
+    if query.design is not None:
+        runs = runs.filter(design_version__design_id=query.design)
+    if query.dataset:
+        runs = runs.filter(dataset__iexact=query.dataset)
+    if query.statuses:
+        runs = runs.filter(status__in=query.statuses)
+    if query.tag:
+        runs = runs.filter(tags__name=query.tag)  # (run, name) is unique: no duplicate rows
+
+    annotations: dict[str, Any] = {"test_accuracy": accuracy_of(), "best_val_acc": best_val_acc()}
+    wanted = set(query.ranges)
+    sort_column = COLUMN_BY_KEY[query.sort_key]
+    if sort_column.hyperparameter:
+        wanted.add(sort_column.hyperparameter)
+    for name in wanted:
+        annotations[f"hp_{name}"] = hyperparameter_expression(HYPERPARAMETER_BY_NAME[name])
+    runs = runs.annotate(**annotations)
+    for name, (low, high) in query.ranges.items():
+        if low is not None:
+            runs = runs.filter(**{f"hp_{name}__gte": low})
+        if high is not None:
+            runs = runs.filter(**{f"hp_{name}__lte": high})
+    for name, value in query.choices.items():
+        # A JSON key's own lookup (``name`` is one of the catalog's, never the client's text): it
+        # compares JSON with JSON on both databases.
+        runs = runs.filter(**{f"hyperparameters__{name}": value})
+
+    order = F(sort_column.order_by)
+    # Runs without the value (no test result yet, a hyperparameter another task has) go last either
+    # way; the id breaks ties, so pages never repeat or skip a run. A column that is never null sorts
+    # plainly, so that an index on it (owner, -created_at) serves the page.
+    if sort_column.key in NOT_NULL_SORTS:
+        ordering = order.desc() if query.descending else order.asc()
+    else:
+        ordering = order.desc(nulls_last=True) if query.descending else order.asc(nulls_last=True)
+    tie = F("pk").desc() if query.descending else F("pk").asc()
+    return runs.order_by(ordering, tie)
+
+
+def hyperparameter_value(run: Run, column: Column) -> object:
+    return (run.hyperparameters or {}).get(column.hyperparameter)
+
+
+def run_row(run: Run) -> dict[str, Any]:
+    """What the API gives for a run of the table, beside the run's own fields."""
+    return {
+        "test_accuracy": getattr(run, "test_accuracy", None),
+        "best_val_acc": getattr(run, "best_val_acc", None),
+        "tags": [t.name for t in run.tags.all()],
+    }
+
+
+def range_text(query: TableQuery, name: str, index: int) -> str:
+    """The filter form's value for one end of a hyperparameter's range ("" when open)."""
+    value = query.ranges.get(name, (None, None))[index]
+    return "" if value is None else _number_text(value)
+
+
+def sort_link(query: TableQuery, column: Column) -> dict[str, str]:
+    """A header's link: ascending first, descending when it already sorts ascending by this column;
+    ``aria`` is the header's aria-sort."""
+    if not column.order_by:
+        return {"url": "", "aria": ""}
+    active = query.sort_key == column.key
+    target = f"-{column.key}" if active and not query.descending else column.key
+    aria = ("descending" if query.descending else "ascending") if active else ""
+    return {"url": query.url(sort=target), "aria": aria}
+
+
+def row_cells(run: Run, columns: list[Column]) -> list[dict[str, Any]]:
+    """One cell per shown column, formatted here: ``kind`` is the template's only branch (text, link,
+    status, tags), so 50 rows of many columns render quickly."""
+    return [_cell(run, c) for c in columns]
+
+
+def _cell(run: Run, column: Column) -> dict[str, Any]:
+    key = column.key
+    if column.hyperparameter:
+        return {"key": key, "kind": "text", "text": plain(hyperparameter_value(run, column))}
+    if key == "id":
+        return {"key": key, "kind": "link", "text": f"#{run.pk}", "url": f"/runs/{run.pk}/"}
+    if key in ("status", "tags"):
+        return {"key": key, "kind": key}
+    version = run.design_version
+    text: str
+    if key == "owner":
+        text = run.owner.display_name
+    elif key == "design":
+        text = version.design.name + (f" ({_('archived')})" if run.archived_at else "")
+    elif key == "version":
+        text = f"v{version.number}"
+    elif key == "dataset":
+        text = run.dataset
+    elif key == "epochs":
+        text = f"{run.epoch}/{run.epochs}"
+    elif key == "best":
+        text = percent(getattr(run, "best_val_acc", None))
+    elif key == "test":
+        text = percent(getattr(run, "test_accuracy", None))
+    elif key == "duration":
+        text = f"{run.run_seconds:.0f} s" if run.run_seconds else NONE
+    elif key == "device":
+        text = run.device or NONE
+    elif key == "created":
+        text = date_format(localtime(run.created_at), "Y-m-d H:i")
+    else:  # note
+        text = Truncator(run.note).chars(80) or NONE
+    return {"key": key, "kind": "text", "text": text}
