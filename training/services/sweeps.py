@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts.models import User
@@ -315,6 +315,22 @@ def _trial_start(sweep: Sweep) -> tuple[SweepTrial, Run]:
     try:
         spec = _trial_spec(sweep.design_version, trial.params)
         version, _created = design_services.design_save_version(design=sweep.design_version.design, spec=spec)
+        if _created:
+            # Where the version came from, in both languages, for the design's version history.
+            values = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()
+            )
+            label = {}
+            for lang in ("en", "ko"):
+                with translation.override(lang):
+                    label[lang] = _("sweep #%(sweep)s, trial %(n)s: %(values)s") % {
+                        "sweep": sweep.pk,
+                        "n": trial.number,
+                        "values": values,
+                    }
+            DesignVersion.objects.filter(pk=version.pk).update(
+                applied_suggestion={"sweep": sweep.pk, "trial": trial.number, "label": label}
+            )
         artifact = design_services.artifact_compile(version=version)
         with transaction.atomic():  # a refusal leaves no half-made trial behind
             run = run_create(owner=sweep.owner, version=version, artifact=artifact)
