@@ -66,6 +66,18 @@
     });
   });
 
+  // Try the top suggestions: each becomes a short run; the page shows them from the stored feedback.
+  var tryButton = document.getElementById("feedback-try");
+  if (tryButton) {
+    tryButton.addEventListener("click", function () {
+      tryButton.disabled = true;
+      post(api + "try/", {}).then(function (answer) {
+        if (answer.ok) { say(tryButton.dataset.labelStarted); window.location.reload(); }
+        else { tryButton.disabled = false; failure(answer); }
+      }, function () { tryButton.disabled = false; failure(null); });
+    });
+  }
+
   panel.querySelectorAll(".feedback-rate-button").forEach(function (button) {
     button.addEventListener("click", function () {
       post(api + "rate/", { helpful: button.dataset.helpful === "true" }).then(function (answer) {
