@@ -603,18 +603,16 @@ def tried_view(*, feedback: Feedback) -> list[dict]:
     could not be measured): before and after as test accuracy in percent, the gain in points."""
     trials = list(feedback.trials.select_related("run"))
     baseline = next((t for t in trials if t.index == -1), None)
-    if baseline is None:
-        before = (feedback.run.metrics or {}).get("accuracy")
-    else:
-        before = (baseline.run.metrics or {}).get("accuracy") if baseline.run else None
-    out = []
+    source = feedback.run if baseline is None else baseline.run
+    before = _accuracy_pct(source)
+    out: list[dict[str, Any]] = []
     for trial in trials:
         if trial.index < 0:
             continue
         run = trial.run
-        after = (run.metrics or {}).get("accuracy") if run and run.status == Run.Status.SUCCEEDED else None
-        measured = before is not None and after is not None
-        gain = round((after - before) * 100, 1) if measured else None
+        after = _accuracy_pct(run)
+        # From the numbers shown, so that "86.4% -> 91.2% (+4.8)" always adds up.
+        gain = round(after - before, 1) if before is not None and after is not None else None
         out.append(
             {
                 "index": trial.index,
@@ -623,13 +621,21 @@ def tried_view(*, feedback: Feedback) -> list[dict]:
                 "run_url": f"/runs/{run.pk}/" if run else None,
                 "status": run.status if run else ("refused" if trial.error else "waiting"),
                 "error": trial.error,
-                "before": round(before * 100, 1) if measured else None,
-                "after": round(after * 100, 1) if measured else None,
+                "before": before if gain is not None else None,
+                "after": after if gain is not None else None,
                 "gain": gain,
                 "recommended": gain is not None and gain > 0,
                 "worse": gain is not None and gain < 0,
             }
         )
     finished = {Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLED, "refused"}
-    out.sort(key=lambda t: (t["gain"] is None, -(t["gain"] or 0), t["status"] in finished, t["index"]))
+    out.sort(key=lambda t: (t["gain"] is None, -float(t["gain"] or 0), t["status"] in finished, t["index"]))
     return out
+
+
+def _accuracy_pct(run: Run | None) -> float | None:
+    """A succeeded run's test accuracy in percent, to one decimal, or None."""
+    if run is None or run.status != Run.Status.SUCCEEDED:
+        return None
+    accuracy = (run.metrics or {}).get("accuracy")
+    return round(float(accuracy) * 100, 1) if isinstance(accuracy, (int, float)) else None
