@@ -45,6 +45,15 @@ def test_the_top_suggestions_of_a_flawed_run_are_tried_and_ordered_by_their_meas
     assert starter is not None
     spec = copy.deepcopy(starter["spec"])
     spec["hyperparameters"].update(epochs=3, learning_rate=1.0)  # adam at 1.0: it cannot learn
+    # Two flaws: no pooling, so a 2048 -> 256 Linear holds nearly every weight (a second finding with
+    # its own suggestions, which the learning rate's finding does not silence).
+    layers = [layer for layer in spec["layers"] if layer["type"] != "MaxPool2d"][:-1]
+    spec["layers"] = [
+        *layers,
+        {"type": "Linear", "name": "fc1", "out_features": 256},
+        {"type": "ReLU", "name": "relu3"},
+        {"type": "Linear", "name": "fc", "out_features": 10},
+    ]
     design = design_services.design_create(owner=alice, name="Flawed", spec=spec)
     version = design.versions.get()
 
@@ -59,13 +68,14 @@ def test_the_top_suggestions_of_a_flawed_run_are_tried_and_ordered_by_their_meas
     run.refresh_from_db()
     assert run.status == "succeeded", run.error
     feedback = client.get(f"/api/v1/runs/{run.pk}/feedback/").json()
+    assert {f["code"] for f in feedback["findings"]} >= {"learning_rate_high", "oversized_linear"}
     offered = [s for f in feedback["findings"] for s in f["suggestions"]]
-    assert len(offered) >= 2, feedback["findings"]
+    assert len(offered) >= 3, feedback["findings"]
 
     response = client.post(f"/api/v1/runs/{run.pk}/feedback/try/", {}, content_type="application/json")
     assert response.status_code == 202, response.content
     tried = SuggestionTrial.objects.filter(feedback__run=run)
-    assert tried.count() == min(3, len(offered))
+    assert tried.count() == 3
     wait_for(
         lambda: (
             not tried.filter(run__isnull=True).exists()

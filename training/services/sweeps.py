@@ -182,7 +182,6 @@ def first_clean(*, first: Any, space: dict) -> list[dict]:
         return []
     if not isinstance(first, list) or len(first) > 10:
         raise SweepRefused("invalid", _("Give at most 10 points to try first."), field="first")
-    distributions = _distributions(space)
     out = []
     for point in first:
         if not isinstance(point, dict) or set(point) - set(space):
@@ -190,7 +189,7 @@ def first_clean(*, first: Any, space: dict) -> list[dict]:
                 "invalid", _("A point to try first names only the hyperparameters you vary."), field="first"
             )
         for name, value in point.items():
-            if not distributions[name]._contains(distributions[name].to_internal_repr(value)):
+            if not _inside(space[name], value):
                 raise SweepRefused(
                     "invalid",
                     _("%(value)s is outside the range of %(name)s.")
@@ -199,6 +198,14 @@ def first_clean(*, first: Any, space: dict) -> list[dict]:
                 )
         out.append(dict(point))
     return out
+
+
+def _inside(dim: dict, value: Any) -> bool:
+    if "choices" in dim:
+        return value in dim["choices"] and not isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return dim["low"] <= value <= dim["high"]
 
 
 def _dropout_layers(spec: dict) -> list[str]:
@@ -309,6 +316,14 @@ def sweep_advance(*, sweep_id: int) -> Sweep:
     return sweep
 
 
+def _trial_id(study: optuna.Study, number: int) -> int:
+    """The storage's id of the study's trial ``number``: what ``optuna.Trial`` needs in another process."""
+    storage = study_storage()
+    return storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), number
+    )
+
+
 def _trial_start(sweep: Sweep) -> tuple[SweepTrial, Run]:
     study = _study(sweep)
     trial = study.ask(_distributions(sweep.space))
@@ -340,7 +355,11 @@ def _trial_start(sweep: Sweep) -> tuple[SweepTrial, Run]:
             raise
         raise SweepRefused("invalid", _("A sampled trial does not make a valid design.")) from exc
     row = SweepTrial.objects.create(
-        sweep=sweep, number=trial.number, optuna_trial_id=trial._trial_id, params=trial.params, run=run
+        sweep=sweep,
+        number=trial.number,
+        optuna_trial_id=_trial_id(study, trial.number),
+        params=trial.params,
+        run=run,
     )
     return row, run
 
