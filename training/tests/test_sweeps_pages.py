@@ -99,6 +99,14 @@ def test_the_page_shows_pruned_and_best_trials_and_promotes_the_best(
     )
     assert "<polyline" in live_part  # the best-so-far curve
 
+    run_page = alice_client.get(f"/runs/{hopeless.run_id}/").content.decode()
+    assert f'Trial 1 of <a href="/sweeps/{sweep.pk}/">sweep #{sweep.pk}</a>' in run_page
+    assert "pruned after epoch 1, behind the other trials" in run_page
+    korean = alice_client.get(f"/runs/{hopeless.run_id}/", HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    assert f'<a href="/sweeps/{sweep.pk}/">스윕 #{sweep.pk}</a>의 시도 1' in korean
+    assert "에포크 1 뒤 가지치기됨" in korean
+    assert 'id="run-pruned"' not in alice_client.get(f"/runs/{good.run_id}/").content.decode()
+
     response = alice_client.post(f"/sweeps/{sweep.pk}/promote/")
     sweep.refresh_from_db()
     latest = version.design.versions.order_by("-number").first()
