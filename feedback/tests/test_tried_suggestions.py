@@ -69,6 +69,9 @@ def test_trying_queues_one_short_run_per_top_suggestion_and_orders_them_by_gain(
     assert trials[0].run.hyperparameters["learning_rate"] == 0.001
     assert trials[0].version.derived_from_run == run  # linked to the run it came from, as Apply does
 
+    page = alice_client.get(f"/runs/{run.pk}/").content.decode()
+    assert 'data-trying="111"' in page and page.count("being tried…") == 6  # beside each, and in the list
+
     measured(trials[-1], 0.80)
     measured(trials[0], 0.912)
     measured(trials[1], 0.75)
@@ -88,6 +91,7 @@ def test_trying_queues_one_short_run_per_top_suggestion_and_orders_them_by_gain(
     assert "worse: not recommended" in tried[second : second + 200]
     assert f'href="/runs/{trials[0].run_id}/"' in tried
     assert 'id="feedback-try"' not in page  # tried already
+    assert 'data-trying=""' in page  # every trial has its result: the panel stops asking
 
     korean = alice_client.get(f"/runs/{run.pk}/", HTTP_ACCEPT_LANGUAGE="ko").content.decode()
     assert "시도함: 테스트 정확도 80.0% → 91.2% (+11.2)" in korean

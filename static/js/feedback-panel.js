@@ -90,6 +90,22 @@
     });
   });
 
+  // Suggestions being tried: ask the API every few seconds, reload once every trial has its result.
+  var tried = document.getElementById("feedback-tried");
+  if (tried && tried.dataset.trying) {
+    var checks = 0;
+    var watch = window.setInterval(function () {
+      checks += 1;
+      if (checks > 400) { window.clearInterval(watch); return; }
+      fetch(api, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (body) {
+        var busy = (body.tried || []).some(function (t) {
+          return t.status === "waiting" || t.status === "queued" || t.status === "running";
+        });
+        if (!busy) { window.clearInterval(watch); window.location.reload(); }
+      });
+    }, 5000);
+  }
+
   // Feedback still being prepared: ask the API every few seconds (a minute at most), reload when ready.
   if (panel.dataset.status === "pending") {
     var tries = 0;
