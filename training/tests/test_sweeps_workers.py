@@ -131,7 +131,10 @@ def test_a_sweep_over_the_learning_rate_runs_on_two_workers_prunes_and_beats_the
         for n, t in trials.items()
     }
     assert set(study.trials[2].intermediate_values) == set(range(1, hopeless["pruned_epoch"] + 1))
-    assert len(study.trials[0].intermediate_values) == EPOCHS
+    # (Which of the first two is pruned, if either, depends on which ends first: only the finished count.)
+    for trial in study.trials:
+        if trial.state.name == "COMPLETE":
+            assert set(trial.intermediate_values) == set(range(1, EPOCHS + 1))
 
     # Trials are the user's ordinary runs, trained by both worker processes, two at once.
     runs = list(Run.objects.filter(pk__in=[t["run"] for t in trials.values()]).order_by("started_at"))
