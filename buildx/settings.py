@@ -632,6 +632,17 @@ RUNS_LOG_LINES_PER_SECOND = env_int("RUNS_LOG_LINES_PER_SECOND", 100)
 RUNS_PUBLISH_TIMEOUT = env_float("RUNS_PUBLISH_TIMEOUT", 2.0)  # seconds per channel-layer send
 RUNS_DEVICE = env("RUNS_DEVICE", "auto")
 RUNS_GPU = env_bool("RUNS_GPU", False)
+
+# --- Sweeps and tried suggestions (issue 17) ------------------------------------------------------
+
+# The Optuna study's storage in embedded (SQLite) mode; with PostgreSQL it is the project's database.
+SWEEPS_SQLITE_PATH = env("SWEEPS_SQLITE_PATH", str(BASE_DIR / "var" / "optuna.sqlite3"))
+SWEEPS_MAX_TRIALS = env_int("SWEEPS_MAX_TRIALS", 50)  # one sweep's trials, also under a time budget
+SWEEPS_MAX_CONCURRENCY = env_int("SWEEPS_MAX_CONCURRENCY", 4)  # trials of one sweep queued or running
+# "Try the top suggestions" of a run's feedback: how many, and the epochs each short trial trains at most.
+FEEDBACK_TRY_TOP = env_int("FEEDBACK_TRY_TOP", 3)
+FEEDBACK_TRY_MAX_EPOCHS = env_int("FEEDBACK_TRY_MAX_EPOCHS", 5)
+
 # --- WebSockets (training/consumers.py) ---------------------------------------------------------
 
 # Open sockets (browser tabs) one user may hold across all processes, and one Daphne process in all;

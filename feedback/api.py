@@ -97,6 +97,30 @@ class RunFeedbackApply(APIView):
         )
 
 
+class TrySerializer(serializers.Serializer):
+    top = serializers.IntegerField(min_value=1, max_value=3, required=False)
+
+
+class RunFeedbackTry(APIView):
+    """Try the top suggestions: each trained as a short run; the feedback then carries ``tried``."""
+
+    @extend_schema(request=TrySerializer, responses={202: OpenApiTypes.OBJECT, 400: ERROR, 409: ERROR})
+    def post(self, request: Request, pk: int) -> Response:
+        run = _own_run(request, pk)
+        feedback = _feedback_or_none(run)
+        if feedback is None:
+            return _no_feedback()
+        data = TrySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            services.suggestions_try(
+                feedback=feedback, user=signed_in_user(request), top=data.validated_data.get("top")
+            )
+        except services.FeedbackRefused as exc:
+            return _refused(exc)
+        return Response(services.feedback_view(feedback=feedback), status=status.HTTP_202_ACCEPTED)
+
+
 class RunFeedbackRate(APIView):
     @extend_schema(request=RateSerializer, responses={200: OpenApiTypes.OBJECT, 409: ERROR})
     def post(self, request: Request, pk: int) -> Response:

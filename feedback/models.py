@@ -40,3 +40,33 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"Feedback on run {self.run_id} ({self.status})"
+
+
+class SuggestionTrial(models.Model):
+    """One suggestion of a run's feedback, tried: the design with the suggestion applied (same seed, at
+    most ``FEEDBACK_TRY_MAX_EPOCHS`` epochs), trained as an ordinary run of the owner's.
+
+    ``index`` is the suggestion's number in the feedback (as Apply counts them); -1 is the baseline: the
+    run's own design cut to the same epochs, trained only when the run itself had more, so that before
+    and after are measured alike. ``run`` stays empty while the owner's concurrent-run quota is full;
+    the next run of theirs that ends starts it.
+    """
+
+    feedback = models.ForeignKey(Feedback, on_delete=models.CASCADE, related_name="trials")
+    index = models.IntegerField()
+    suggestion = models.JSONField(default=dict, blank=True)
+    version = models.ForeignKey("designs.DesignVersion", on_delete=models.CASCADE, related_name="+")
+    run = models.OneToOneField(
+        "training.Run", on_delete=models.SET_NULL, null=True, blank=True, related_name="suggestion_trial"
+    )
+    error = models.TextField(blank=True)  # why it could not be started, for the panel
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["feedback", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["feedback", "index"], name="unique_feedback_trial_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"Feedback {self.feedback_id} trial {self.index}"

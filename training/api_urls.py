@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from training import api, generate_api, predict_api, sse
+from training import api, generate_api, predict_api, sse, sweeps_api
 
 urlpatterns = [
     path("runs/", api.RunListCreate.as_view(), name="api-runs"),
@@ -22,4 +22,9 @@ urlpatterns = [
     path("runs/<int:pk>/exports/", predict_api.RunExports.as_view(), name="api-run-exports"),
     path("runs/<int:pk>/export/<str:kind>/", predict_api.RunExport.as_view(), name="api-run-export"),
     path("runs/<int:pk>/generate/", generate_api.RunGenerate.as_view(), name="api-run-generate"),
+    # Sweeps (issue 17).
+    path("sweeps/", sweeps_api.SweepListCreate.as_view(), name="api-sweeps"),
+    path("sweeps/<int:pk>/", sweeps_api.SweepDetail.as_view(), name="api-sweep"),
+    path("sweeps/<int:pk>/stop/", sweeps_api.SweepStop.as_view(), name="api-sweep-stop"),
+    path("sweeps/<int:pk>/promote/", sweeps_api.SweepPromote.as_view(), name="api-sweep-promote"),
 ]

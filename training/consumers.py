@@ -477,6 +477,11 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def feedback_ready(self, message: dict) -> None:
         await self.send_json(message)
 
+    async def sweep_update(self, message: dict) -> None:
+        """A sweep of the user's moved (a trial queued, an epoch reported, a trial ended): the sweep page
+        fetches it again. Sent to its owner's group only."""
+        await self.send_json(message)
+
     async def dataset_status(self, message: dict) -> None:
         """An uploaded dataset's check, as it goes (sent to its owner's group only)."""
         await self.send_json(message)

@@ -262,3 +262,83 @@ class RunArtifact(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} {self.kind}"
+
+
+class Sweep(models.Model):
+    """A search over a design's hyperparameters: Optuna asks, each trial is an ordinary run.
+
+    Status transitions (``training.services.sweeps``)::
+
+        running ──budget spent, no trial active──> finished
+           │
+           ├── stop ──> stopped     (queued trials cancelled, running ones asked to stop)
+           └── a quota or the design refuses a trial ──> failed (``error`` says why)
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("Running")
+        FINISHED = "finished", _("Finished")
+        STOPPED = "stopped", _("Stopped")
+        FAILED = "failed", _("Failed")
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sweeps")
+    # The starting design: every trial is this version with the sampled hyperparameters.
+    design_version = models.ForeignKey(
+        "designs.DesignVersion", on_delete=models.CASCADE, related_name="sweeps"
+    )
+    # {"learning_rate": {"low": 1e-4, "high": 1.0, "log": true}, "batch_size": {"choices": [32, 64]}, ...}
+    space = models.JSONField(_("search space"), default=dict)
+    # Tried first, before TPE samples: [{"learning_rate": 0.01}, ...] (the design's own values, say).
+    first = models.JSONField(_("tried first"), default=list, blank=True)
+    n_trials = models.PositiveIntegerField(_("trials"))
+    time_budget_s = models.PositiveIntegerField(_("time budget (seconds)"), null=True, blank=True)
+    deadline = models.DateTimeField(null=True, blank=True)  # no trial starts after it
+    concurrency = models.PositiveSmallIntegerField(_("trials at once"), default=2)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    study_name = models.CharField(max_length=128, unique=True)
+    best_trial = models.ForeignKey(
+        "training.SweepTrial", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # The version "make the best one a new version" saved, once.
+    promoted_version = models.ForeignKey(
+        "designs.DesignVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Sweep {self.pk} ({self.status})"
+
+    def is_running(self) -> bool:
+        return self.status == self.Status.RUNNING
+
+
+class SweepTrial(models.Model):
+    """One Optuna trial of a sweep, trained as an ordinary run of its own design version."""
+
+    class State(models.TextChoices):
+        RUNNING = "running", _("Running")
+        COMPLETE = "complete", _("Complete")
+        PRUNED = "pruned", _("Pruned")
+        FAILED = "failed", _("Failed")
+
+    sweep = models.ForeignKey(Sweep, on_delete=models.CASCADE, related_name="trials")
+    number = models.PositiveIntegerField()  # Optuna's trial number in the study: 0, 1, 2, ...
+    optuna_trial_id = models.PositiveIntegerField()
+    params = models.JSONField(default=dict)
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="sweep_trial")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
+    value = models.FloatField(null=True, blank=True)  # the objective: the last epoch's val accuracy
+    pruned_epoch = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["sweep", "number"]
+        constraints = [models.UniqueConstraint(fields=["sweep", "number"], name="unique_sweep_trial_number")]
+
+    def __str__(self) -> str:
+        return f"Sweep {self.sweep_id} trial {self.number} ({self.state})"

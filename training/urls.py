@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from training import generate_views, predict_views, views
+from training import generate_views, predict_views, sweep_views, views
 
 urlpatterns = [
     path("dashboard/", views.dashboard, name="dashboard"),
@@ -18,4 +18,9 @@ urlpatterns = [
     path("runs/<int:pk>/predict/", predict_views.predict_page, name="run-predict"),
     path("runs/<int:pk>/generate/", generate_views.generate_page, name="run-generate"),
     path("runs/<int:pk>/card/", predict_views.model_card_page, name="run-card"),
+    # Sweeps (issue 17).
+    path("designs/<int:pk>/variations/", sweep_views.sweep_new, name="sweep-new"),
+    path("sweeps/<int:pk>/", sweep_views.sweep_detail, name="sweep-detail"),
+    path("sweeps/<int:pk>/stop/", sweep_views.sweep_stop, name="sweep-stop"),
+    path("sweeps/<int:pk>/promote/", sweep_views.sweep_promote, name="sweep-promote"),
 ]

@@ -17,7 +17,7 @@ from accounts.auth import signed_in_user
 from designs.models import Design, DesignVersion
 from designs.views import starter_cards
 from training import exports, predict, run_table, selectors, services
-from training.models import Run
+from training.models import Run, SweepTrial
 
 COMPARE_MAX = 12  # runs on one compare page: past that the curves are a tangle
 
@@ -201,6 +201,8 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         # This version was made by "Apply" on the feedback of another run: link the two on the compare page.
         "origin": origin if origin is not None and origin.pk != run.pk else None,
         "origin_label": version.applied_label(),
+        # A sweep's trial links back to its sweep, and a pruned one says so (its status reads "Cancelled").
+        "sweep_trial": SweepTrial.objects.filter(run=run).first(),
         "epoch_metrics": [m.as_dict() for m in run.epoch_metrics.order_by("epoch")],
         "is_language_model": version.spec.get("task") == "language_model",
         "artifacts": artifacts,

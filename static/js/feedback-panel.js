@@ -66,6 +66,18 @@
     });
   });
 
+  // Try the top suggestions: each becomes a short run; the page shows them from the stored feedback.
+  var tryButton = document.getElementById("feedback-try");
+  if (tryButton) {
+    tryButton.addEventListener("click", function () {
+      tryButton.disabled = true;
+      post(api + "try/", {}).then(function (answer) {
+        if (answer.ok) { say(tryButton.dataset.labelStarted); window.location.reload(); }
+        else { tryButton.disabled = false; failure(answer); }
+      }, function () { tryButton.disabled = false; failure(null); });
+    });
+  }
+
   panel.querySelectorAll(".feedback-rate-button").forEach(function (button) {
     button.addEventListener("click", function () {
       post(api + "rate/", { helpful: button.dataset.helpful === "true" }).then(function (answer) {
@@ -77,6 +89,22 @@
       }, function () { failure(null); });
     });
   });
+
+  // Suggestions being tried: ask the API every few seconds, reload once every trial has its result.
+  var tried = document.getElementById("feedback-tried");
+  if (tried && tried.dataset.trying) {
+    var checks = 0;
+    var watch = window.setInterval(function () {
+      checks += 1;
+      if (checks > 400) { window.clearInterval(watch); return; }
+      fetch(api, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (body) {
+        var busy = (body.tried || []).some(function (t) {
+          return t.status === "waiting" || t.status === "queued" || t.status === "running";
+        });
+        if (!busy) { window.clearInterval(watch); window.location.reload(); }
+      });
+    }, 5000);
+  }
 
   // Feedback still being prepared: ask the API every few seconds (a minute at most), reload when ready.
   if (panel.dataset.status === "pending") {

@@ -25,6 +25,7 @@ from sandbox import files as sandbox_files
 from sandbox import runner as sandbox_runner
 from training import signals
 from training.models import EpochMetric, Run, RunArtifact
+from training.services import sweeps
 from training.services.artifacts import artifact_store, dataset_caches, model_max_bytes, restore_checkpoints
 from training.services.events import events_append, events_publish
 from training.services.lifecycle import design_expectation, executing_add, executing_remove
@@ -118,7 +119,15 @@ def run_execute(*, run: Run) -> Run:
         heartbeat.close()
         raise
     run_dir = box.run_dir
-    sink = EventSink(run=run, attempt=attempt, run_dir=run_dir)
+    trial = sweeps.trial_of(run)
+    sink = EventSink(
+        run=run,
+        attempt=attempt,
+        run_dir=run_dir,
+        on_epoch=(lambda epoch, val_acc: sweeps.trial_epoch(trial=trial, epoch=epoch, val_acc=val_acc))
+        if trial is not None
+        else None,
+    )
     trusted = evaluated_by_platform(run.code_artifact)
     if trusted:
         sandbox_checks.prepare()  # the evaluation's box imports torch while the run trains
@@ -175,7 +184,7 @@ def run_execute(*, run: Run) -> Run:
             config=config,
             dataset=training_cache if trusted else whole_cache,
             on_event=sink.handle,
-            should_stop=heartbeat.should_stop,
+            should_stop=lambda: heartbeat.should_stop() or sink.pruned,
             wall_limit_s=settings.RUNS_MAX_WALL_SECONDS,
             trusted_code=run.code_artifact.source == CodeArtifact.Source.COMPILED,
             box=box,
@@ -236,6 +245,10 @@ def run_execute(*, run: Run) -> Run:
     run.refresh_from_db()
     if not lost:
         signals.announce_run_finished(run)  # feedback listens: it queues the diagnosis
+        try:
+            sweeps.trial_finished(run=run)  # a sweep's trial tells its study; the sweep queues the next
+        except Exception:  # the run itself is recorded; a sweep that cannot move on is logged for us
+            logger.exception("Run %s: the sweep could not move on", run.pk)
     return run
 
 

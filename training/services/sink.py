@@ -69,6 +69,10 @@ class EventSink:
     started: float = field(default_factory=time.monotonic)
     outcome: Outcome = field(default_factory=Outcome)
     lost: bool = False
+    # A sweep trial's pruning check: called with (epoch, val_acc) as each epoch arrives; True stops the
+    # run (``pruned`` is then what the execution's ``should_stop`` reads, beside the heartbeat's stop).
+    on_epoch: Callable[[int, float], bool] | None = None
+    pruned: bool = False
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -203,6 +207,17 @@ class EventSink:
             self._add(
                 "run.epoch", payload, now=True, epoch=epoch, epochs=epochs, progress=progress, eta_seconds=eta
             )
+            val_acc = event.get("val_acc")
+            if self.on_epoch is not None and not self.pruned and isinstance(val_acc, (int, float)):
+                if self.on_epoch(epoch, float(val_acc)):
+                    self.pruned = True
+                    self.add_platform_line(
+                        _(
+                            "Pruned by the sweep: validation accuracy %(acc).1f%% after epoch %(e)s is below "
+                            "the median of the earlier trials there, so this trial stops now."
+                        )
+                        % {"acc": float(val_acc) * 100, "e": epoch}
+                    )
         elif kind == "checkpoint":
             self._store_checkpoint(event)
         elif kind == "sample":
