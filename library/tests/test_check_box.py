@@ -255,3 +255,16 @@ def test_the_real_check_with_its_filters_off_is_held_by_the_box_memory_limit(tmp
     assert [p["code"] for p in check.problems] == ["check_out_of_memory"]
     assert check.decoded is None and not check.ok
     assert not (tmp_path / "check.safetensors").exists()
+
+
+def test_a_refusal_reads_in_the_readers_language_from_its_code(alice, alice_client):
+    stored = services.with_message({"entry": "cats/notes.png", "code": "not_an_image", "params": {}})
+    dataset = Dataset.objects.create(
+        owner=alice, name="Refused", size=10, status="rejected", problems=[stored]
+    )
+    assert stored["message"] == "Only PNG and JPEG images are allowed."
+    page = alice_client.get(f"/datasets/{dataset.pk}/", HTTP_ACCEPT_LANGUAGE="ko")
+    assert "PNG와 JPEG 이미지만 올릴 수 있습니다." in page.content.decode()
+    answer = alice_client.get(f"/api/v1/datasets/{dataset.pk}/", HTTP_ACCEPT_LANGUAGE="ko").json()
+    assert answer["problems"][0]["message"] == "PNG와 JPEG 이미지만 올릴 수 있습니다."
+    assert answer["problems"][0]["entry"] == "cats/notes.png"
