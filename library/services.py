@@ -3,7 +3,8 @@
 Files are plain files under ``BUILDX_DATA_DIR/uploads/<id>/``: ``upload.zip`` as it arrives (kept once
 ready: it is the export, in the user's own folder layout), ``cache.pt`` (the uint8 tensor cache that
 built-in sets use too, so a run reads both the same way) and ``samples.png``. Nothing from the zip is
-ever extracted to disk: sandbox/engine/custom.py reads entries in memory, counting bytes.
+ever extracted to disk: sandbox/engine/custom.py reads entries in memory, counting bytes, and it does so in a
+box of its own (sandbox/upload_check.py), never in this process.
 """
 
 from __future__ import annotations
