@@ -142,6 +142,7 @@ def bench_throughput(tmp: Path, *, per_class: int, rounds: int, epochs: int) -> 
 
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
+    os.chdir(tmp)  # the in-process harness writes model.safetensors where it stands: not into the checkout
     import train_throughput as tt
 
     from sandbox.engine import custom
