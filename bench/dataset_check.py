@@ -6,7 +6,10 @@
 1. check: a zip of --images noise PNGs (40x40 RGB, ten class folders, stored: about 5 KB each) is checked
    and decoded to the tensor cache (sandbox/engine/custom.py, as the worker does) in a fresh child process:
    wall time of each step, and the child's peak resident memory (ru_maxrss) with its baseline after the
-   imports, so the check's own share shows.
+   imports, so the check's own share shows. Then the same zip as the worker checks it: in a box of its
+   own (sandbox/upload_check.py: bubblewrap, its uid and control group), the worker reading the box's
+   tensors back and checking them: wall time, and the box's peak memory as its control group measured it
+   (the tensor file it wrote into its tmpfs folder counts there too).
 2. throughput: the generated shapes (a built-in set) are written as PNGs into a zip of class folders and
    uploaded through the same check; the same script then trains through the harness on the built-in cache
    and on the uploaded one, in turns (bench/train_throughput.py's "runtime" way, one thread, CPU time). The
@@ -95,6 +98,42 @@ def bench_check(tmp: Path, images: int) -> None:
     )
 
 
+def bench_check_in_box(tmp: Path) -> None:
+    import os
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "buildx.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    from sandbox import upload_check
+    from sandbox.engine import custom
+
+    zip_path = tmp / "noise.zip"
+    started = time.perf_counter()
+    check = upload_check.check_upload(
+        zip_path=zip_path,
+        work_path=tmp / "check.safetensors",
+        zip_limits=custom.ZipLimits(),
+        side=None,
+        max_side=64,
+        on_progress=lambda stage, done, total: None,
+        wall_limit_s=settings.DATASET_CHECK_WALL_S,
+        memory_bytes=settings.DATASET_CHECK_MEMORY_BYTES,
+    )
+    wall = time.perf_counter() - started
+    assert check.ok and check.decoded is not None, check.problems[:3]
+    result = check.sandbox
+    assert result is not None
+    peak = f"{result.memory_peak / 2**20:.0f} MB" if result.memory_peak else "not measured (no control group)"
+    print(
+        f"in a box: {wall:.1f} s from start to checked tensors in the worker ({len(check.decoded['labels'])} "
+        f"images, {tuple(check.decoded['images'].shape[1:])}); the box's CPU {result.cpu_seconds:.1f} s; "
+        f"its peak memory (control group, whole tree): {peak}; isolation: {', '.join(result.isolation)}"
+    )
+
+
 def bench_throughput(tmp: Path, *, per_class: int, rounds: int, epochs: int) -> None:
     import os
 
@@ -103,6 +142,7 @@ def bench_throughput(tmp: Path, *, per_class: int, rounds: int, epochs: int) -> 
 
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
+    os.chdir(tmp)  # the in-process harness writes model.safetensors where it stands: not into the checkout
     import train_throughput as tt
 
     from sandbox.engine import custom
@@ -155,6 +195,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if "check" in args.only:
             bench_check(Path(tmp), args.images)
+            bench_check_in_box(Path(tmp))
         if "throughput" in args.only:
             bench_throughput(Path(tmp), per_class=args.per_class, rounds=args.rounds, epochs=args.epochs)
 

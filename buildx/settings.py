@@ -673,6 +673,10 @@ DATASET_USER_QUOTA_BYTES = env_int("DATASET_USER_QUOTA_BYTES", 1024 * 2**20)  # 
 DATASET_COURSE_QUOTA_BYTES = env_int("DATASET_COURSE_QUOTA_BYTES", 4096 * 2**20)  # shared with one course
 DATASET_MAX_IMAGES = env_int("DATASET_MAX_IMAGES", 20_000)  # entries in one zip
 DATASET_CHECK_TIME_LIMIT_S = env_int("DATASET_CHECK_TIME_LIMIT_S", 1800)  # the worker's check of one zip
+# The check runs in a box of its own (sandbox/upload_check.py): its memory (the whole tree, the cache it
+# writes included: 20,000 colour images of 64x64 are 245 MB, held twice) and its wall clock, under the actor's.
+DATASET_CHECK_MEMORY_BYTES = env_int("DATASET_CHECK_MEMORY_BYTES", 2 * 2**30)
+DATASET_CHECK_WALL_S = env_int("DATASET_CHECK_WALL_S", 1200)
 
 # --- Predictions and exports (issue 9) -----------------------------------------------------------
 

@@ -3,7 +3,8 @@
 Files are plain files under ``BUILDX_DATA_DIR/uploads/<id>/``: ``upload.zip`` as it arrives (kept once
 ready: it is the export, in the user's own folder layout), ``cache.pt`` (the uint8 tensor cache that
 built-in sets use too, so a run reads both the same way) and ``samples.png``. Nothing from the zip is
-ever extracted to disk: sandbox/engine/custom.py reads entries in memory, counting bytes.
+ever extracted to disk: sandbox/engine/custom.py reads entries in memory, counting bytes, and it does so in a
+box of its own (sandbox/upload_check.py), never in this process.
 
 With object storage (STORAGE_URL), the bucket holds them (``datasets/<id>/<file>``, through Django's storage
 API) and those local paths are working copies: the web writes the arriving zip there and moves it to the
@@ -27,9 +28,9 @@ from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import ProtectedError, Sum
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_lazy, ngettext
 
 from accounts.models import Course, Membership, User
 from buildx.live import publish, user_group
@@ -314,20 +315,24 @@ def status_message(dataset: Dataset) -> dict[str, Any]:
     }
 
 
-def dataset_check(*, dataset_id: int) -> Dataset | None:
-    """Check a fully uploaded zip and decode it to the cache; ready or rejected with the reasons.
+def dataset_check(*, dataset_id: int, entry: list[str] | None = None, code: str = "") -> Dataset | None:
+    """Check a fully uploaded zip in a box of its own and decode it to the cache; ready or rejected with
+    the reasons.
 
-    Progress goes to the owner's pages as it happens (``dataset.status``). Any failure of the check
-    itself rejects the dataset rather than leaving it "checking" for ever.
+    The zip is inflated and its images decoded in the box (sandbox/upload_check.py), never here: this
+    process only reads the box's checked tensors and writes the cache, the samples, the mean and std and
+    the content hash from them. Progress goes to the owner's pages as it happens (``dataset.status``).
+    Any failure of the check itself rejects the dataset rather than leaving it "checking" for ever.
+    ``entry`` and ``code``: another program in the box (tests: an attacker who took the check over).
     """
-    from sandbox.engine import custom  # torch and Pillow: only in the worker
+    # torch and Pillow: only in the worker
+    from sandbox import upload_check
+    from sandbox.engine import custom
+    from sandbox.engine.datasets import write_cache
 
     dataset = Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.CHECKING).first()
     if dataset is None:
         return None
-    limits = custom.ZipLimits(
-        max_zip_bytes=settings.DATASET_MAX_UPLOAD_BYTES, max_entries=settings.DATASET_MAX_IMAGES
-    )
     last: dict[str, Any] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -336,67 +341,70 @@ def dataset_check(*, dataset_id: int) -> Dataset | None:
         dataset.progress = dict(last)
         publish(user_group(dataset.owner_id), status_message(dataset))
 
+    limits = zip_limits()
     try:
         file_fetch(dataset, upload_path(dataset))
-        report = custom.check_zip(upload_path(dataset), limits=limits, progress=progress)
-        if not report.ok:
-            return _reject(dataset, report.as_dict())
-        result = custom.extract_to_cache(
-            upload_path(dataset),
-            cache_path=cache_path(dataset),
-            limits=limits,
+        check = upload_check.check_upload(
+            zip_path=upload_path(dataset),
+            work_path=dataset_folder(dataset) / "check.safetensors",
+            zip_limits=limits,
             side=dataset.image_side,
-            report=report,
-            progress=progress,
+            max_side=DEFAULT_MAX_SIDE,
+            on_progress=progress,
+            wall_limit_s=settings.DATASET_CHECK_WALL_S,
+            memory_bytes=settings.DATASET_CHECK_MEMORY_BYTES,
+            entry=entry,
+            code=code,
         )
-        from sandbox.engine.buildx_runtime import load_cache
-
-        cache = load_cache(result.cache_path)
+        if check.sandbox is not None and (check.sandbox.status != "succeeded" or not check.ok):
+            logger.warning(
+                "The check of dataset %s ended %s, %s: %s",
+                dataset_id,
+                check.sandbox.status,
+                [p["code"] for p in check.problems[:3]],
+                check.sandbox.cause,
+            )
+        if not check.ok or check.decoded is None:
+            problems = [with_limit(p, limits) for p in check.problems]
+            return _reject(dataset, problems=problems, more_problems=check.more_problems)
+        decoded = check.decoded
+        write_cache(cache_path(dataset), decoded, name="custom")
+        mean, std = custom.channel_stats(decoded["images"], decoded["train_idx"])
+        classes = len(decoded["class_names"])
         custom.write_samples(
-            cache["images"], cache["labels"], classes=len(result.class_names), path=samples_path(dataset)
+            decoded["images"], decoded["labels"], classes=classes, path=samples_path(dataset)
         )
-        cache_bytes = result.cache_path.stat().st_size
+        counts = decoded["labels"].bincount(minlength=classes).tolist()
+        content = custom.content_hash(decoded)
+        cache_bytes = cache_path(dataset).stat().st_size
         file_store(dataset, cache_path(dataset))
         file_store(dataset, samples_path(dataset))
         if settings.USES_OBJECT_STORAGE:
-            shutil.rmtree(
-                dataset_folder(dataset)
-            )  # the bucket keeps the zip (the export), the cache, the samples
+            # The bucket keeps the zip (the export), the cache and the samples.
+            shutil.rmtree(dataset_folder(dataset))
     except Exception as exc:  # noqa: BLE001 - whatever broke, the dataset ends rejected, with the reason
         logger.exception("The check of dataset %s failed", dataset_id)
-        return _reject(
-            dataset,
-            {
-                "problems": [
-                    {
-                        "entry": "",
-                        "code": "check_failed",
-                        "message": f"The check failed ({type(exc).__name__}).",
-                        "params": {},
-                    }
-                ],
-                "more_problems": 0,
-                "warnings": [],
-            },
-        )
+        problem = {"entry": "", "code": "check_failed", "params": {"error": type(exc).__name__}}
+        return _reject(dataset, problems=[problem], more_problems=0)
+    images = len(decoded["labels"])
     Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.CHECKING).update(
         status=Dataset.Status.READY,
-        input_shape=list(result.input_shape),
-        class_names=list(result.class_names),
-        counts=dict(result.counts),
+        input_shape=list(decoded["images"].shape[1:]),
+        class_names=list(decoded["class_names"]),
+        counts=dict(zip(decoded["class_names"], counts, strict=True)),
         split={
-            "train": result.train,
-            "test": result.test,
-            "own": result.own_split,
-            "moved_duplicates": result.moved_duplicates,
+            "train": len(decoded["train_idx"]),
+            "test": len(decoded["test_idx"]),
+            "own": check.own_split,
+            "moved_duplicates": check.moved_duplicates,
         },
-        mean=list(result.mean),
-        std=list(result.std),
-        content_hash=result.content_hash,
+        mean=list(mean),
+        std=list(std),
+        content_hash=content,
         cache_bytes=cache_bytes,
-        warnings=[_problem_dict(w) for w in result.warnings],
+        warnings=[with_message(w) for w in check.warnings],
         problems=[],
-        progress={"stage": "ready", "done": len(report.images), "total": len(report.images)},
+        progress={"stage": "ready", "done": images, "total": images},
         checked_at=timezone.now(),
     )
     dataset.refresh_from_db()
@@ -404,16 +412,110 @@ def dataset_check(*, dataset_id: int) -> Dataset | None:
     return dataset
 
 
-def _problem_dict(p: Any) -> dict[str, Any]:
-    return {"entry": p.entry, "code": p.code, "message": p.message, "params": p.params}
+DEFAULT_MAX_SIDE = 64  # the images' side when the user does not choose one: the most common size, up to this
 
 
-def _reject(dataset: Dataset, answer: dict[str, Any]) -> Dataset:
+def zip_limits() -> Any:
+    """The check's limits, from the settings (a custom.ZipLimits)."""
+    from sandbox.engine import custom  # torch: only in the worker
+
+    return custom.ZipLimits(
+        max_zip_bytes=settings.DATASET_MAX_UPLOAD_BYTES, max_entries=settings.DATASET_MAX_IMAGES
+    )
+
+
+# What the check answers, by code. The messages are written here from the code and the server's own
+# limits (nothing the box wrote is shown but entry names), stored in English, shown in the reader's
+# language (problem_text).
+ANSWER_TEXT = {
+    "zip_too_big": gettext_lazy("The zip is larger than %(limit_mb)s MB."),
+    "not_a_zip": gettext_lazy("This file is not a zip archive."),
+    "too_many_entries": gettext_lazy("The zip has more than %(limit)s entries."),
+    "link": gettext_lazy("Links are not allowed in the zip."),
+    "absolute_path": gettext_lazy("Absolute paths are not allowed in the zip."),
+    "path_escape": gettext_lazy("Paths that leave the zip's folder are not allowed."),
+    "encrypted": gettext_lazy("Encrypted entries cannot be read."),
+    "duplicate": gettext_lazy("This name appears twice in the zip."),
+    "not_in_class_folder": gettext_lazy("Images must sit inside a folder named after their class."),
+    "bomb": gettext_lazy("This entry decompresses to far more than its size: a zip bomb?"),
+    "corrupt": gettext_lazy("This entry cannot be read."),
+    "not_an_image": gettext_lazy("Only PNG and JPEG images are allowed."),
+    "too_many_pixels": gettext_lazy("This image is larger than %(limit)s pixels."),
+    "corrupt_image": gettext_lazy("This image cannot be decoded (it may be cut short or damaged)."),
+    "too_many_classes": gettext_lazy("The zip has more than %(limit)s class folders."),
+    "too_few_classes": gettext_lazy(
+        "A dataset needs at least two class folders, each with at least one image."
+    ),
+    "overlap": gettext_lazy("Entries of this zip share their data: a zip bomb?"),
+    "split_classes_differ": gettext_lazy(
+        "train/ and test/ must hold the same class folders; only one has: %(classes)s."
+    ),
+    "check_out_of_memory": gettext_lazy(
+        "Checking this zip needed more than %(mb)s MB of memory, so it was stopped. Send fewer or smaller images."
+    ),
+    "check_timeout": gettext_lazy(
+        "Checking this zip took longer than %(seconds)s seconds, so it was stopped."
+    ),
+    "check_failed": gettext_lazy("The check of this zip failed. Try again, or send the images in a new zip."),
+    "check_forged": gettext_lazy(
+        "The check of this zip gave an answer that does not hold together, so the zip was refused."
+    ),
+    "few_images": gettext_lazy("Class %(class)s has %(count)s images: add more (at least %(min)s)."),
+    "imbalance": gettext_lazy("The largest class has %(ratio)s times the images of the smallest."),
+    "duplicates_across_splits": gettext_lazy(
+        "%(count)s test images are also in train/: the test accuracy will look better than it is."
+    ),
+}
+
+
+def problem_text(answer: dict[str, Any]) -> str:
+    """One problem's or warning's message in the active language, from its code and parameters (the web
+    process calls it too: no torch here; a limit is in the parameters, put there by the worker)."""
+    values: dict[str, Any] = {
+        "limit_mb": settings.DATASET_MAX_UPLOAD_BYTES // 2**20,
+        "mb": settings.DATASET_CHECK_MEMORY_BYTES // 2**20,
+        "seconds": settings.DATASET_CHECK_WALL_S,
+        "class": "", "count": "", "min": "", "ratio": "", "classes": "", "limit": "",
+    }  # fmt: skip
+    params = answer.get("params")
+    if isinstance(params, dict):
+        values.update({k: v for k, v in params.items() if isinstance(k, str)})
+    if isinstance(values["classes"], list):
+        values["classes"] = ", ".join(str(c) for c in values["classes"])
+    template = ANSWER_TEXT.get(str(answer.get("code")), ANSWER_TEXT["check_failed"])
+    try:
+        return str(template) % values
+    except (KeyError, TypeError, ValueError):
+        return str(ANSWER_TEXT["check_failed"])
+
+
+def with_limit(answer: dict[str, Any], limits: Any) -> dict[str, Any]:
+    """The server's own limit in a problem's parameters, for the problems whose message names one."""
+    limit = {
+        "too_many_entries": limits.max_entries,
+        "too_many_pixels": limits.max_image_pixels,
+        "too_many_classes": limits.max_classes,
+    }.get(answer["code"])
+    return answer if limit is None else {**answer, "params": {**answer["params"], "limit": limit}}
+
+
+def with_message(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer as stored: with its message in English (pages show problem_text, in the reader's language)."""
+    with translation.override("en"):
+        return {**answer, "message": problem_text(answer)}
+
+
+def answers_in_language(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored problems or warnings with their messages in the active language."""
+    return [{**a, "message": problem_text(a)} if a.get("code") in ANSWER_TEXT else a for a in answers]
+
+
+def _reject(dataset: Dataset, *, problems: list[dict[str, Any]], more_problems: int) -> Dataset:
     Dataset.objects.filter(pk=dataset.pk).update(
         status=Dataset.Status.REJECTED,
-        problems=answer["problems"],
-        more_problems=answer.get("more_problems", 0),
-        warnings=answer.get("warnings", []),
+        problems=[with_message(p) for p in problems],
+        more_problems=more_problems,
+        warnings=[],
         checked_at=timezone.now(),
     )
     # Nothing of a rejected upload is kept but the answer: the zip may be hostile.

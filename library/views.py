@@ -73,6 +73,8 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "library/dataset_detail.html",
         {
             "dataset": dataset,
+            "problems": services.answers_in_language(dataset.problems),
+            "warnings": services.answers_in_language(dataset.warnings),
             "counts": counts,
             "mine": mine,
             "courses": services.courses_taught_by(user) if mine else [],

@@ -5,6 +5,8 @@ names only (docs/contracts.md, section 3):
 
 - `sandbox.runner.run_script(...) -> SandboxResult`: one script in a new box, supervised to its end;
 - `sandbox.checks.run_check(...)`, `sandbox.checks.prepare()`: code checks in boxes started ahead;
+- `sandbox.upload_check.check_upload(...) -> UploadCheck`: an uploaded zip checked and decoded in a box of
+  its own, its answer and tensors checked again on this side;
 - `sandbox.files.open_regular(folder, name, max_bytes=...)`: a file the child left, read safely;
 - `sandbox.static_check.check_script(code)`: the AST allow-list (a filter, not the boundary);
 - `sandbox.launcher.host()`: what isolation this worker gives (for /readyz);

@@ -38,6 +38,9 @@ MAX_STATUS = 4
 MAX_ERRORS = 2
 MAX_STOPPED = 1
 MAX_RESULTS = 1
+# The modes whose one `result` the caller uses: a trusted evaluation, a prediction, the check of an
+# uploaded zip (sandbox/upload_check.py: its report, checked field by field again there).
+RESULT_MODES = ("evaluate", "predict", "dataset_check")
 
 
 class Violation(Exception):
@@ -68,7 +71,7 @@ def _text(value: Any, limit: int) -> str:
 @dataclass
 class EventRules:
     """The limits of one execution. `epochs`: the design's; `mode`: the harness's (train, smoke,
-    evaluate, predict); only evaluate and predict produce a `result` the caller may use."""
+    evaluate, predict) or dataset_check; only RESULT_MODES produce a `result` the caller may use."""
 
     epochs: int = 1000
     mode: str = "train"
@@ -203,7 +206,7 @@ class EventRules:
         }
 
     def _results(self) -> bool:
-        return self.mode in ("evaluate", "predict") or self.accept_result
+        return self.mode in RESULT_MODES or self.accept_result
 
     def _result(self, e: dict) -> dict | None:
         if not self._results():

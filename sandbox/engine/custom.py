@@ -526,11 +526,13 @@ def _check_own_split(report: ZipReport, problem: Callable[[ZipProblem], None]) -
         )
 
 
-def _add_warnings(report: ZipReport) -> None:
-    """What makes a poor dataset without making it unusable: tiny classes, imbalance, duplicates."""
-    for cls, n in sorted(report.classes.items()):
+def class_warnings(classes: dict[str, int]) -> list[ZipProblem]:
+    """Warnings from the images per class alone: tiny classes, imbalance. The worker computes them
+    again from the tensors the check's box wrote (sandbox/upload_check.py)."""
+    warnings = []
+    for cls, n in sorted(classes.items()):
         if n < FEW_IMAGES:
-            report.warnings.append(
+            warnings.append(
                 ZipProblem(
                     "",
                     "few_images",
@@ -538,10 +540,10 @@ def _add_warnings(report: ZipReport) -> None:
                     {"class": cls, "count": n, "min": FEW_IMAGES},
                 )
             )
-    if report.classes:
-        most, least = max(report.classes.values()), min(report.classes.values())
+    if classes:
+        most, least = max(classes.values()), min(classes.values())
         if least and most / least > IMBALANCE:
-            report.warnings.append(
+            warnings.append(
                 ZipProblem(
                     "",
                     "imbalance",
@@ -549,6 +551,12 @@ def _add_warnings(report: ZipReport) -> None:
                     {"ratio": round(most / least, 1), "largest": most, "smallest": least},
                 )
             )
+    return warnings
+
+
+def _add_warnings(report: ZipReport) -> None:
+    """What makes a poor dataset without making it unusable: tiny classes, imbalance, duplicates."""
+    report.warnings.extend(class_warnings(report.classes))
     if report.splits:
         train = {report.digests[n] for n, _c in report.images if report.splits[n] == "train"}
         both = [n for n, _c in report.images if report.splits[n] == "test" and report.digests[n] in train]
@@ -644,10 +652,9 @@ def write_samples(
     return out
 
 
-def extract_to_cache(
+def decode_images(
     zip_path: str | os.PathLike,
     *,
-    cache_path: str | os.PathLike,
     limits: ZipLimits | None = None,
     max_side: int = 64,
     side: int | None = None,
@@ -655,12 +662,13 @@ def extract_to_cache(
     seed: int = 0,
     progress: Progress | None = None,
     report: ZipReport | None = None,
-) -> CustomDataset:
-    """Check the zip (unless `report` is its check), then decode every image to one (C, H, W) into a dataset
-    cache file: the same uint8 file built-in sets use, so training reads it the same way, as fast.
+) -> tuple[dict[str, Any], ZipReport, int]:
+    """Check the zip (unless `report` is its check), then decode every image to one (C, H, W).
 
-    The split is the zip's own (train/ and test/) or `test_share` of each class, fixed by `seed`; an
-    image whose exact bytes are in both parts of a split made here moves to train.
+    Returns (decoded, report, moved): `decoded` holds `images` uint8 (N, C, H, W), `labels`,
+    `class_names`, `train_idx`, `test_idx`, as a dataset cache does. The split is the zip's own (train/
+    and test/) or `test_share` of each class, fixed by `seed`; an image whose exact bytes are in both
+    parts of a split made here moves to train (`moved` counts them).
     Raises ZipRejected with the full report when the zip breaks a rule.
     """
     from PIL import ImageOps
@@ -705,8 +713,6 @@ def extract_to_cache(
             train_idx = torch.cat([train_idx, torch.tensor(dup, dtype=torch.long)]).sort().values
             keep = ~torch.isin(test_idx, torch.tensor(dup, dtype=torch.long))
             test_idx = test_idx[keep]
-    from sandbox.engine.datasets import write_cache
-
     decoded = {
         "images": images,
         "labels": labels,
@@ -716,15 +722,45 @@ def extract_to_cache(
     }
     if progress is not None:
         progress("decoding", total, total)
+    return decoded, report, moved
+
+
+def extract_to_cache(
+    zip_path: str | os.PathLike,
+    *,
+    cache_path: str | os.PathLike,
+    limits: ZipLimits | None = None,
+    max_side: int = 64,
+    side: int | None = None,
+    test_share: float = 0.2,
+    seed: int = 0,
+    progress: Progress | None = None,
+    report: ZipReport | None = None,
+) -> CustomDataset:
+    """decode_images(), then the dataset cache file: the same uint8 file built-in sets use, so training
+    reads it the same way, as fast. Raises ZipRejected with the full report when the zip breaks a rule."""
+    decoded, report, moved = decode_images(
+        zip_path,
+        limits=limits,
+        max_side=max_side,
+        side=side,
+        test_share=test_share,
+        seed=seed,
+        progress=progress,
+        report=report,
+    )
+    from sandbox.engine.datasets import write_cache
+
     path = write_cache(Path(cache_path), decoded, name="custom")
-    mean, std = channel_stats(images, train_idx)
+    mean, std = channel_stats(decoded["images"], decoded["train_idx"])
+    c, h, w = decoded["images"].shape[1:]
     return CustomDataset(
         cache_path=path,
         input_shape=(c, h, w),
-        class_names=class_names,
-        counts={name: report.classes[name] for name in class_names},
-        train=len(train_idx),
-        test=len(test_idx),
+        class_names=decoded["class_names"],
+        counts={name: report.classes[name] for name in decoded["class_names"]},
+        train=len(decoded["train_idx"]),
+        test=len(decoded["test_idx"]),
         mean=mean,
         std=std,
         content_hash=content_hash(decoded),
