@@ -662,6 +662,7 @@ DATASET_USER_QUOTA_BYTES = env_int("DATASET_USER_QUOTA_BYTES", 1024 * 2**20)  # 
 DATASET_COURSE_QUOTA_BYTES = env_int("DATASET_COURSE_QUOTA_BYTES", 4096 * 2**20)  # shared with one course
 DATASET_MAX_IMAGES = env_int("DATASET_MAX_IMAGES", 20_000)  # entries in one zip
 DATASET_CHECK_TIME_LIMIT_S = env_int("DATASET_CHECK_TIME_LIMIT_S", 1800)  # the worker's check of one zip
+DATASET_TEXT_MAX_BYTES = env_int("DATASET_TEXT_MAX_BYTES", 16 * 2**20)  # one plain-text upload (UTF-8)
 
 # --- Predictions and exports (issue 9) -----------------------------------------------------------
 

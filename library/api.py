@@ -24,7 +24,7 @@ from accounts.auth import signed_in_user
 from accounts.models import Course
 from buildx.api import error_response
 from buildx.schema import ERROR
-from library import services
+from library import services, text_datasets
 from library.models import Dataset
 from library.selectors import datasets_visible_to
 
@@ -60,6 +60,7 @@ def dataset_json(dataset: Dataset, *, user_id: int) -> dict[str, Any]:
         "problems": dataset.problems,
         "more_problems": dataset.more_problems,
         "warnings": dataset.warnings,
+        "text": dataset.text_facts,  # a text dataset's tokenizer, vocabulary, sizes and sample ({} otherwise)
         "created_at": dataset.created_at.isoformat() if dataset.created_at else None,
         "url": f"/datasets/{dataset.pk}/",
         "upload_url": f"/api/v1/datasets/{dataset.pk}/upload/",
@@ -109,6 +110,12 @@ class DatasetCreateSerializer(serializers.Serializer):
     )
     image_side = serializers.IntegerField(required=False, allow_null=True, default=None)
     file = serializers.FileField(required=False, help_text="The whole zip in this request (multipart).")
+    kind = serializers.ChoiceField(
+        choices=Dataset.Kind.choices, required=False, default=Dataset.Kind.IMAGE_CLASSIFICATION,
+        help_text="text: a plain UTF-8 text file for language models, tokenised when it is checked.",
+    )  # fmt: skip
+    tokenizer = serializers.ChoiceField(choices=text_datasets.TOKENIZERS, required=False, default="char")
+    vocab_size = serializers.IntegerField(required=False, allow_null=True, default=None, help_text="bpe only")
 
 
 class DatasetListCreate(APIView):
@@ -136,6 +143,8 @@ class DatasetListCreate(APIView):
         data = body.validated_data
         user = signed_in_user(request)
         fields = {"description": data["description"], "image_side": data["image_side"]}
+        if data["kind"] == Dataset.Kind.TEXT:
+            return self._post_text(data, user)
         try:
             if data.get("file") is not None:
                 upload = data["file"]
@@ -155,6 +164,33 @@ class DatasetListCreate(APIView):
                 return error_response(
                     code="invalid",
                     message=_("Send the zip's size (then its chunks), or the zip itself as file."),
+                    fields={"size": [_("This field is required.")]},
+                )
+        except services.DatasetRefused as exc:
+            return _refused(exc)
+        return Response(dataset_json(dataset, user_id=user.pk), status=status.HTTP_201_CREATED)
+
+    def _post_text(self, data: dict[str, Any], user: Any) -> Response:
+        fields = {
+            "description": data["description"],
+            "tokenizer": data["tokenizer"],
+            "vocab_size": data["vocab_size"],
+        }
+        try:
+            if data.get("file") is not None:
+                upload = data["file"]
+                dataset = text_datasets.text_upload_whole(
+                    owner=user, name=data["name"], file=upload, size=upload.size, filename=upload.name or "",
+                    **fields,
+                )  # fmt: skip
+            elif data.get("size"):
+                dataset = text_datasets.text_dataset_create(
+                    owner=user, name=data["name"], size=data["size"], filename=data["filename"], **fields
+                )
+            else:
+                return error_response(
+                    code="invalid",
+                    message=_("Send the file's size (then its chunks), or the file itself as file."),
                     fields={"size": [_("This field is required.")]},
                 )
         except services.DatasetRefused as exc:
@@ -277,7 +313,8 @@ class DatasetExport(APIView):
                 code="not_found", message=_("This dataset has no file to export."), http_status=404
             )
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset.name).strip("_") or f"dataset-{dataset.pk}"
-        return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{name}.zip")  # noqa: SIM115
+        suffix = "txt" if dataset.is_text else "zip"
+        return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{name}.{suffix}")  # noqa: SIM115
 
 
 class DatasetSamples(APIView):
