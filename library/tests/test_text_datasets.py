@@ -206,3 +206,73 @@ def test_the_editor_offers_an_uploaded_text_among_the_corpora_not_the_image_sets
     assert [c["name"] for c in picker["corpora"]] == [dataset.spec_name]
     assert picker["corpora"][0]["vocab_size"] == dataset.text_facts["vocab_size"]
     assert dataset.spec_name not in [u["name"] for u in picker["uploads"]]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)  # the workers use connections of their own
+def test_a_real_worker_checks_an_uploaded_text_and_another_trains_a_tiny_gpt_on_it_which_then_writes(
+    alice, settings, tmp_path
+):
+    """The actors, not the services: `rundramatiq` on the default and training queues (Redis and
+    PostgreSQL), or the embedded worker's threads; the run goes through the real sandbox."""
+    import dramatiq
+
+    import library.actors  # noqa: F401 - declares the check's queue on the broker
+    import training.actors  # noqa: F401 - and the training queue
+    from training.models import Run, RunEvent
+    from training.tests.ops_support import WorkerGroup, wait_for
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.BUILDX_SANDBOX_THREADS = 1
+    client = Client()
+    client.force_login(alice)
+    broker = dramatiq.get_broker()
+    for queue in ("default", "training"):
+        broker.flush(queue)  # messages left by earlier tests (only this run's Redis database)
+    if settings.EMBEDDED:
+        embedded = dramatiq.Worker(broker, worker_threads=1, worker_timeout=100)
+        embedded.start()
+        stop = lambda: embedded.stop(timeout=10_000)  # noqa: E731
+    else:
+        group = WorkerGroup(tmp_path, processes=1, queues=["default", "training"])
+        stop = group.stop
+    try:
+        pk = upload(client, TEXT.encode())["id"]
+        dataset = wait_for(
+            lambda: Dataset.objects.filter(pk=pk).exclude(status=Dataset.Status.CHECKING).first(),
+            timeout=120,
+            what="the worker's check",
+        )
+        assert dataset.status == Dataset.Status.READY, dataset.problems
+        design = design_services.design_create(owner=alice, name="Tiny GPT", spec=lm_spec(dataset))
+        response = client.post(
+            "/api/v1/runs/", {"design_version": design.versions.get().pk}, content_type="application/json"
+        )
+        assert response.status_code == 201, response.content
+        run = wait_for(
+            lambda: Run.objects.filter(pk=response.json()["id"], finished_at__isnull=False).first(),
+            timeout=300,
+            what="the training worker's run",
+        )
+    finally:
+        stop()
+    assert run.status == Run.Status.SUCCEEDED, (run.cause, run.error, run.traceback)
+    assert run.dataset == dataset.spec_name and run.dataset_ref_id == dataset.pk
+    assert run.dataset_hash == dataset.content_hash
+    assert run.metrics_source == Run.MetricsSource.PLATFORM
+    assert run.metrics["perplexity"] < dataset.text_facts["vocab_size"]  # better than a uniform guess
+    samples = [e.payload for e in RunEvent.objects.filter(run=run, kind=RunEvent.Kind.SAMPLE).order_by("seq")]
+    assert [s["epoch"] for s in samples] == [1, 2]
+    assert all(s["text"].startswith(dataset.text_facts["prompt"]) for s in samples)
+
+    page = client.get(f"/runs/{run.pk}/generate/").content.decode()
+    assert dataset.text_facts["prompt"] in page  # the generate page starts from the text's own prompt
+    answer = client.post(
+        f"/api/v1/runs/{run.pk}/generate/",
+        {"prompt": "3+4=", "max_new_tokens": 20, "temperature": 0, "seed": 1},
+        content_type="application/json",
+    )
+    assert answer.status_code == 200, answer.content
+    written = answer.json()
+    assert written["prompt"] == "3+4=" and written["tokens"] == 20 and len(written["text"]) == 20
+    assert set(written["text"]) <= set(TEXT)  # the upload's own characters, decoded by its own tokenizer
