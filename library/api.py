@@ -7,6 +7,7 @@ answer as one that does not exist.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import IO, Any, cast
 
 from django.http import FileResponse, HttpResponse
@@ -143,12 +144,15 @@ class DatasetListCreate(APIView):
         data = body.validated_data
         user = signed_in_user(request)
         fields = {"description": data["description"], "image_side": data["image_side"]}
-        if data["kind"] == Dataset.Kind.TEXT:
-            return self._post_text(data, user)
+        whole: Callable[..., Dataset] = services.dataset_upload_whole
+        create: Callable[..., Dataset] = services.dataset_create
+        if data["kind"] == Dataset.Kind.TEXT:  # a text for language models: its tokenizer, not an image side
+            whole, create = text_datasets.text_upload_whole, text_datasets.text_dataset_create
+            fields = {k: data[k] for k in ("description", "tokenizer", "vocab_size")}
         try:
             if data.get("file") is not None:
                 upload = data["file"]
-                dataset = services.dataset_upload_whole(
+                dataset = whole(
                     owner=user,
                     name=data["name"],
                     file=upload,
@@ -157,40 +161,13 @@ class DatasetListCreate(APIView):
                     **fields,
                 )
             elif data.get("size"):
-                dataset = services.dataset_create(
+                dataset = create(
                     owner=user, name=data["name"], size=data["size"], filename=data["filename"], **fields
                 )
             else:
                 return error_response(
                     code="invalid",
                     message=_("Send the zip's size (then its chunks), or the zip itself as file."),
-                    fields={"size": [_("This field is required.")]},
-                )
-        except services.DatasetRefused as exc:
-            return _refused(exc)
-        return Response(dataset_json(dataset, user_id=user.pk), status=status.HTTP_201_CREATED)
-
-    def _post_text(self, data: dict[str, Any], user: Any) -> Response:
-        fields = {
-            "description": data["description"],
-            "tokenizer": data["tokenizer"],
-            "vocab_size": data["vocab_size"],
-        }
-        try:
-            if data.get("file") is not None:
-                upload = data["file"]
-                dataset = text_datasets.text_upload_whole(
-                    owner=user, name=data["name"], file=upload, size=upload.size, filename=upload.name or "",
-                    **fields,
-                )  # fmt: skip
-            elif data.get("size"):
-                dataset = text_datasets.text_dataset_create(
-                    owner=user, name=data["name"], size=data["size"], filename=data["filename"], **fields
-                )
-            else:
-                return error_response(
-                    code="invalid",
-                    message=_("Send the file's size (then its chunks), or the file itself as file."),
                     fields={"size": [_("This field is required.")]},
                 )
         except services.DatasetRefused as exc:
