@@ -399,7 +399,8 @@ def bench_lm_runtime(
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
     (run_dir / "script.py").write_text(code)
     config = {"dataset_cache": str(cache), "epochs": epochs, "resume": False,
-              "checkpoint_dir": str(run_dir / "checkpoints"), "seed": 42, "max_epochs": 100, "device": device}  # fmt: skip
+              "checkpoint_dir": str(run_dir / "checkpoints"), "seed": 42, "max_epochs": 100, "device": device,
+              "final_weights": str(run_dir / "model.safetensors")}  # fmt: skip
     read_fd, write_fd = os.pipe()
     events: list[tuple[dict, float]] = []
 
