@@ -2,6 +2,12 @@
 
     python bench/train_throughput.py                       # CPU, about a minute
     python bench/train_throughput.py --device cuda --per-class 12500 --batch-size 256 --epochs 6
+    python bench/train_throughput.py --task lm --batch-size 32     # a tiny GPT: tokens/s, two ways
+
+--task lm compares a language-model design compiled by the platform, trained through the harness (in this
+process, so that CPU time is measured alike), with nanoGPT's loop written by hand on the same model class
+and token tensor (get_batch, AdamW, warm-up and cosine, clipping, a 20-batch loss estimate per epoch). The
+runtime's epochs also write a sample and a checkpoint, as every run's do.
 
 1. runtime:    a BuildX script through the harness in a child process (events on a pipe, checkpoints
                every epoch), the way the platform trains it (the sandbox adds isolation, not work);
@@ -350,6 +356,178 @@ def samples_per_s(times: list[tuple[float, float | None]], n: int) -> tuple[floa
     return wall, (n / statistics.median(cpus) if None not in cpus else None)
 
 
+# --- --task lm: a compiled tiny GPT through the harness vs a hand-written nanoGPT loop ----------------------
+
+LM_SPEC = {
+    "model_name": "BenchGPT",
+    "task": "language_model",
+    "dataset": "python",
+    "layers": [
+        {"type": "TokenAndPosition", "name": "embed", "n_embd": 64},
+        {"type": "TransformerBlock", "name": "block1", "n_head": 4},
+        {"type": "TransformerBlock", "name": "block2", "n_head": 4},
+        {"type": "LayerNorm", "name": "ln_f"},
+        {"type": "Linear", "name": "head", "out_features": 97, "bias": False, "tie_weights": True},
+    ],
+    "hyperparameters": {"learning_rate": 0.001, "warmup_steps": 20, "weight_decay": 0.01},
+}
+
+
+def lm_script(*, epochs: int, steps: int, batch_size: int, context: int) -> tuple[str, dict]:
+    """The platform's own compiled script of the bench's tiny GPT, and its validation report."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "buildx.settings")
+    django.setup()
+    from designs.compiler import compile_spec
+    from designs.validation import validate
+
+    spec = json.loads(json.dumps(LM_SPEC))
+    spec["hyperparameters"].update(
+        epochs=epochs, steps_per_epoch=steps, batch_size=batch_size, context_length=context
+    )
+    spec, report = validate(spec)
+    return compile_spec(spec, design_name="bench", version_number=1, report=report), report
+
+
+def bench_lm_runtime(
+    cache: Path, code: str, *, epochs: int, device: str, workdir: Path
+) -> list[tuple[float, float]]:
+    """Per epoch (wall seconds from the epoch events, CPU seconds of this process): the harness in-process."""
+    import harness  # sandbox/engine is on sys.path
+
+    run_dir = Path(tempfile.mkdtemp(dir=workdir))
+    (run_dir / "script.py").write_text(code)
+    config = {"dataset_cache": str(cache), "epochs": epochs, "resume": False,
+              "checkpoint_dir": str(run_dir / "checkpoints"), "seed": 42, "max_epochs": 100, "device": device,
+              "final_weights": str(run_dir / "model.safetensors")}  # fmt: skip
+    read_fd, write_fd = os.pipe()
+    events: list[tuple[dict, float]] = []
+
+    def read() -> None:
+        with os.fdopen(read_fd, encoding="utf-8") as pipe:
+            for line in pipe:
+                events.append((json.loads(line), time.process_time()))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    os.environ["BUILDX_EVENTS_FD"] = str(write_fd)
+    with contextlib.redirect_stdout(io.StringIO()):
+        code_ = harness.run(run_dir / "script.py", config)
+    harness.rt.state.events.close()
+    os.close(write_fd)
+    reader.join()
+    if code_ != 0:
+        raise SystemExit(f"the harness failed: {events[-3:]}")
+    out: list[tuple[float, float]] = []
+    previous_cpu = next(cpu for e, cpu in events if e["kind"] == "status")
+    for e, cpu in ((e, cpu) for e, cpu in events if e["kind"] == "epoch"):
+        out.append((e["seconds"], cpu - previous_cpu))
+        previous_cpu = cpu
+    return out
+
+
+def bench_lm_hand(
+    cache: Path, code: str, *, epochs: int, steps: int, batch_size: int, context: int, device: torch.device
+) -> list[tuple[float, float]]:
+    """nanoGPT's train.py, cut to its loop: get_batch from one token tensor, AdamW, warm-up and cosine,
+    gradient clipping, and an estimate_loss over 20 validation batches every `steps` steps."""
+    import math
+
+    from designs.compiler import load_compiled
+
+    loaded = rt.load_cache(cache)
+    tokens = loaded["tokens"].to(torch.int64)
+    (a, b), (c, d) = loaded["splits"]["train"], loaded["splits"]["val"]
+    train_data, val_data = tokens[a:b].to(device), tokens[c:d].to(device)
+    vocab = int(loaded["vocab_size"])
+
+    def get_batch(data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ix = torch.randint(len(data) - context, (batch_size,), device=device)
+        x = torch.stack([data[i : i + context] for i in ix])
+        y = torch.stack([data[i + 1 : i + 1 + context] for i in ix])
+        return x, y
+
+    torch.manual_seed(42)
+    model = load_compiled(code)["build_model"]().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    total, warmup, lr, min_lr = epochs * steps, 20, 1e-3, 1e-4
+
+    def get_lr(it: int) -> float:
+        if it < warmup:
+            return lr * (it + 1) / warmup
+        ratio = min(1.0, (it - warmup) / max(1, total - warmup))
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+    times = []
+    start, cpu = time.perf_counter(), time.process_time()
+    for epoch in range(epochs):
+        model.train()
+        for i in range(steps):
+            for group in optimizer.param_groups:
+                group["lr"] = get_lr(epoch * steps + i)
+            x, y = get_batch(train_data)
+            with autocast(device):
+                logits = model(x)
+                loss = nn.functional.cross_entropy(logits.reshape(-1, vocab).float(), y.reshape(-1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            losses = torch.zeros(20)
+            for k in range(20):
+                x, y = get_batch(val_data)
+                with autocast(device):
+                    losses[k] = nn.functional.cross_entropy(
+                        model(x).reshape(-1, vocab).float(), y.reshape(-1)
+                    )
+        _ = loss.item(), losses.mean().item()
+        now, now_cpu = time.perf_counter(), time.process_time()
+        times.append((now - start, now_cpu - cpu))
+        start, cpu = now, now_cpu
+    return times
+
+
+def main_lm(args: argparse.Namespace, device: torch.device, threads: int) -> None:
+    from sandbox.engine import corpora
+
+    epochs, steps, batch, context = args.epochs, args.steps, args.batch_size, args.context
+    code, report = lm_script(epochs=epochs, steps=steps, batch_size=batch, context=context)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        whole = corpora.ensure_text_cache("python", cache_dir=tmp)
+        cache = corpora.training_text_cache(whole)  # what a training child gets: no test tokens
+        what = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{threads} thread(s)"
+        print(
+            f"device: {device} ({what}); torch {torch.__version__}; BenchGPT ({report['totals']['params']:,} params, "
+            f"2 blocks, n_embd 64) on the Python corpus (97 characters); batch {batch} x context {context}; "
+            f"{epochs} epochs of {steps} steps x {args.rounds} rounds (first epoch of each = warm-up)"
+            + ("; bf16 autocast" if device.type == "cuda" else "")
+        )
+        per_epoch = steps * batch * context
+        ways = {
+            "runtime": lambda: bench_lm_runtime(cache, code, epochs=epochs, device=str(device), workdir=tmp),
+            "hand": lambda: bench_lm_hand(
+                cache, code, epochs=epochs, steps=steps, batch_size=batch, context=context, device=device
+            ),
+        }
+        rates: dict[str, list[tuple[float, float | None]]] = {way: [] for way in ways}
+        for r in range(args.rounds):
+            for way in ways:
+                rates[way].append(samples_per_s(ways[way](), per_epoch))
+                wall, cpu_rate = rates[way][-1]
+                print(
+                    f"  round {r + 1} {way:8s} {wall:9.0f} tokens/s (wall)   {cpu_rate or 0:9.0f} tokens/s (CPU)"
+                )
+        best = {way: max(rates[way], key=lambda t: t[1] or t[0]) for way in ways}
+        ratio_cpu = (best["runtime"][1] or 0) / (best["hand"][1] or 1)
+        ratio_wall = best["runtime"][0] / best["hand"][0]
+        print(f"runtime / hand-written nanoGPT loop: {ratio_cpu:.3f} by CPU time, {ratio_wall:.3f} by wall time "
+              "(best round of each; target >= 0.95)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -368,12 +546,18 @@ def main() -> None:
         "--child", action="store_true", help="run the harness in a child process (wall time only)"
     )
     parser.add_argument("--only", nargs="*", default=["runtime", "hand", "dataloader"])
+    parser.add_argument("--task", choices=("image", "lm"), default="image", help="lm: a tiny GPT, tokens/s")
+    parser.add_argument("--steps", type=int, default=100, help="lm: training steps per epoch")
+    parser.add_argument("--context", type=int, default=64, help="lm: context length")
     args = parser.parse_args()
     device = rt.pick_device(args.device)
     # On a shared CPU, one thread per way and CPU time make the ways comparable; wall time is printed too.
     threads = args.threads or (1 if device.type == "cpu" else torch.get_num_threads())
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # the harness child too
+    if args.task == "lm":
+        main_lm(args, device, threads)
+        return
     workers = args.workers if args.workers is not None else (0 if device.type == "cpu" else 4)
     began = time.perf_counter()
 

@@ -677,6 +677,7 @@ DATASET_CHECK_TIME_LIMIT_S = env_int("DATASET_CHECK_TIME_LIMIT_S", 1800)  # the 
 # writes included: 20,000 colour images of 64x64 are 245 MB, held twice) and its wall clock, under the actor's.
 DATASET_CHECK_MEMORY_BYTES = env_int("DATASET_CHECK_MEMORY_BYTES", 2 * 2**30)
 DATASET_CHECK_WALL_S = env_int("DATASET_CHECK_WALL_S", 1200)
+DATASET_TEXT_MAX_BYTES = env_int("DATASET_TEXT_MAX_BYTES", 16 * 2**20)  # one plain-text upload (UTF-8)
 
 # --- Predictions and exports (issue 9) -----------------------------------------------------------
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from library import services as library_services
+from library import text_datasets
 from sandbox.engine import corpus_facts, dataset_facts
 from sandbox.engine.corpus_facts import TASK_IMAGE, TASK_LM, TASKS, CorpusFacts
 from sandbox.engine.dataset_facts import DatasetFacts
@@ -1360,13 +1361,16 @@ DATASETS: dict[str, DatasetFacts] = dataset_facts.DATASETS
 # (designs.services.spec_validate with the user, the runs API), not here.
 dataset_lookup = library_services.lookup_facts
 
-# The text corpora of language models, likewise (sandbox/engine/corpus_facts.py).
+# The text corpora of language models, likewise (sandbox/engine/corpus_facts.py), or a ready uploaded text
+# dataset ("upload-17", tokenised when it was checked).
 CORPORA: dict[str, CorpusFacts] = corpus_facts.CORPORA
-corpus_lookup = corpus_facts.lookup
+corpus_lookup = text_datasets.lookup_corpus
 
 
 def lm_vocab_size(hyperparameters: dict, corpus: CorpusFacts) -> int:
     """The vocabulary a language model of this corpus and tokenizer ends with."""
+    if corpus.tokenizer:  # an uploaded text: tokenised at upload, with the vocabulary it got
+        return corpus.vocab_size
     if hyperparameters.get("tokenizer") == "bpe":
         return int(hyperparameters.get("vocab_size") or BPE_DEFAULT_VOCAB)
     return corpus.vocab_size

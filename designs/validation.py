@@ -592,6 +592,11 @@ def normalise(raw: Any) -> dict:
             path="hyperparameters",
             errors=errors,
         )
+        if task == TASK_LM and isinstance(info, CorpusFacts) and info.tokenizer:
+            # An uploaded text was tokenised when it was checked: its tokenizer is the design's.
+            hyperparameters["tokenizer"] = info.tokenizer
+            if info.tokenizer == "bpe":
+                hyperparameters["vocab_size"] = info.vocab_size
 
     normaliser = _Normaliser(task)
     normaliser.errors = errors

@@ -29,6 +29,8 @@ from designs import services
 from designs.models import Design, DesignVersion
 from designs.validation import SpecError
 from library import services as library_services
+from library import text_datasets
+from library.models import Dataset
 from library.selectors import datasets_usable_by
 
 # Largest design file the import form reads (the API's own limit).
@@ -210,9 +212,18 @@ def picker_datasets(user: User) -> dict[str, Any]:
             "samples_url": reverse("api-dataset-samples", args=[dataset.pk]),
             "page_url": reverse("dataset-detail", args=[dataset.pk]),
         }
-        for dataset in datasets_usable_by(user).order_by("name")
+        for dataset in datasets_usable_by(user).exclude(kind=Dataset.Kind.TEXT).order_by("name")
     ]
-    return {"builtin": builtin, "uploads": uploads}
+    # Uploaded texts, for a language-model design: the facts a built-in corpus has, with their tokenizer.
+    corpora = [
+        {
+            **text_datasets.corpus_facts_of(dataset).as_json(),
+            "available": True,
+            "page_url": reverse("dataset-detail", args=[dataset.pk]),
+        }
+        for dataset in datasets_usable_by(user).filter(kind=Dataset.Kind.TEXT).order_by("name")
+    ]
+    return {"builtin": builtin, "uploads": uploads, "corpora": corpora}
 
 
 def _editor_strings() -> dict:

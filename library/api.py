@@ -7,6 +7,7 @@ answer as one that does not exist.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import IO, Any, cast
 
 from django.http import FileResponse, HttpResponse
@@ -24,7 +25,7 @@ from accounts.auth import signed_in_user
 from accounts.models import Course
 from buildx.api import error_response
 from buildx.schema import ERROR
-from library import services
+from library import services, text_datasets
 from library.models import Dataset
 from library.selectors import datasets_visible_to
 
@@ -60,6 +61,7 @@ def dataset_json(dataset: Dataset, *, user_id: int) -> dict[str, Any]:
         "problems": services.answers_in_language(dataset.problems),
         "more_problems": dataset.more_problems,
         "warnings": services.answers_in_language(dataset.warnings),
+        "text": dataset.text_facts,  # a text dataset's tokenizer, vocabulary, sizes and sample ({} otherwise)
         "created_at": dataset.created_at.isoformat() if dataset.created_at else None,
         "url": f"/datasets/{dataset.pk}/",
         "upload_url": f"/api/v1/datasets/{dataset.pk}/upload/",
@@ -109,6 +111,12 @@ class DatasetCreateSerializer(serializers.Serializer):
     )
     image_side = serializers.IntegerField(required=False, allow_null=True, default=None)
     file = serializers.FileField(required=False, help_text="The whole zip in this request (multipart).")
+    kind = serializers.ChoiceField(
+        choices=Dataset.Kind.choices, required=False, default=Dataset.Kind.IMAGE_CLASSIFICATION,
+        help_text="text: a plain UTF-8 text file for language models, tokenised when it is checked.",
+    )  # fmt: skip
+    tokenizer = serializers.ChoiceField(choices=text_datasets.TOKENIZERS, required=False, default="char")
+    vocab_size = serializers.IntegerField(required=False, allow_null=True, default=None, help_text="bpe only")
 
 
 class DatasetListCreate(APIView):
@@ -136,10 +144,15 @@ class DatasetListCreate(APIView):
         data = body.validated_data
         user = signed_in_user(request)
         fields = {"description": data["description"], "image_side": data["image_side"]}
+        whole: Callable[..., Dataset] = services.dataset_upload_whole
+        create: Callable[..., Dataset] = services.dataset_create
+        if data["kind"] == Dataset.Kind.TEXT:  # a text for language models: its tokenizer, not an image side
+            whole, create = text_datasets.text_upload_whole, text_datasets.text_dataset_create
+            fields = {k: data[k] for k in ("description", "tokenizer", "vocab_size")}
         try:
             if data.get("file") is not None:
                 upload = data["file"]
-                dataset = services.dataset_upload_whole(
+                dataset = whole(
                     owner=user,
                     name=data["name"],
                     file=upload,
@@ -148,7 +161,7 @@ class DatasetListCreate(APIView):
                     **fields,
                 )
             elif data.get("size"):
-                dataset = services.dataset_create(
+                dataset = create(
                     owner=user, name=data["name"], size=data["size"], filename=data["filename"], **fields
                 )
             else:
@@ -277,7 +290,8 @@ class DatasetExport(APIView):
                 code="not_found", message=_("This dataset has no file to export."), http_status=404
             )
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset.name).strip("_") or f"dataset-{dataset.pk}"
-        return FileResponse(zipped, as_attachment=True, filename=f"{name}.zip")
+        suffix = "txt" if dataset.is_text else "zip"
+        return FileResponse(zipped, as_attachment=True, filename=f"{name}.{suffix}")
 
 
 class DatasetSamples(APIView):

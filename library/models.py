@@ -34,6 +34,7 @@ class Dataset(models.Model):
         # Another kind (text corpora for language models) joins this list: the status, quota, sharing and
         # run references are the same for every kind.
         IMAGE_CLASSIFICATION = "image_classification", _("Image classification")
+        TEXT = "text", _("Text (language models)")
 
     class Status(models.TextChoices):
         UPLOADING = "uploading", _("Uploading")
@@ -81,6 +82,9 @@ class Dataset(models.Model):
     more_problems = models.PositiveIntegerField(default=0)
     warnings = models.JSONField(default=list, blank=True)
     progress = models.JSONField(default=dict, blank=True)  # {"stage", "done", "total"} while checking
+    # A text dataset (library/text_datasets.py): {"tokenizer", "vocab_size"} as asked at upload; once ready
+    # also "chars", "lines", "tokens" ({train, val, test}), "sample", "prompt", "alphabet" (char only).
+    text_facts = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
     checked_at = models.DateTimeField(null=True, blank=True)
@@ -109,6 +113,10 @@ class Dataset(models.Model):
     @property
     def images(self) -> int:
         return sum(int(n) for n in self.counts.values())
+
+    @property
+    def is_text(self) -> bool:
+        return self.kind == self.Kind.TEXT
 
     @property
     def is_ready(self) -> bool:

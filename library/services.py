@@ -637,7 +637,8 @@ def lookup_facts(name: object) -> DatasetFacts | None:
     if found is not None:
         return found
     dataset = dataset_by_spec_name(name)
-    return facts_of(dataset) if dataset is not None else None
+    # A text dataset is a language model's corpus (library/text_datasets.py), not an image set.
+    return facts_of(dataset) if dataset is not None and not dataset.is_text else None
 
 
 def usable_by(user: User | None, name: object) -> bool:

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.auth import signed_in_user
 from accounts.models import Course
-from library import services
+from library import services, text_datasets
 from library.models import Dataset
 from library.selectors import datasets_visible_to
 
@@ -35,9 +35,11 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
             "builtin": builtin,
             "datasets": datasets_visible_to(user).select_related("owner", "course").order_by("-created_at"),
             "max_upload_mb": settings.DATASET_MAX_UPLOAD_BYTES // 2**20,
+            "max_text_mb": settings.DATASET_TEXT_MAX_BYTES // 2**20,
             "upload_config": {
                 "chunk": settings.DATASET_CHUNK_BYTES,
                 "max": settings.DATASET_MAX_UPLOAD_BYTES,
+                "text_max": settings.DATASET_TEXT_MAX_BYTES,
                 "strings": {
                     "uploading": _("Uploading: %(p)s%%"),
                     "resuming": _("The connection dropped; resuming from %(p)s%%..."),
@@ -47,6 +49,9 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
                     "too_large": _("This zip is larger than %(max)s MB.")
                     % {"max": settings.DATASET_MAX_UPLOAD_BYTES // 2**20},
                     "failed": _("The upload failed"),
+                    "tokenising": _("Checking and tokenising the text..."),
+                    "text_too_large": _("This text is larger than %(max)s MB.")
+                    % {"max": settings.DATASET_TEXT_MAX_BYTES // 2**20},
                 },
             },
         },
@@ -68,6 +73,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         for name in dataset.class_names
     ]
     mine = dataset.owner_id == user.pk
+    text_problems = [text_datasets.problem_message(p) for p in dataset.problems] if dataset.is_text else []
     return render(
         request,
         "library/dataset_detail.html",
@@ -76,6 +82,7 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "problems": services.answers_in_language(dataset.problems),
             "warnings": services.answers_in_language(dataset.warnings),
             "counts": counts,
+            "text_problems": text_problems,
             "mine": mine,
             "courses": services.courses_taught_by(user) if mine else [],
             "status_config": {"dataset": dataset.pk, "status": dataset.status},

@@ -28,6 +28,8 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 
 from designs import compiler
+from library import services as library_services
+from library import text_datasets
 from sandbox.engine import buildx_runtime as rt
 from sandbox.engine import corpora, corpus_facts
 from training import predict
@@ -65,6 +67,10 @@ def check_generatable(run: Run) -> None:
 def tokenizer_for(run: Run) -> rt.Tokenizer:
     """The tokenizer stored with the run's dataset (the corpus's alphabet needs no file)."""
     parsed = corpus_facts.parse_key(run.dataset)
+    if parsed is None and text_datasets.text_dataset_by_spec_name(run.dataset) is not None:
+        # An uploaded text: its tokenizer was made when it was checked, and lives in its cache.
+        path = library_services.dataset_cache(run.dataset)
+        return rt.Tokenizer.from_json(rt.load_cache(path)["tokenizer"])
     if parsed is None:
         raise predict.PredictRefused("model_unavailable", _("BuildX does not know this run's text dataset."))
     name, kind, _vocab = parsed

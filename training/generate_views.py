@@ -6,7 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from sandbox.engine import corpus_facts
+from library import text_datasets
 from training import generate, predict
 from training.models import Run
 
@@ -21,7 +21,7 @@ def generate_page(request: HttpRequest, pk: int) -> HttpResponse:
         generate.check_generatable(run)
     except predict.PredictRefused as exc:
         refused = exc.message
-    parsed = corpus_facts.parse_key(run.dataset)
-    prompt = corpus_facts.CORPORA[parsed[0]].sample_prompt if parsed else ""
+    corpus = text_datasets.lookup_corpus(run.dataset.partition(":")[0])  # "python:bpe512": the corpus
+    prompt = corpus.sample_prompt if corpus else ""
     context = {"run": run, "refused": refused, "prompt": prompt, "max_new_tokens": generate.MAX_NEW_TOKENS}
     return render(request, "training/generate.html", context, status=409 if refused else 200)

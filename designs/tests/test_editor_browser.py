@@ -224,7 +224,9 @@ def test_a_new_user_builds_a_cnn_for_digits_and_trains_it(server, browser, trans
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     run_id = _build_train_flow(page, server, lang="en", shots=True)
     # The run page goes live: the worker's updates reach it over the WebSocket, up to the finished run.
-    expect(page.locator("#run-status")).to_have_text("Succeeded", timeout=600_000)  # room for a loaded machine
+    expect(page.locator("#run-status")).to_have_text(
+        "Succeeded", timeout=600_000
+    )  # room for a loaded machine
     run = _run(page, server, run_id)
     assert run["status"] == "succeeded" and run["epoch"] == 4
     assert run["metrics"]["accuracy"] > 0.5  # it learned: chance is 0.1

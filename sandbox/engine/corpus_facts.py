@@ -39,10 +39,14 @@ class CorpusFacts:
     # "addition": test lines are "a+b=c"; the trusted evaluation also measures exact-match answers.
     exact_match: bool = False
     kind: str = "text"
+    # An uploaded text dataset (library app, "upload-<id>") is tokenised once, when it is checked: its
+    # tokenizer and vocabulary are facts of the dataset, not hyperparameters. "" for a built-in corpus.
+    tokenizer: str = ""
+    fixed_vocab_size: int = 0
 
     @property
     def vocab_size(self) -> int:
-        return len(self.alphabet)
+        return self.fixed_vocab_size or len(self.alphabet)
 
     def as_json(self) -> dict:
         """What GET /api/v1/catalog/ lists for the corpus."""
@@ -54,6 +58,7 @@ class CorpusFacts:
             "alphabet": self.alphabet,
             "sample_prompt": self.sample_prompt,
             "help": {"en": self.help_en, "ko": self.help_ko},
+            "tokenizer": self.tokenizer,
         }
 
 

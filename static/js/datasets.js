@@ -52,7 +52,9 @@
 
   function showCheck(message, strings, bar, text) {
     var p = message.progress || {};
-    if (p.stage === "checking" || p.stage === "decoding") {
+    if (p.stage === "tokenising") {
+      text.textContent = strings.tokenising;
+    } else if (p.stage === "checking" || p.stage === "decoding") {
       bar.value = p.total ? Math.round(100 * p.done / p.total) : 0;
       text.textContent = fill(strings[p.stage], { done: p.done, total: p.total });
     } else if (p.stage === "queued") {
@@ -68,6 +70,17 @@
     var strings = config.strings;
     var bar = document.getElementById("upload-progress");
     var text = document.getElementById("upload-text");
+
+    // A text for a language model instead of a zip of images: the tokenizer's fields instead of the side.
+    var kindSelect = document.getElementById("upload-kind");
+    var showKind = function () {
+      var isText = kindSelect.value === "text";
+      document.getElementById("upload-image-fields").hidden = isText;
+      document.getElementById("upload-text-fields").hidden = !isText;
+      document.getElementById("upload-file").setAttribute("accept", isText ? ".txt,text/plain" : ".zip,application/zip");
+    };
+    kindSelect.addEventListener("change", showKind);
+    showKind();
 
     var sendChunks = function (dataset, file) {
       var url = dataset.upload_url;
@@ -108,10 +121,18 @@
       event.preventDefault();
       var file = document.getElementById("upload-file").files[0];
       if (!file) { return; }
-      if (file.size > config.max) { text.textContent = strings.too_large; document.getElementById("upload-status").hidden = false; return; }
+      var kind = document.getElementById("upload-kind").value;
+      var max = kind === "text" ? config.text_max : config.max;
+      if (file.size > max) { text.textContent = kind === "text" ? strings.text_too_large : strings.too_large; document.getElementById("upload-status").hidden = false; return; }
       var side = document.getElementById("upload-side").value;
       var body = { name: document.getElementById("upload-name").value, size: file.size, filename: file.name,
                    image_side: side ? parseInt(side, 10) : null };
+      if (kind === "text") {
+        var vocab = document.getElementById("upload-vocab").value;
+        body = { name: body.name, size: file.size, filename: file.name, kind: "text",
+                 tokenizer: document.getElementById("upload-tokenizer").value,
+                 vocab_size: vocab ? parseInt(vocab, 10) : null };
+      }
       document.getElementById("upload-status").hidden = false;
       document.getElementById("upload-submit").disabled = true;
       bar.value = 0;

@@ -21,6 +21,7 @@ from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
 
 from library import services as library_services
+from library import text_datasets
 from sandbox.files import ReadableFile
 from training.models import Run, RunArtifact
 
@@ -189,4 +190,6 @@ def dataset_caches(name: str) -> tuple[Path, Path]:
         text = corpora.ensure_text_cache(name, cache_dir=Path(settings.DATA_DIR) / "cache")
         return corpora.training_text_cache(text), text
     whole = library_services.dataset_cache(name)  # a built-in set's, or an uploaded one's
+    if text_datasets.text_dataset_by_spec_name(name) is not None:  # an uploaded text, tokenised when checked
+        return corpora.training_text_cache(whole), whole
     return datasets.training_cache(whole), whole

@@ -186,7 +186,7 @@ def run_create(*, owner: User, version: DesignVersion, artifact: CodeArtifact, s
             % {"status": artifact.get_status_display()},
             field="code_artifact",
         )
-    if version.spec.get("task") == corpus_facts.TASK_LM:
+    if version.spec.get("task") == corpus_facts.TASK_LM and spec_id(version.spec["dataset"]) is None:
         dataset_ref, dataset_hash = None, ""  # a built-in corpus: made by the worker on first use
     else:
         dataset_ref, dataset_hash = run_dataset(owner=owner, name=version.spec["dataset"])
@@ -223,8 +223,9 @@ def run_create(*, owner: User, version: DesignVersion, artifact: CodeArtifact, s
 
 def run_dataset_key(spec: dict) -> str:
     """What a run trains on: the spec's dataset, or for a language model its corpus and tokenizer
-    ("addition", "python:bpe512"), whose cache the worker builds."""
-    if spec.get("task") == corpus_facts.TASK_LM:
+    ("addition", "python:bpe512"), whose cache the worker builds; an uploaded text keeps its name
+    ("upload-17"): it was tokenised when it was checked."""
+    if spec.get("task") == corpus_facts.TASK_LM and spec_id(spec["dataset"]) is None:
         hp = spec["hyperparameters"]
         return corpus_facts.dataset_key(
             spec["dataset"], tokenizer=hp["tokenizer"], vocab_size=hp.get("vocab_size")

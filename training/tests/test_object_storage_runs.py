@@ -82,7 +82,9 @@ def test_a_second_worker_with_an_empty_disk_resumes_from_the_bucket_and_the_web_
         # The first training holds epoch 2 until the stop arrives: however fast or loaded the machine,
         # the stop lands mid-run with epoch 1's checkpoint in the bucket (a bare 12-epoch run of the
         # digits could end before the stop on an idle machine). The resumed run starts past epoch 0.
-        loop = "        for x, y in data.train.batches(BATCH_SIZE, shuffle=True, transform=TRAIN_TRANSFORM):\n"
+        loop = (
+            "        for x, y in data.train.batches(BATCH_SIZE, shuffle=True, transform=TRAIN_TRANSFORM):\n"
+        )
         assert artifact.code.count(loop) == 1
         artifact.code = artifact.code.replace(
             loop,
