@@ -42,10 +42,12 @@ def flawed_feedback(owner, **fields):
 
 def measured(trial: SuggestionTrial, accuracy: float | None) -> None:
     """As the worker leaves a trial's run: succeeded with the platform's test accuracy (or failed)."""
+    run_id = trial.run_id
+    assert run_id is not None
     if accuracy is None:
-        Run.objects.filter(pk=trial.run_id).update(status="failed")
+        Run.objects.filter(pk=run_id).update(status="failed")
     else:
-        Run.objects.filter(pk=trial.run_id).update(status="succeeded", metrics={"accuracy": accuracy})
+        Run.objects.filter(pk=run_id).update(status="succeeded", metrics={"accuracy": accuracy})
 
 
 def test_trying_queues_one_short_run_per_top_suggestion_and_orders_them_by_gain(
