@@ -54,7 +54,7 @@ def _own(request: Request, pk: int) -> Sweep:
 
 
 class SweepListCreate(APIView):
-    @extend_schema(responses={200: dict})
+    @extend_schema(operation_id="sweeps_list", responses={200: dict})
     def get(self, request: Request) -> Response:
         rows = Sweep.objects.filter(owner=signed_in_user(request)).select_related("design_version")[:100]
         return Response({"results": [sweeps.sweep_view(sweep=s) for s in rows]})
