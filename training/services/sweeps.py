@@ -192,7 +192,9 @@ def first_clean(*, first: Any, space: dict) -> list[dict]:
             if not _inside(space[name], value):
                 raise SweepRefused(
                     "invalid",
-                    _("%(value)s is outside the range of %(name)s.")
+                    _(
+                        "%(value)s is outside the range of %(name)s: give a value inside the range you set for it."
+                    )
                     % {"value": str(value)[:20], "name": name},
                     field="first",
                 )
@@ -353,7 +355,13 @@ def _trial_start(sweep: Sweep) -> tuple[SweepTrial, Run]:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         if isinstance(exc, RunRefused):
             raise
-        raise SweepRefused("invalid", _("A sampled trial does not make a valid design.")) from exc
+        raise SweepRefused(
+            "invalid",
+            _(
+                "A sampled trial does not make a valid design: narrow the ranges (a smaller batch size, "
+                "fewer epochs) and start the sweep again."
+            ),
+        ) from exc
     row = SweepTrial.objects.create(
         sweep=sweep,
         number=trial.number,
