@@ -214,10 +214,13 @@ else:
     # sockets): the core layer's receive costs four Redis round trips a message on the server's event
     # loop, and fell seconds behind whenever handshakes and deliveries kept that loop busy. At most
     # once: the database is the record, and a socket fills a gap in a run's numbers from it.
+    # Redis keeps its pub/sub channels outside its numbered databases: two deployments (or two test runs)
+    # on one Redis server with different database numbers would hear each other's run events. The prefix
+    # carries the database number, so each one hears only its own.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"buildx{urlsplit(REDIS_URL).path.strip('/') or '0'}"},
         }
     }
 

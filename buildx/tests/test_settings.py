@@ -200,3 +200,47 @@ def test_importing_the_settings_creates_nothing(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert sorted(p.relative_to(base) for p in base.rglob("*")) == before
+
+
+PRINT_LAYER = """
+import json, django
+from django.conf import settings
+django.setup()
+print(json.dumps(settings.CHANNEL_LAYERS["default"]))
+"""
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs the Redis server (CI runs with REDIS_URL)")
+def test_two_deployments_on_one_redis_with_different_databases_do_not_hear_each_others_events():
+    """Redis pub/sub ignores the database number: without a prefix of its own, a second deployment on
+    database 15 would receive the run events of the one on database 14."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    configs = []
+    for db in (14, 15):
+        result = run_python(
+            PRINT_LAYER, {"REDIS_URL": urlsplit(settings.REDIS_URL)._replace(path=f"/{db}").geturl()}
+        )
+        assert result.returncode == 0, result.stderr
+        configs.append(json.loads(result.stdout.strip().splitlines()[-1])["CONFIG"])
+
+    async def scenario() -> list[dict]:
+        first = RedisPubSubChannelLayer(**configs[0])
+        second = RedisPubSubChannelLayer(**configs[1])
+        try:
+            channel = await second.new_channel()
+            await second.group_add("run.1", channel)
+            await first.group_send("run.1", {"type": "run.event", "from": "the other deployment"})
+            await second.group_send("run.1", {"type": "run.event", "from": "its own"})
+            # Redis delivers a connection's messages in the order they were published: if the other
+            # deployment's message could arrive, it would arrive first.
+            return [await asyncio.wait_for(second.receive(channel), timeout=30)]
+        finally:
+            await first.flush()
+            await second.flush()
+
+    received = asyncio.run(scenario())
+    assert received == [{"type": "run.event", "from": "its own"}]
