@@ -10,20 +10,27 @@ from __future__ import annotations
 
 import builtins
 import json
-import keyword
-import re
 from typing import TYPE_CHECKING, Any
 
-from designs.catalog import LAYERS, NO_TORCH_DEFAULT, TASK_LM, TRANSFORMS, DatasetFacts, dataset_lookup
+from designs.catalog import TASK_LM, TRANSFORMS, DatasetFacts, dataset_lookup
+from designs.compiler_lm import compile_lm
 from designs.limits import NO_LIMITS
+from designs.script_parts import (
+    OPTIMIZER_CALLS,
+    align_comments,
+    align_constants,
+    class_name,
+    forward_lines,
+    layer_call,
+    literal,
+    script_head,
+    script_tail,
+    shape_comment,
+)
 from designs.validation import MODEL_INPUT, analyse, hyperparameter, spec_task
 
 if TYPE_CHECKING:  # annotations only: compiling a spec needs no Django model loaded
     from designs.models import DesignVersion
-
-COMMENT_COLUMN_MAX = 80
-# Module-level names of the script a model class must not shadow.
-SCRIPT_GLOBALS = {"Residual", "torch", "nn", "rt", "annotations", "build_model", "train"}
 
 RESIDUAL_CLASS = '''\
 class Residual(nn.Module):
@@ -49,63 +56,6 @@ class CompileError(Exception):
     """The spec has validation errors; compile only valid versions."""
 
 
-def class_name(model_name: str) -> str:
-    """ "my cnn" → "MyCnn", "LeNet-5" → "LeNet5": a Python class name that cannot clash with the script's names."""
-    parts = [p for p in re.split(r"[^0-9A-Za-z]+", model_name) if p]
-    name = "".join(p[0].upper() + p[1:] for p in parts) or "Model"
-    if name[0].isdigit():
-        name = f"Model{name}"
-    if keyword.iskeyword(name) or name in SCRIPT_GLOBALS or name.isupper():
-        name = f"{name}Model"
-    return name
-
-
-def literal(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return repr(value)
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        items = ", ".join(literal(v) for v in value)
-        return f"({items},)" if len(value) == 1 else f"({items})"
-    raise TypeError(f"cannot write {value!r} as a literal")
-
-
-def _shape(shape: list[int] | None) -> str:
-    return "(B, " + ", ".join(str(d) for d in shape) + ")" if shape else "(B, ?)"
-
-
-def align_comments(lines: list[tuple[str, str | None]]) -> list[str]:
-    """Put the trailing shape comments of consecutive lines in one column, as hand-written code would."""
-    width = max(
-        (len(code) for code, comment in lines if comment and len(code) <= COMMENT_COLUMN_MAX), default=0
-    )
-    out = []
-    for code, comment in lines:
-        if comment is None:
-            out.append(code)
-        else:
-            out.append(f"{code.ljust(width)}  # {comment}" if len(code) <= width else f"{code}  # {comment}")
-    return out
-
-
-def layer_call(layer: dict, inferred: dict[str, Any]) -> str:
-    """`nn.Conv2d(1, 16, kernel_size=3, padding=1)` for one layer (Residual excluded)."""
-    layer_type = LAYERS[layer["type"]]
-    args = []
-    for param in layer_type.params:
-        if not param.constructor:
-            continue
-        value = inferred[param.name] if param.inferred else layer.get(param.name)
-        if param.positional:
-            args.append(literal(value))
-        elif param.torch_default is NO_TORCH_DEFAULT or value != param.torch_default:
-            args.append(f"{param.name}={literal(value)}")
-    return f"nn.{layer_type.torch}({', '.join(args)})"
-
-
 class _Writer:
     def __init__(self, spec: dict, report: dict) -> None:
         self.spec = spec
@@ -117,7 +67,7 @@ class _Writer:
 
     def attribute_lines(self, layer: dict, indent: str) -> list[tuple[str, str | None]]:
         row = self.rows[layer["name"]]
-        shape = _shape(row["output_shape"])
+        shape = shape_comment(row["output_shape"])
         if layer["type"] == "Residual":
             self.uses_residual = True
             lines: list[tuple[str, str | None]] = [(f"{indent}self.{layer['name']} = Residual(", None)]
@@ -133,12 +83,12 @@ class _Writer:
             if child["type"] == "Residual":
                 lines.append((f"{indent}{child['name']}=Residual(", None))
                 lines += self.residual_args(child, indent + "    ")
-                lines.append((f"{indent}),", _shape(row["output_shape"])))
+                lines.append((f"{indent}),", shape_comment(row["output_shape"])))
             else:
                 lines.append(
                     (
                         f"{indent}{child['name']}={layer_call(child, row['inferred'])},",
-                        _shape(row["output_shape"]),
+                        shape_comment(row["output_shape"]),
                     )
                 )
         shortcut = self.rows[layer["name"]]["shortcut"]
@@ -161,44 +111,13 @@ class _Writer:
     # --- forward
 
     def forward_lines(self) -> list[tuple[str, str | None]]:
-        layers = [layer for layer in self.spec["layers"]]
-        input_names = {layer["name"] for layer in layers if layer["type"] == "Input"}
-        nodes = [layer for layer in layers if layer["type"] != "Input"]
+        input_names = {layer["name"] for layer in self.spec["layers"] if layer["type"] == "Input"}
+        nodes = [layer for layer in self.spec["layers"] if layer["type"] != "Input"]
 
         def refs(layer: dict) -> list[str]:
             return [MODEL_INPUT if r in input_names else r for r in self.rows[layer["name"]]["inputs"]]
 
-        consumers: dict[str, list[int]] = {}
-        for position, layer in enumerate(nodes):
-            for ref in refs(layer):
-                consumers.setdefault(ref, []).append(position)
-        lines: list[tuple[str, str | None]] = []
-        var = {MODEL_INPUT: "x"}
-        if consumers.get(MODEL_INPUT, [0]) != [0]:
-            # The model input feeds more than the first layer: keep it under its own name.
-            var[MODEL_INPUT] = "inputs"
-            lines.append(("        inputs = x", None))
-        for position, layer in enumerate(nodes):
-            name = layer["name"]
-            last = position == len(nodes) - 1
-            # The running "x" where the output only feeds the next layer; a named local where it is reused
-            # later or merged (so that `mix + stem` reads as what it is).
-            feeds_next_only = consumers.get(name) == [position + 1] and nodes[position + 1]["type"] not in (
-                "Add",
-                "Concat",
-            )
-            out = "x" if last or feeds_next_only else name
-            args = [var[r] for r in refs(layer)]
-            if layer["type"] == "Add":
-                expression = " + ".join(args)
-            elif layer["type"] == "Concat":
-                expression = f"torch.cat([{', '.join(args)}], dim={layer['dim']})"
-            else:
-                expression = f"self.{name}({args[0]})"
-            lines.append((f"        {out} = {expression}", _shape(self.rows[name]["output_shape"])))
-            var[name] = out
-        lines.append((f"        return {var[nodes[-1]['name']]}" if nodes else "        return x", None))
-        return lines
+        return forward_lines(nodes, self.rows, refs, input_alias="inputs")
 
 
 def _transform_call(t: dict, *, channels: int, dataset_mean: tuple, dataset_std: tuple) -> str | None:
@@ -277,12 +196,6 @@ def _compose(calls: list[str]) -> str:
     return "rt.Compose([\n" + "".join(f"    {call},\n" for call in calls) + "])"
 
 
-def docstring_text(text: str) -> str:
-    """A design name made safe inside a docstring: no quotes to close it, no backslash escapes, one line."""
-    text = re.sub(r"[\x00-\x1f\x7f]", " ", text).replace("\\", "/").replace('"', "'")
-    return text.strip()[:120]
-
-
 def _how_to_train(filename: str, dataset: str) -> list[str]:
     """The docstring's lines on training the script elsewhere (buildx_runtime.main's command line)."""
     if dataset == "digits":
@@ -304,9 +217,6 @@ def compile_spec(spec: dict, *, design_name: str, version_number: int, report: d
     if not report["valid"]:
         raise CompileError(report["errors"][0]["message"] if report["errors"] else "The design is not valid.")
     if spec_task(spec) == TASK_LM:
-        # The language-model half builds on this module's helpers (names, literals, comment columns).
-        from designs.compiler_lm import compile_lm
-
         return compile_lm(spec, report, design_name=design_name, version_number=version_number)
     model = class_name(spec["model_name"])
     filename = f"{model.lower()}.py"
@@ -314,21 +224,13 @@ def compile_spec(spec: dict, *, design_name: str, version_number: int, report: d
     hp = spec["hyperparameters"]
     train_calls, eval_calls = transforms(spec)
 
-    out: list[str] = [
-        f'"""{model}: generated by BuildX from the design "{docstring_text(design_name)}", version {version_number}.',
-        "",
-        *_how_to_train(filename, info.name),
-        '"""',
-        "",
-        "from __future__ import annotations",
-        "",
-        "import torch",
-        "from torch import nn",
-        "",
-        "import buildx_runtime as rt",
-        "",
-        "# Data",
-    ]
+    out = script_head(
+        model=model,
+        design_name=design_name,
+        version_number=version_number,
+        about=_how_to_train(filename, info.name),
+        imports=["import torch", "from torch import nn"],
+    )
     out += align_comments(
         [
             (f"DATASET = {json.dumps(info.name)}", None),
@@ -368,45 +270,19 @@ def compile_spec(spec: dict, *, design_name: str, version_number: int, report: d
         init += writer.attribute_lines(layer, "        ")
     forward = writer.forward_lines()
 
-    out += ["", ""]
-    if writer.uses_residual:
-        out += [*RESIDUAL_CLASS.rstrip("\n").split("\n"), "", ""]
-    out += [
-        f"class {model}(nn.Module):",
-        "    def __init__(self) -> None:",
-        "        super().__init__()",
-        *align_comments(init),
-        "",
-        "    def forward(self, x: torch.Tensor) -> torch.Tensor:",
-        *align_comments(forward),
-        "",
-        "",
-        "def build_model() -> nn.Module:",
-        f"    return {model}()",
-        "",
-        "",
-        *_train_function(hp),
-        "",
-        "",
-        'if __name__ == "__main__":',
-        "    rt.main(build_model, train, dataset=DATASET, eval_transform=EVAL_TRANSFORM, val_split=VAL_SPLIT, seed=SEED)",
-        "",
-    ]
+    out += script_tail(
+        model=model,
+        classes=[RESIDUAL_CLASS] if writer.uses_residual else [],
+        init=align_comments(init),
+        forward=align_comments(forward),
+        train=_train_function(hp),
+        main_call="rt.main(build_model, train, dataset=DATASET, eval_transform=EVAL_TRANSFORM, val_split=VAL_SPLIT, seed=SEED)",
+    )
     return "\n".join(out)
 
 
-def align_constants(lines: list[tuple[str, str | None]]) -> list[str]:
-    # The contract's layout: comments on constants start in one column (29), like a hand-written config block.
-    width = max(28, *(len(code) for code, comment in lines if comment))
-    return [f"{code.ljust(width)} # {comment}" if comment else code for code, comment in lines]
-
-
 def _train_function(hp: dict) -> list[str]:
-    optimizer = {
-        "sgd": "torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)",
-        "adam": "torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)",
-        "adamw": "torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)",
-    }[hp["optimizer"]]
+    optimizer = OPTIMIZER_CALLS[hp["optimizer"]]
     scheduler = {
         "none": "None",
         "step": "torch.optim.lr_scheduler.StepLR(optimizer, step_size=LR_STEP_SIZE, gamma=LR_GAMMA)",
