@@ -86,21 +86,20 @@ def align_constants(lines: list[Line]) -> list[str]:
 
 def layer_call(layer: dict, inferred: dict[str, Any]) -> str:
     """`nn.Conv2d(1, 16, kernel_size=3, padding=1)` or `TransformerBlock(64, 4)` for one layer (Residual
-    excluded): positional where PyTorch's examples are, keywords only where a value differs from the default."""
+    excluded): the arguments validation builds it with, positional where PyTorch's examples are, keywords
+    only where a value differs from the default."""
     layer_type = LAYERS[layer["type"]]
+    params = {param.name: param for param in layer_type.params}
     args = []
-    for param in layer_type.params:
-        if not param.constructor:
-            continue
-        value = inferred.get(param.name) if param.inferred else layer.get(param.name)
-        if param.inferred and value is None:
-            value = layer.get(param.name)
-        if param.positional:
+    for name, value in sequence.module_kwargs(layer, layer_type, inferred):
+        param = params.get(name)
+        default = param.torch_default if param else NO_TORCH_DEFAULT  # batch_first, added for LSTM/GRU
+        if param and param.positional:
             args.append(literal(value))
-        elif param.torch_default is NO_TORCH_DEFAULT or value != param.torch_default:
-            args.append(f"{param.name}={literal(value)}")
-    if layer_type.type in ("LSTM", "GRU"):
-        args.append("batch_first=True")
+        elif default is NO_TORCH_DEFAULT or value != (
+            tuple(default) if isinstance(default, list) else default
+        ):
+            args.append(f"{name}={literal(value)}")
     script_class = sequence.LAYER_CLASS.get(layer_type.type) or f"nn.{layer_type.torch}"
     return f"{script_class}({', '.join(args)})"
 
