@@ -291,7 +291,7 @@ def compute(
                 _(
                     "%(name)s turns token ids into vectors, but it gets vectors of shape %(shape)s from %(source)s."
                 )
-                % {"name": name, "shape": _fmt(shape), "source": source},
+                % {"name": name, "shape": fmt_shape(shape), "source": source},
                 hint=_("Put %(name)s first: it takes the model input (the token ids).") % {"name": name},
                 layer=name,
                 path=path,
@@ -324,7 +324,7 @@ def compute(
             _(
                 "%(name)s needs a sequence of vectors (positions × features) but gets %(shape)s from %(source)s."
             )
-            % {"name": name, "shape": _fmt(shape), "source": source},
+            % {"name": name, "shape": fmt_shape(shape), "source": source},
             hint=_("Remove the Flatten before %(name)s: a language model keeps one vector per position.")
             % {"name": name},
             layer=name,
@@ -409,7 +409,7 @@ def compute(
             "pytorch",
             _("PyTorch rejects %(name)s: %(error)s") % {"name": name, "error": str(exc)[:300]},
             hint=_("Check %(name)s's settings against the shape coming in (%(shape)s).")
-            % {"name": name, "shape": _fmt(shape)},
+            % {"name": name, "shape": fmt_shape(shape)},
             layer=name,
             path=path,
         )
@@ -491,7 +491,8 @@ def macs(kind: str, layer: dict, inferred: dict, shape: tuple[int, ...], out: tu
     return 0
 
 
-def _fmt(shape: tuple[int, ...] | list[int] | None) -> str:
+def fmt_shape(shape: tuple[int, ...] | list[int] | None) -> str:
+    """`16×28×28`: a shape as the messages write it ("?" when unknown)."""
     return "×".join(str(d) for d in shape) if shape else "?"
 
 

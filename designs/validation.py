@@ -51,6 +51,7 @@ from designs.catalog import (
     lm_vocab_size,
 )
 from designs.limits import NO_LIMITS, TrainingLimits, limit_issues, training_limits
+from designs.sequence import fmt_shape
 
 # The model input is named "x" (as in the original BuildX front end, and in the compiled forward()).
 MODEL_INPUT = "x"
@@ -633,10 +634,6 @@ def _pair(value: Any) -> tuple[int, int]:
     return (value[0], value[1]) if isinstance(value, (list, tuple)) else (value, value)
 
 
-def _fmt(shape: tuple[int, ...] | list[int] | None) -> str:
-    return "×".join(str(d) for d in shape) if shape else "?"
-
-
 def _torch_value(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
@@ -766,7 +763,7 @@ class _Analysis:
                     self.error(
                         "crop_too_large",
                         _("CenterCrop to %(size)s is larger than the %(h)s×%(w)s images.")
-                        % {"size": _fmt(t["size"]), "h": h, "w": w},
+                        % {"size": fmt_shape(t["size"]), "h": h, "w": w},
                         hint=_("Crop to at most %(h)s×%(w)s, or Resize first.") % {"h": h, "w": w},
                         path=path,
                         field="size",
@@ -779,7 +776,7 @@ class _Analysis:
                     self.error(
                         "crop_too_large",
                         _("RandomCrop to %(size)s is larger than the %(h)s×%(w)s images with their padding.")
-                        % {"size": _fmt(t["size"]), "h": h, "w": w},
+                        % {"size": fmt_shape(t["size"]), "h": h, "w": w},
                         hint=_(
                             "Crop to %(h)s×%(w)s and use padding for the shifts (e.g. size %(h)s, padding 4)."
                         )
@@ -834,7 +831,7 @@ class _Analysis:
             self.error(
                 "needs_image",
                 _("%(name)s needs an image (channels × height × width) but gets %(shape)s from %(source)s.")
-                % {"name": name, "shape": _fmt(shape), "source": source},
+                % {"name": name, "shape": fmt_shape(shape), "source": source},
                 hint=hint,
                 layer=name,
                 path=path,
@@ -858,7 +855,7 @@ class _Analysis:
         self.error(
             "needs_flat",
             _("%(name)s needs a flat vector of features but gets a %(shape)s image from %(source)s.")
-            % {"name": name, "shape": _fmt(shape), "source": source},
+            % {"name": name, "shape": fmt_shape(shape), "source": source},
             hint=hint,
             layer=name,
             path=path,
@@ -901,7 +898,8 @@ class _Analysis:
         ):
             self.error(
                 "too_large",
-                _("%(name)s's output %(shape)s is too large to train.") % {"name": name, "shape": _fmt(out)},
+                _("%(name)s's output %(shape)s is too large to train.")
+                % {"name": name, "shape": fmt_shape(out)},
                 hint=_("Use fewer channels or smaller images, or shrink the image with pooling first."),
                 layer=name,
                 path=path,
@@ -963,7 +961,9 @@ class _Analysis:
         if kind == "Add":
             first = in_shapes[0]
             if any(s != first for s in in_shapes):
-                shapes = ", ".join(f"{src} ({_fmt(s)})" for src, s in zip(sources, in_shapes, strict=True))
+                shapes = ", ".join(
+                    f"{src} ({fmt_shape(s)})" for src, s in zip(sources, in_shapes, strict=True)
+                )
                 self.error(
                     "add_shapes",
                     _("%(name)s adds outputs of different shapes: %(shapes)s.")
@@ -997,7 +997,7 @@ class _Analysis:
                     a != b for i, (a, b) in enumerate(zip(s, in_shapes[0], strict=True)) if i != dim - 1
                 ):
                     shapes = ", ".join(
-                        f"{src} ({_fmt(sh)})" for src, sh in zip(sources, in_shapes, strict=True)
+                        f"{src} ({fmt_shape(sh)})" for src, sh in zip(sources, in_shapes, strict=True)
                     )
                     self.error(
                         "concat_shapes",
@@ -1066,7 +1066,7 @@ class _Analysis:
                 "pytorch",
                 _("PyTorch rejects %(name)s: %(error)s") % {"name": name, "error": str(exc)[:300]},
                 hint=_("Check %(name)s's settings against the shape coming in (%(shape)s).")
-                % {"name": name, "shape": _fmt(shape)},
+                % {"name": name, "shape": fmt_shape(shape)},
                 layer=name,
                 path=path,
             )
@@ -1121,7 +1121,7 @@ class _Analysis:
                     self.error(
                         "kernel_too_large",
                         _("%(name)s's %(k)s kernel does not fit its %(h)s×%(w)s input.")
-                        % {"name": name, "k": _fmt(k), "h": shape[1], "w": shape[2]},
+                        % {"name": name, "k": fmt_shape(k), "h": shape[1], "w": shape[2]},
                         hint=_(
                             "Use a smaller kernel_size, set padding to %(need)s, or remove a pooling layer "
                             "before %(name)s."
@@ -1185,7 +1185,12 @@ class _Analysis:
                 self.error(
                     "flatten_dims",
                     _("%(name)s: start_dim %(s)s and end_dim %(e)s do not fit a %(shape)s input.")
-                    % {"name": name, "s": layer["start_dim"], "e": layer["end_dim"], "shape": _fmt(shape)},
+                    % {
+                        "name": name,
+                        "s": layer["start_dim"],
+                        "e": layer["end_dim"],
+                        "shape": fmt_shape(shape),
+                    },
                     hint=_("Use start_dim 1 and end_dim -1 to flatten everything but the batch."),
                     layer=name,
                     path=path,
@@ -1199,7 +1204,7 @@ class _Analysis:
                 self.error(
                     "softmax_dim",
                     _("%(name)s: dim %(dim)s is not a dimension of a %(shape)s input (0 would be the batch).")
-                    % {"name": name, "dim": dim, "shape": _fmt(shape)},
+                    % {"name": name, "dim": dim, "shape": fmt_shape(shape)},
                     hint=_("Use dim 1."),
                     layer=name,
                     path=path,
@@ -1273,7 +1278,7 @@ class _Analysis:
                         "%(name)s's layers turn %(a)s into %(b)s, which a 1×1 projection on the "
                         "skip connection cannot match."
                     )
-                    % {"name": name, "a": _fmt(shape), "b": _fmt(current)},
+                    % {"name": name, "a": fmt_shape(shape), "b": fmt_shape(current)},
                     hint=_(
                         "Keep the block's output an image whose size is the input's divided by the stride "
                         "(use padding so that 3×3 convolutions keep the size)."
@@ -1582,7 +1587,7 @@ class _Analysis:
             )
         if list(out) == [classes]:
             return
-        ctx = {"shape": _fmt(out), "dataset": dataset, "classes": classes, "last": last["name"]}
+        ctx = {"shape": fmt_shape(out), "dataset": dataset, "classes": classes, "last": last["name"]}
         if len(out) == 1 and last["type"] == "Linear":
             self.warning(
                 "output_mismatch",
@@ -1657,7 +1662,7 @@ class _Analysis:
         layers = self.spec["layers"]
         last = layers[-1]
         path = f"layers[{len(layers) - 1}]"
-        ctx = {"shape": _fmt(out), "vocab": V, "last": last["name"], "t": T}
+        ctx = {"shape": fmt_shape(out), "vocab": V, "last": last["name"], "t": T}
         width_field = {"Linear": "out_features", "Embedding": "embedding_dim"}.get(last["type"])
         if len(out) == 2 and out[0] == T and width_field:
             self.error(
