@@ -506,7 +506,8 @@ if __name__ == "__main__":
 # is the release that trained the model (any torch 2 should do; this one surely does); it prints a warning
 # on import without numpy; Pillow reads images (predict.py, folders of images).
 BUNDLE_REQUIREMENTS = ["numpy>=1.24", "pillow>=10"]
-DATASET_REQUIREMENTS = {"digits": ["scikit-learn>=1.3"]}  # the 8x8 digits ship inside scikit-learn
+# The 8x8 digits ship inside scikit-learn; SVHN's MATLAB files are read with scipy.
+DATASET_REQUIREMENTS = {"digits": ["scikit-learn>=1.3"], "SVHN": ["scipy>=1.8"]}
 
 
 def torch_requirement(run: Run) -> str:

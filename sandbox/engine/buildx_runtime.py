@@ -1006,6 +1006,7 @@ CIFAR10_FILES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR100_FILES = ["train", "test", "meta"]  # in cifar-100-python/; meta names the classes
 SVHN_FILES = ["train_32x32.mat", "test_32x32.mat"]  # the cropped digits (the "extra" set is not used)
+EMNIST_LETTERS_CLASSES = list("abcdefghijklmnopqrstuvwxyz")  # labels 1..26 in the files, 0..25 here
 EMNIST_LETTERS_FILES = {
     "train_images": "emnist-letters-train-images-idx3-ubyte",
     "train_labels": "emnist-letters-train-labels-idx1-ubyte",
@@ -1140,7 +1141,7 @@ def read_svhn_folder(folder: Path) -> dict[str, Any]:
 def read_emnist_letters_folder(folder: Path) -> dict[str, Any]:
     """EMNIST letters: MNIST's IDX layout, labels 1..26 for a..z, and every image stored transposed (as
     a column-major 28x28): it is turned back here so that letters read upright, as MNIST's digits do."""
-    decoded = read_mnist_folder(folder, list("abcdefghijklmnopqrstuvwxyz"), files=EMNIST_LETTERS_FILES)
+    decoded = read_mnist_folder(folder, EMNIST_LETTERS_CLASSES, files=EMNIST_LETTERS_FILES)
     labels = decoded["labels"]
     if len(labels) and (int(labels.min()) < 1 or int(labels.max()) > 26):
         raise ValueError(f"{folder}: EMNIST letters' labels must lie in 1..26")

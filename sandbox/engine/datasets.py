@@ -155,7 +155,7 @@ BUILTIN: dict[str, DatasetInfo] = {
             facts.SVHN,
             "download",
             (
-                FileSpec("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d0373", f"{SVHN_URL}train_32x32.mat"),
+                FileSpec("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373", f"{SVHN_URL}train_32x32.mat"),
                 FileSpec("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3", f"{SVHN_URL}test_32x32.mat"),
             ),
             tuple(rt.SVHN_FILES),
