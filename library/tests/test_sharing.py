@@ -228,10 +228,9 @@ def test_a_built_in_set_that_is_not_installed_is_refused_before_it_is_queued(
 
 
 def test_a_new_built_in_set_is_ready_once_its_cache_is_built_and_not_before(alice_client, alice, data_dir):
+    from designs.views import picker_datasets
     from sandbox.engine import datasets as engine_datasets
     from sandbox.tests.test_engine_datasets import write_svhn_folder
-
-    from designs.views import picker_datasets
 
     def listed() -> dict:
         return {d["name"]: d for d in alice_client.get("/api/v1/datasets/").json()["results"]}["SVHN"]
