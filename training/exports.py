@@ -506,7 +506,13 @@ if __name__ == "__main__":
 # is the release that trained the model (any torch 2 should do; this one surely does); it prints a warning
 # on import without numpy; Pillow reads images (predict.py, folders of images).
 BUNDLE_REQUIREMENTS = ["numpy>=1.24", "pillow>=10"]
-DATASET_REQUIREMENTS = {"digits": ["scikit-learn>=1.3"]}  # the 8x8 digits ship inside scikit-learn
+# The 8x8 digits ship inside scikit-learn; SVHN's MATLAB files are read with scipy.
+DATASET_REQUIREMENTS = {"digits": ["scikit-learn>=1.3"], "SVHN": ["scipy>=1.8"]}
+
+
+def dataset_requirements(dataset: str) -> list[str]:
+    """What a bundle's script needs to read `dataset` beyond BUNDLE_REQUIREMENTS (a spec may spell it "svhn")."""
+    return DATASET_REQUIREMENTS.get(datasets.canonical_name(dataset) or dataset, [])
 
 
 def torch_requirement(run: Run) -> str:
@@ -608,7 +614,7 @@ def bundle_bytes(run: Run) -> bytes:
     card = model_card(run)
     class_names = list(card["dataset"]["classes"])
     examples = _example_images(run, class_names)
-    requirements = [torch_requirement(run), *BUNDLE_REQUIREMENTS, *DATASET_REQUIREMENTS.get(run.dataset, [])]
+    requirements = [torch_requirement(run), *BUNDLE_REQUIREMENTS, *dataset_requirements(run.dataset)]
     train_args, train_note = _train_command(run.dataset)
     if run.dataset_ref is not None and run.dataset_ref.owner_id != run.owner_id:
         # A dataset shared with the owner's course: only its owner may download it.

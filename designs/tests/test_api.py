@@ -122,6 +122,9 @@ def test_the_catalogs_datasets_agree_with_the_contract_and_the_engine():
         "MNIST": ((1, 28, 28), 10),
         "FashionMNIST": ((1, 28, 28), 10),
         "CIFAR10": ((3, 32, 32), 10),
+        "CIFAR100": ((3, 32, 32), 100),
+        "SVHN": ((3, 32, 32), 10),
+        "EMNISTLetters": ((1, 28, 28), 26),
     }
     assert {name: (d.input_shape, d.num_classes) for name, d in DATASETS.items()} == contract
 

@@ -34,6 +34,9 @@ def test_the_catalogs_datasets_are_the_engines_facts():
         "MNIST": ((1, 28, 28), 10),
         "FashionMNIST": ((1, 28, 28), 10),
         "CIFAR10": ((3, 32, 32), 10),
+        "CIFAR100": ((3, 32, 32), 100),
+        "SVHN": ((3, 32, 32), 10),
+        "EMNISTLetters": ((1, 28, 28), 26),
     }
 
 

@@ -199,12 +199,18 @@ async def test_the_websocket_tells_the_owner_how_the_check_goes_and_another_cour
     await bob_ws.disconnect()
 
 
-def test_a_built_in_set_that_is_not_installed_is_refused_before_it_is_queued(alice_client, alice):
+@pytest.mark.parametrize(
+    ("name", "classes"), [("MNIST", 10), ("CIFAR100", 100), ("SVHN", 10), ("EMNISTLetters", 26)]
+)
+def test_a_built_in_set_that_is_not_installed_is_refused_before_it_is_queued(
+    alice_client, alice, name, classes
+):
     listed = {d["name"]: d for d in alice_client.get("/api/v1/datasets/").json()["results"]}
     assert listed["digits"]["available"] and listed["shapes"]["available"]
-    assert not listed["MNIST"]["available"]
-    assert "python manage.py fetch_dataset MNIST" in listed["MNIST"]["message"]
-    spec = spec_for("MNIST", classes=10)
+    assert not listed[name]["available"] and listed[name]["status"] == "not_installed"
+    assert f"python manage.py fetch_dataset {name}" in listed[name]["message"]
+    assert listed[name]["num_classes"] == classes
+    spec = spec_for(name, classes=classes)
     design = design_services.design_create(owner=alice, name="Lenet", spec=spec)
     response = alice_client.post(
         "/api/v1/runs/", {"design_version": design.versions.get().pk}, content_type="application/json"
@@ -213,10 +219,38 @@ def test_a_built_in_set_that_is_not_installed_is_refused_before_it_is_queued(ali
     error = response.json()["error"]
     assert error["code"] == "dataset_not_installed"
     assert "not installed on this server" in error["message"]
-    assert "python manage.py fetch_dataset MNIST" in error["message"]
+    assert f"python manage.py fetch_dataset {name}" in error["message"]
     assert Run.objects.count() == 0
     page = alice_client.get("/datasets/")
-    assert b"Not installed on this server" in page.content and b"fetch_dataset MNIST" in page.content
+    assert (
+        b"Not installed on this server" in page.content and f"fetch_dataset {name}".encode() in page.content
+    )
+
+
+def test_a_new_built_in_set_is_ready_once_its_cache_is_built_and_not_before(alice_client, alice, data_dir):
+    from designs.views import picker_datasets
+    from sandbox.engine import datasets as engine_datasets
+    from sandbox.tests.test_engine_datasets import write_svhn_folder
+
+    def listed() -> dict:
+        return {d["name"]: d for d in alice_client.get("/api/v1/datasets/").json()["results"]}["SVHN"]
+
+    write_svhn_folder(data_dir / "SVHN")  # the files, copied in by hand: not ready until they are checked
+    assert not listed()["available"]
+    in_editor = picker_datasets(alice)["builtin"]
+    assert not in_editor["SVHN"]["available"] and "fetch_dataset SVHN" in in_editor["SVHN"]["message"]
+    assert not in_editor["CIFAR100"]["available"] and not in_editor["EMNISTLetters"]["available"]
+    design = design_services.design_create(owner=alice, name="Digits", spec=spec_for("SVHN", classes=10))
+    create = {"design_version": design.versions.get().pk}
+    assert alice_client.post("/api/v1/runs/", create, content_type="application/json").status_code == 400
+
+    cache = engine_datasets.ensure_cache("SVHN", data_dir=data_dir)  # what fetch_dataset does last
+    assert listed()["available"] and listed()["status"] == "ready"
+    assert picker_datasets(alice)["builtin"]["SVHN"] == {"available": True, "message": ""}
+    assert alice_client.post("/api/v1/runs/", create, content_type="application/json").status_code == 201
+
+    cache.write_bytes(cache.read_bytes()[:100])  # damaged afterwards: shown as not installed again
+    assert not listed()["available"]
 
 
 def test_a_dataset_that_runs_trained_on_cannot_be_deleted_until_they_are(alice, alice_client):

@@ -297,3 +297,24 @@ def test_a_hostile_upload_ends_rejected_with_its_reason_and_nothing_kept(
     page = alice_client.get(f"/datasets/{dataset.pk}/")
     assert page.status_code == 200 and b"This zip was refused" in page.content
     assert not os.path.exists("/tmp/evil.png") and not os.path.exists("/etc/evil.png")
+
+
+def test_the_user_chooses_the_image_size_and_the_check_resizes_every_image_to_it_once(alice_client):
+    from sandbox.engine import buildx_runtime as rt
+
+    dataset = upload(alice_client, zip_of(three_classes(per_class=6, size=12)), image_side=20)
+    assert dataset.status == "ready", dataset.problems
+    assert dataset.image_side == 20 and dataset.input_shape == [3, 20, 20]
+    cache = rt.load_cache(services.cache_path(dataset))
+    assert tuple(cache["images"].shape) == (18, 3, 20, 20)  # stored at the chosen size: no resizing per run
+    listed = {d["name"]: d for d in alice_client.get("/api/v1/datasets/").json()["results"]}
+    assert listed[dataset.spec_name]["input_shape"] == [3, 20, 20]
+
+    for side in (4, 500):
+        refused = alice_client.post(
+            "/api/v1/datasets/",
+            {"name": "Odd", "size": 100, "image_side": side},
+            content_type="application/json",
+        )
+        assert refused.status_code == 400
+        assert "between 8 and 128 pixels" in refused.json()["error"]["fields"]["image_side"][0]

@@ -986,9 +986,13 @@ def read_cifar_batch(path: str | os.PathLike) -> dict[str, Any]:
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
 
 
-def _cifar_images(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+def _cifar_images(batch: dict[str, Any], *, labels_key: str = "labels") -> tuple[torch.Tensor, torch.Tensor]:
+    if "data" not in batch or labels_key not in batch:
+        raise ValueError(f"a CIFAR batch without {labels_key!r}")
     data = torch.as_tensor(batch["data"]).to(torch.uint8)
-    labels = torch.as_tensor(batch.get("labels", batch.get("fine_labels"))).long()
+    labels = torch.as_tensor(batch[labels_key]).long()
+    if data.dim() != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != data.shape[0]:
+        raise ValueError("a CIFAR batch holds one 3072-byte row per label")
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -1000,6 +1004,15 @@ MNIST_FILES = {
 }
 CIFAR10_FILES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR100_FILES = ["train", "test", "meta"]  # in cifar-100-python/; meta names the classes
+SVHN_FILES = ["train_32x32.mat", "test_32x32.mat"]  # the cropped digits (the "extra" set is not used)
+EMNIST_LETTERS_CLASSES = list("abcdefghijklmnopqrstuvwxyz")  # labels 1..26 in the files, 0..25 here
+EMNIST_LETTERS_FILES = {
+    "train_images": "emnist-letters-train-images-idx3-ubyte",
+    "train_labels": "emnist-letters-train-labels-idx1-ubyte",
+    "test_images": "emnist-letters-test-images-idx3-ubyte",
+    "test_labels": "emnist-letters-test-labels-idx1-ubyte",
+}
 
 
 def find_file(folder: Path, name: str) -> Path | None:
@@ -1009,9 +1022,12 @@ def find_file(folder: Path, name: str) -> Path | None:
     return None
 
 
-def read_mnist_folder(folder: Path, class_names: Sequence[str] | None = None) -> dict[str, Any]:
-    paths = {key: find_file(folder, name) for key, name in MNIST_FILES.items()}
-    missing = [MNIST_FILES[k] for k, p in paths.items() if p is None]
+def read_mnist_folder(
+    folder: Path, class_names: Sequence[str] | None = None, *, files: dict[str, str] = MNIST_FILES
+) -> dict[str, Any]:
+    """MNIST's four IDX files (or another set's in the same layout, `files` naming them), official split."""
+    paths = {key: find_file(folder, name) for key, name in files.items()}
+    missing = [files[k] for k, p in paths.items() if p is None]
     if missing:
         raise FileNotFoundError(f"missing in {folder}: {', '.join(missing)}")
     found = {key: path for key, path in paths.items() if path is not None}  # all of them, now
@@ -1053,6 +1069,85 @@ def read_cifar10_folder(folder: Path) -> dict[str, Any]:
         "train_idx": torch.arange(n_train),
         "test_idx": torch.arange(n_train, len(labels)),
     }
+
+
+def read_cifar100_folder(folder: Path) -> dict[str, Any]:
+    """CIFAR-100's python version: `train` and `test` batches with fine (100) and coarse (20) labels; the
+    fine ones are the classes, named in `meta`'s fine_label_names."""
+    missing = [name for name in CIFAR100_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing in {folder}: {', '.join(missing)}")
+    parts = [
+        _cifar_images(read_cifar_batch(folder / name), labels_key="fine_labels") for name in ("train", "test")
+    ]
+    names = read_cifar_batch(folder / "meta").get("fine_label_names")
+    if not isinstance(names, list) or not names:
+        raise ValueError(f"{folder / 'meta'} names no classes (fine_label_names)")
+    n_train = len(parts[0][1])
+    return {
+        "images": torch.cat([p[0] for p in parts]).contiguous(),
+        "labels": torch.cat([p[1] for p in parts]),
+        "class_names": [n.decode() if isinstance(n, bytes) else str(n) for n in names],
+        "train_idx": torch.arange(n_train),
+        "test_idx": torch.arange(n_train, n_train + len(parts[1][1])),
+    }
+
+
+def read_svhn_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SVHN cropped-digits file: MATLAB v5, X is (32, 32, 3, N) uint8 and y is (N, 1) with 1..10,
+    where 10 is the digit 0. Returns images (N, 3, 32, 32) and labels 0..9."""
+    try:
+        from scipy.io import loadmat  # SVHN ships as MATLAB files; scipy reads them (its requirement)
+    except ImportError:
+        raise SystemExit("SVHN's files are MATLAB .mat files: `pip install scipy` to read them.") from None
+    with open(path, "rb") as f:
+        header = f.read(128)  # text, then a version (0x0100 is v5; v7.3 is HDF5) and the byte order
+    if (
+        len(header) < 128
+        or header[124:126] not in (b"\x00\x01", b"\x01\x00")
+        or header[126:] not in (b"IM", b"MI")
+    ):
+        raise ValueError(f"{Path(path).name} is not an SVHN MATLAB v5 file")
+    try:
+        mat = loadmat(path, variable_names=("X", "y"))
+    except Exception as e:  # whatever scipy raises on a truncated or damaged body
+        raise ValueError(f"{Path(path).name} is not an SVHN MATLAB v5 file ({type(e).__name__}: {e})") from e
+    x, y = mat.get("X"), mat.get("y")
+    if x is None or y is None or x.dtype.name != "uint8" or x.ndim != 4 or tuple(x.shape[:3]) != (32, 32, 3):
+        raise ValueError(f"{Path(path).name}: expected X as 32x32x3xN uint8 and y as Nx1")
+    labels = torch.as_tensor(y.reshape(-1).astype("int64"))
+    if len(labels) != x.shape[3]:
+        raise ValueError(f"{Path(path).name}: {x.shape[3]} images but {len(labels)} labels")
+    if len(labels) and (int(labels.min()) < 1 or int(labels.max()) > 10):
+        raise ValueError(f"{Path(path).name}: labels must lie in 1..10 (10 is the digit 0)")
+    images = torch.as_tensor(x).permute(3, 2, 0, 1).contiguous()  # (32, 32, 3, N) -> (N, 3, 32, 32)
+    return images, labels % 10  # 10 -> 0
+
+
+def read_svhn_folder(folder: Path) -> dict[str, Any]:
+    missing = [name for name in SVHN_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing in {folder}: {', '.join(missing)}")
+    (x_train, y_train), (x_test, y_test) = (read_svhn_mat(folder / name) for name in SVHN_FILES)
+    return {
+        "images": torch.cat([x_train, x_test]),
+        "labels": torch.cat([y_train, y_test]),
+        "class_names": [str(i) for i in range(10)],
+        "train_idx": torch.arange(len(y_train)),
+        "test_idx": torch.arange(len(y_train), len(y_train) + len(y_test)),
+    }
+
+
+def read_emnist_letters_folder(folder: Path) -> dict[str, Any]:
+    """EMNIST letters: MNIST's IDX layout, labels 1..26 for a..z, and every image stored transposed (as
+    a column-major 28x28): it is turned back here so that letters read upright, as MNIST's digits do."""
+    decoded = read_mnist_folder(folder, EMNIST_LETTERS_CLASSES, files=EMNIST_LETTERS_FILES)
+    labels = decoded["labels"]
+    if len(labels) and (int(labels.min()) < 1 or int(labels.max()) > 26):
+        raise ValueError(f"{folder}: EMNIST letters' labels must lie in 1..26")
+    decoded["labels"] = labels - 1  # 1..26 -> 0..25
+    decoded["images"] = decoded["images"].transpose(2, 3).contiguous()  # (N, 1, 28, 28), upright
+    return decoded
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -1122,11 +1217,16 @@ def read_dataset_folder(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} does not exist")
     if find_file(path, MNIST_FILES["train_images"]):
         return read_mnist_folder(path)
-    if (path / "data_batch_1").is_file():
-        return read_cifar10_folder(path)
-    for sub in ("cifar-10-batches-py",):
-        if (path / sub / "data_batch_1").is_file():
-            return read_cifar10_folder(path / sub)
+    if find_file(path, EMNIST_LETTERS_FILES["train_images"]):
+        return read_emnist_letters_folder(path)
+    if (path / SVHN_FILES[0]).is_file():
+        return read_svhn_folder(path)
+    for folder in (path, path / "cifar-10-batches-py"):
+        if (folder / "data_batch_1").is_file():
+            return read_cifar10_folder(folder)
+    for folder in (path, path / "cifar-100-python"):
+        if (folder / "train").is_file() and (folder / "meta").is_file():
+            return read_cifar100_folder(folder)
     return read_image_folder(path)
 
 
@@ -1226,6 +1326,12 @@ MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"  # unpacks to cifar-10-batches-py/
+CIFAR100_ARCHIVE = "cifar-100-python.tar.gz"  # at CIFAR10_URL too; unpacks to cifar-100-python/
+SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
+EMNIST_URL = "https://biometrics.nist.gov/cs_links/EMNIST/"
+EMNIST_ARCHIVE = "gzip.zip"  # every EMNIST split, gzipped IDX files under gzip/
+# Where an archive unpacks, by dataset: the folder a script looks in when --data is not given.
+UNPACKED = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 NO_FOLDER: dict[str, Callable[[], dict[str, Any]]] = {"digits": load_digits, "shapes": generate_shapes}
 
 
@@ -1246,17 +1352,36 @@ def how_to_get(dataset: str, folder: Path) -> str:
             f"(or download those four files from {url} in a browser), then run again:\n\n"
             f"    python {script} --data {folder}"
         )
-    if key == "cifar10":
+    if key in ("cifar10", "cifar100"):
+        archive, title = (
+            (CIFAR10_ARCHIVE, "CIFAR-10") if key == "cifar10" else (CIFAR100_ARCHIVE, "CIFAR-100")
+        )
         return (
-            f"CIFAR-10 is not in {folder}/. Get the standard python version with:\n\n"
-            f"    curl -fLO {CIFAR10_URL}{CIFAR10_ARCHIVE}\n"
-            f"    tar xzf {CIFAR10_ARCHIVE}\n\n"
-            f"(or download {CIFAR10_URL}{CIFAR10_ARCHIVE} in a browser and unpack it), then run again:\n\n"
-            f"    python {script} --data ./cifar-10-batches-py"
+            f"{title} is not in {folder}/. Get the standard python version with:\n\n"
+            f"    curl -fLO {CIFAR10_URL}{archive}\n"
+            f"    tar xzf {archive}\n\n"
+            f"(or download {CIFAR10_URL}{archive} in a browser and unpack it), then run again:\n\n"
+            f"    python {script} --data ./{UNPACKED[key]}"
+        )
+    if key == "svhn":
+        fetch = "\n".join(f"    curl -fLo {folder}/{name} {SVHN_URL}{name}" for name in SVHN_FILES)
+        return (
+            f"SVHN is not in {folder}/. Get the cropped digits (MATLAB files; reading them needs scipy) with:\n\n"
+            f"    mkdir -p {folder}\n{fetch}\n\n"
+            f"then run again:\n\n    python {script} --data {folder}"
+        )
+    if key == "emnistletters":
+        members = " ".join(f"gzip/{name}.gz" for name in EMNIST_LETTERS_FILES.values())
+        return (
+            f"EMNIST letters are not in {folder}/. Get them from NIST's archive of every EMNIST split "
+            f"(about 560 MB) with:\n\n"
+            f"    curl -fLO {EMNIST_URL}{EMNIST_ARCHIVE}\n"
+            f"    unzip -j -d {folder} {EMNIST_ARCHIVE} {members}\n\n"
+            f"then run again:\n\n    python {script} --data {folder}"
         )
     return (
         f"{folder} does not exist. --data names a dataset folder: one sub-folder of PNG or JPEG images per class, "
-        f"the standard MNIST or CIFAR-10 files, or a BuildX cache file."
+        f"the standard MNIST, EMNIST letters, CIFAR-10, CIFAR-100 or SVHN files, or a BuildX cache file."
     )
 
 
@@ -1267,8 +1392,8 @@ def load_dataset(data: str | None, *, dataset: str) -> dict[str, Any]:
     if data is None:
         if _key(dataset) in NO_FOLDER:
             return NO_FOLDER[_key(dataset)]()
-        unpacked = Path("cifar-10-batches-py")  # where CIFAR-10's archive unpacks
-        data = str(unpacked) if _key(dataset) == "cifar10" and unpacked.is_dir() else f"./{dataset}"
+        unpacked = Path(UNPACKED.get(_key(dataset), dataset))  # where CIFAR's archives unpack
+        data = str(unpacked) if unpacked.is_dir() else f"./{dataset}"
     path = Path(data)
     if path.exists():
         return read_dataset_folder(path)
@@ -1807,7 +1932,7 @@ def main(
     parser.add_argument(
         "--data",
         help=(
-            "dataset folder: class sub-folders of images, or the standard MNIST or CIFAR-10 files "
+            "dataset folder: class sub-folders of images, or the standard files of a built-in set "
             f"(default: {dataset} itself when it needs no folder, else ./{dataset})"
         ),
     )

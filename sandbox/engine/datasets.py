@@ -5,7 +5,11 @@ cache file (buildx_runtime.load_cache). Sources, all offline once fetched:
 - digits: the 8x8 digits that ship inside scikit-learn (real data, 1797 images);
 - shapes: generated here, deterministic by seed: circles, squares, triangles and crosses with noise;
 - MNIST, FashionMNIST: the standard IDX files (gzipped or not) in BUILDX_DATA_DIR/<name>/;
-- CIFAR10: the standard python batches in BUILDX_DATA_DIR/CIFAR10/ (or its cifar-10-batches-py/).
+- CIFAR10, CIFAR100: the standard python batches in BUILDX_DATA_DIR/<name>/ (or the folder the archive
+  unpacks to: cifar-10-batches-py/, cifar-100-python/);
+- SVHN: the cropped digits' MATLAB files (train_32x32.mat, test_32x32.mat) in BUILDX_DATA_DIR/SVHN/;
+- EMNISTLetters: the letters' four gzipped IDX files, taken out of NIST's gzip.zip, in
+  BUILDX_DATA_DIR/EMNISTLetters/.
 
 A cache file holds uint8 images (N, C, H, W), int64 labels, class names and the fixed train/test split
 (the official one where the dataset has one); the validation share is carved from train at load time.
@@ -15,8 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tarfile
 import urllib.request
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +44,9 @@ class FileSpec:
     name: str  # as stored in the dataset's folder
     md5: str
     url: str
+    # Members of a zip archive to take out, each into the dataset's folder under its own base name (the
+    # rest of the archive is never unpacked). Empty for a .tar.gz (unpacked whole) or a plain file.
+    extract: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class DatasetInfo:
     source: str  # "bundled" | "generated" | "download"
     downloads: tuple[FileSpec, ...] = field(default=())
     required: tuple[str, ...] = field(default=())  # files that must exist in the folder (a .gz counts)
+    subfolder: str = ""  # where its archive unpacks inside the folder, if it does
 
     @property
     def name(self) -> str:
@@ -71,6 +81,7 @@ class DatasetInfo:
 
 
 MNIST_URL, FASHION_URL, CIFAR10_URL = rt.MNIST_URL, rt.FASHION_URL, rt.CIFAR10_URL
+SVHN_URL, EMNIST_URL = rt.SVHN_URL, rt.EMNIST_URL
 IDX_FILES = tuple(rt.MNIST_FILES.values())
 
 
@@ -125,8 +136,54 @@ BUILTIN: dict[str, DatasetInfo] = {
                 ),
             ),
             tuple(rt.CIFAR10_FILES),
+            subfolder="cifar-10-batches-py",
+        ),
+        DatasetInfo(
+            facts.CIFAR100,
+            "download",
+            (
+                FileSpec(
+                    rt.CIFAR100_ARCHIVE,
+                    "eb9058c3a382ffc7106e4002c42a8d85",
+                    f"{CIFAR10_URL}{rt.CIFAR100_ARCHIVE}",
+                ),
+            ),
+            tuple(rt.CIFAR100_FILES),
+            subfolder="cifar-100-python",
+        ),
+        DatasetInfo(
+            facts.SVHN,
+            "download",
+            (
+                FileSpec("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373", f"{SVHN_URL}train_32x32.mat"),
+                FileSpec("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3", f"{SVHN_URL}test_32x32.mat"),
+            ),
+            tuple(rt.SVHN_FILES),
+        ),
+        DatasetInfo(
+            facts.EMNIST_LETTERS,
+            "download",
+            (
+                FileSpec(
+                    rt.EMNIST_ARCHIVE,
+                    "58c8d27c78d21e728a6bc7b3cc06412e",
+                    f"{EMNIST_URL}{rt.EMNIST_ARCHIVE}",
+                    extract=tuple(f"gzip/{name}.gz" for name in rt.EMNIST_LETTERS_FILES.values()),
+                ),
+            ),
+            tuple(rt.EMNIST_LETTERS_FILES.values()),
         ),
     ]
+}
+
+# How each downloaded set's folder is read (all in the runtime, which a downloaded script reads with too).
+READERS: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "MNIST": lambda folder: rt.read_mnist_folder(folder, facts.MNIST.class_names),
+    "FashionMNIST": lambda folder: rt.read_mnist_folder(folder, facts.FASHION_MNIST.class_names),
+    "CIFAR10": rt.read_cifar10_folder,
+    "CIFAR100": rt.read_cifar100_folder,
+    "SVHN": rt.read_svhn_folder,
+    "EMNISTLetters": rt.read_emnist_letters_folder,
 }
 
 
@@ -144,11 +201,11 @@ def get_info(name: str) -> DatasetInfo:
 
 
 def dataset_folder(name: str, *, data_dir: Path) -> Path:
-    """Where a downloaded dataset's files live: BUILDX_DATA_DIR/<name>/ (CIFAR may sit one folder down)."""
+    """Where a downloaded dataset's files live: BUILDX_DATA_DIR/<name>/ (CIFAR's may sit one folder down)."""
     info = get_info(name)
     folder = Path(data_dir) / info.name
-    if info.name == "CIFAR10" and (folder / "cifar-10-batches-py").is_dir():
-        return folder / "cifar-10-batches-py"
+    if info.subfolder and (folder / info.subfolder).is_dir():
+        return folder / info.subfolder
     return folder
 
 
@@ -159,7 +216,17 @@ class Availability:
     fix: str = ""  # the command that makes it available
 
 
+def source_missing(name: str, *, data_dir: Path) -> tuple[str, ...]:
+    """The downloaded set's source files that are not in its folder (a .gz counts for its plain name)."""
+    info = get_info(name)
+    folder = dataset_folder(info.name, data_dir=data_dir)
+    return tuple(f for f in info.required if rt.find_file(folder, f) is None)
+
+
 def availability(name: str, *, data_dir: Path) -> Availability:
+    """Whether a run can train on the set now. A downloaded set is ready only when its cache is built and
+    sound (fetch_dataset checks the files and builds it): files alone may be broken or half copied, and a
+    page must not call a set ready that a run then fails to read."""
     info = get_info(name)
     if info.source == "bundled":
         try:
@@ -169,10 +236,13 @@ def availability(name: str, *, data_dir: Path) -> Availability:
         return Availability(True)
     if info.source == "generated":
         return Availability(True)
-    folder = dataset_folder(info.name, data_dir=data_dir)
-    missing = tuple(f for f in info.required if rt.find_file(folder, f) is None)
+    fix = f"python manage.py fetch_dataset {info.name}"
+    missing = source_missing(info.name, data_dir=data_dir)
     if missing:
-        return Availability(False, missing, f"python manage.py fetch_dataset {info.name}")
+        return Availability(False, missing, fix)
+    problem = cache_problem(cache_path(info.name, cache_dir=default_cache_dir(data_dir)), name=info.name)
+    if problem is not None:
+        return Availability(False, (problem,), fix)
     return Availability(True)
 
 
@@ -217,22 +287,25 @@ def decode(name: str, *, data_dir: Path) -> dict[str, Any]:
     elif info.name == "shapes":
         decoded = generate_shapes()
     else:
-        a = availability(info.name, data_dir=data_dir)
-        if not a.available:
+        missing = source_missing(info.name, data_dir=data_dir)
+        if missing:
             raise FileNotFoundError(
-                f"{info.name} is not available (missing {', '.join(a.missing)}): run `{a.fix}`"
+                f"{info.name} is not available (missing {', '.join(missing)}): "
+                f"run `python manage.py fetch_dataset {info.name}`"
             )
-        folder = dataset_folder(info.name, data_dir=data_dir)
-        if info.name == "CIFAR10":
-            decoded = rt.read_cifar10_folder(folder)
-        else:
-            decoded = rt.read_mnist_folder(folder, info.class_names)
-    check_decoded(decoded, expected_shape=info.input_shape, num_classes=info.num_classes)
+        decoded = READERS[info.name](dataset_folder(info.name, data_dir=data_dir))
+    check_decoded(
+        decoded, expected_shape=info.input_shape, num_classes=info.num_classes, class_names=info.class_names
+    )
     return decoded
 
 
 def check_decoded(
-    decoded: dict[str, Any], *, expected_shape: tuple[int, ...] | None, num_classes: int
+    decoded: dict[str, Any],
+    *,
+    expected_shape: tuple[int, ...] | None,
+    num_classes: int,
+    class_names: tuple[str, ...] | None = None,
 ) -> None:
     images, labels = decoded["images"], decoded["labels"]
     if images.dtype != torch.uint8 or images.dim() != 4:
@@ -243,6 +316,15 @@ def check_decoded(
         raise ValueError("one label per image")
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(f"labels must lie in 0..{num_classes - 1}")
+    # Files that name their classes (CIFAR's meta) must name the ones the catalog shows, in its order:
+    # otherwise every label would be shown as another class's.
+    if class_names is not None and tuple(decoded["class_names"]) != tuple(class_names):
+        raise ValueError(f"the files name other classes than {class_names[:3]}...")
+    n = images.shape[0]
+    for key in ("train_idx", "test_idx"):
+        idx = decoded[key]
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise ValueError(f"{key} points outside the {n} images")
 
 
 # --- The cache file ---------------------------------------------------------------------------------
@@ -276,12 +358,65 @@ def write_cache(path: Path, decoded: dict[str, Any], *, name: str) -> Path:
     return path
 
 
+_CACHE_PROBLEMS: dict[tuple[str, int, int], str | None] = {}  # by (path, size, mtime): read once per file
+
+
+def cache_problem(path: Path, *, name: str) -> str | None:
+    """Why a built-in set's cache file cannot be trained on, or None when it is there and sound: it loads,
+    is this set's (version, name, image shape, classes) and its labels and split lie in range. Remembered
+    per file size and time, so that a page listing every set reads each cache once, not on every request."""
+    info = get_info(name)
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return f"{path.name} (the cache is not built)"
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _CACHE_PROBLEMS:
+        _CACHE_PROBLEMS[key] = _check_cache(path, info)
+    return _CACHE_PROBLEMS[key]
+
+
+def _check_cache(path: Path, info: DatasetInfo) -> str | None:
+    try:
+        data = rt.load_cache(path)
+        if data.get("version") != CACHE_VERSION or data.get("name") != info.name:
+            return f"{path.name} (written by another version, or for another set)"
+        check_decoded(
+            data, expected_shape=info.input_shape, num_classes=info.num_classes, class_names=info.class_names
+        )
+        if not len(data["train_idx"]) or not len(data["test_idx"]):
+            return f"{path.name} (no training or no test images)"
+    except Exception as e:  # whatever a truncated or foreign file makes torch.load or the checks raise
+        return f"{path.name} ({type(e).__name__}: {e})"[:300]
+    return None
+
+
 def ensure_cache(name: str, *, data_dir: Path, cache_dir: Path | None = None, force: bool = False) -> Path:
-    """The dataset's cache file (in data_dir/cache/ unless told), decoding the source first if it is not there."""
+    """The dataset's cache file (in data_dir/cache/ unless told), decoding the source first if it is not
+    there or not sound (cache_problem)."""
     path = cache_path(name, cache_dir=cache_dir or default_cache_dir(data_dir))
-    if path.exists() and not force:
+    if path.exists() and not force and cache_problem(path, name=name) is None:
         return path
     return write_cache(path, decode(name, data_dir=data_dir), name=get_info(name).name)
+
+
+def measured_stats(path: Path) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of a cache's training images in [0, 1], computed in chunks (the whole
+    set as float would not fit in memory): what `fetch_dataset` checks the published figures against."""
+    data = rt.load_cache(path)
+    images = data["images"].index_select(0, data["train_idx"])  # (N, C, H, W) uint8
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    for start in range(0, len(images), 4096):
+        chunk = images[start : start + 4096].to(torch.float64) / 255  # (B, C, H, W)
+        total += chunk.sum(dim=(0, 2, 3))
+        squares += (chunk * chunk).sum(dim=(0, 2, 3))
+    count = max(1, images.shape[0] * images.shape[2] * images.shape[3])
+    mean = total / count
+    std = (squares / count - mean * mean).clamp_min(0).sqrt()
+    return [round(float(m), 4) for m in mean], [round(float(s), 4) for s in std]
 
 
 def load_cache(path: Path) -> dict[str, Any]:
@@ -374,30 +509,56 @@ def fetch(
     """Download a dataset's files into data_dir/<name>/ unless they are there with the right checksum.
 
     `mirror` replaces the directory part of each URL (an operator's copy, or a test's local server).
-    CIFAR-10's archive is unpacked with tarfile's "data" filter: no links, devices or paths outside.
+    A .tar.gz (CIFAR's) is unpacked with tarfile's "data" filter: no links, devices or paths outside; from
+    a zip (EMNIST's) only the named members are taken, each to a name chosen here. An archive is unpacked
+    after it is downloaded, or when it is here but the files it holds are not.
     """
     info = get_info(name)
     folder = Path(data_dir) / info.name
     fetched = []
     for spec in info.downloads:
         dest = folder / spec.name
-        if dest.exists():
-            if file_md5(dest) == spec.md5:
-                log(f"{spec.name}: already here, checksum matches")
-                fetched.append(dest)
+        if dest.exists() and file_md5(dest) == spec.md5:
+            log(f"{spec.name}: already here, checksum matches")
+            downloaded = False
+        else:
+            if dest.exists():
+                log(f"{spec.name}: checksum does not match the published one; downloading it again")
+            elif not source_missing(info.name, data_dir=data_dir):
+                # Unpacked files put here by hand: the published checksums are for the archives.
+                log(f"{spec.name}: its unpacked files are already here; nothing to download")
                 continue
-            log(f"{spec.name}: checksum does not match the published one; downloading it again")
-        elif availability(info.name, data_dir=data_dir).available:
-            # Unpacked files put here by hand: the published checksums are for the archives.
-            log(f"{spec.name}: its unpacked files are already here; nothing to download")
-            continue
-        url = spec.url if mirror is None else mirror.rstrip("/") + "/" + spec.name
-        log(f"{spec.name}: downloading {url}")
-        download_file(url, dest, md5=spec.md5, progress=progress_for(spec.name) if progress_for else None)
-        log(f"{spec.name}: checksum matches")
+            url = spec.url if mirror is None else mirror.rstrip("/") + "/" + spec.name
+            log(f"{spec.name}: downloading {url}")
+            download_file(url, dest, md5=spec.md5, progress=progress_for(spec.name) if progress_for else None)
+            log(f"{spec.name}: checksum matches")
+            downloaded = True
         fetched.append(dest)
-        if spec.name.endswith(".tar.gz"):
-            with tarfile.open(dest) as tar:
-                tar.extractall(folder, filter="data")  # raises tarfile.FilterError on anything unsafe
+        is_archive = spec.name.endswith(".tar.gz") or bool(spec.extract)
+        if is_archive and (downloaded or source_missing(info.name, data_dir=data_dir)):
+            unpack(dest, folder, members=spec.extract)
             log(f"{spec.name}: unpacked")
     return fetched
+
+
+def unpack(archive: Path, folder: Path, *, members: tuple[str, ...] = ()) -> None:
+    """A .tar.gz whole (tarfile.FilterError on anything unsafe), or the named members of a zip, each
+    written under its base name into `folder` (zipfile.BadZipFile when the archive lacks one)."""
+    if not members:
+        with tarfile.open(archive) as tar:
+            tar.extractall(folder, filter="data")
+        return
+    with zipfile.ZipFile(archive) as zipped:
+        for member in members:
+            target = folder / Path(member).name
+            tmp = target.with_name(f".{target.name}.part")
+            try:
+                with zipped.open(member) as source, open(tmp, "wb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+            except KeyError:
+                tmp.unlink(missing_ok=True)
+                raise zipfile.BadZipFile(f"{archive.name} holds no {member}") from None
+            except zipfile.BadZipFile:  # a damaged member (its CRC does not match)
+                tmp.unlink(missing_ok=True)
+                raise
+            os.replace(tmp, target)

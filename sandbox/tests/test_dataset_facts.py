@@ -34,6 +34,7 @@ def test_the_runtimes_own_cifar10_and_shapes_class_names_are_the_facts():
     # buildx_runtime.py ships alone in the download bundle, so it keeps its lists: pinned here.
     assert tuple(rt.CIFAR10_CLASSES) == facts.CIFAR10.class_names
     assert tuple(rt.SHAPES_CLASSES) == facts.SHAPES.class_names
+    assert tuple(rt.EMNIST_LETTERS_CLASSES) == facts.EMNIST_LETTERS.class_names
 
 
 def test_the_facts_module_imports_neither_torch_nor_django():
@@ -70,6 +71,12 @@ def test_no_other_module_writes_a_datasets_classes_mean_std_or_help_again():
         facts.DIGITS.help_en,
         facts.CIFAR10.help_ko,
         facts.MNIST.title,
+        "aquarium_fish",
+        0.5071,
+        0.4377,
+        0.1722,
+        facts.SVHN.help_en,
+        facts.EMNIST_LETTERS.help_ko,
     }
     allowed = {
         ROOT / "sandbox" / "engine" / "dataset_facts.py": markers,

@@ -797,3 +797,12 @@ def test_the_bundle_trains_and_predicts_in_a_clean_folder_with_only_what_its_rea
     missing = run("python mnist_variant.py --epochs 1")
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert "MNIST is not in MNIST/" in missing.stderr and "ossci-datasets.s3.amazonaws.com" in missing.stderr
+
+
+def test_a_bundle_names_what_its_dataset_needs_beyond_torch_numpy_and_pillow():
+    from training.exports import dataset_requirements
+
+    assert dataset_requirements("digits") == ["scikit-learn>=1.3"]
+    assert dataset_requirements("svhn") == dataset_requirements("SVHN") == ["scipy>=1.8"]  # MATLAB files
+    assert dataset_requirements("CIFAR100") == dataset_requirements("EMNISTLetters") == []
+    assert dataset_requirements("upload-17") == []

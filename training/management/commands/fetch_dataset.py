@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import pickle
 import tarfile
 import time
+import zipfile
 from collections.abc import Callable
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from sandbox.engine import datasets
+
+STATS_TOLERANCE = 0.01  # of a mean or std in [0, 1]: the published figures are rounded to 4 places
 
 
 class ProgressBar:
@@ -72,7 +76,7 @@ class Command(BaseCommand):
                 )
             except datasets.ChecksumError as e:
                 raise CommandError(f"{e}. The file was not kept; try again, or another --mirror.") from e
-            except tarfile.TarError as e:
+            except (tarfile.TarError, zipfile.BadZipFile) as e:
                 raise CommandError(
                     f"The {name} archive holds something unsafe or broken ({e}); nothing was used."
                 ) from e
@@ -85,5 +89,26 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"{name}: nothing to download ({info.source}).")
         if build:
-            path = datasets.ensure_cache(name, data_dir=data_dir, force=True)
+            try:
+                path = datasets.ensure_cache(name, data_dir=data_dir, force=True)
+            except (ValueError, pickle.UnpicklingError, EOFError) as e:
+                raise CommandError(
+                    f"The {name} files are here but cannot be read as {name} ({e}); no cache was built. "
+                    "Remove them and run this command again to download them afresh."
+                ) from e
             self.stdout.write(self.style.SUCCESS(f"{name}: cache ready at {path}"))
+            if info.source == "download":
+                self.check_stats(info, path)
+
+    def check_stats(self, info: datasets.DatasetInfo, path) -> None:
+        """The catalog's mean and std are the published figures: say so if these files' differ."""
+        mean, std = datasets.measured_stats(path)
+        self.stdout.write(f"{info.name}: training images' mean {mean}, std {std}")
+        published = [*info.facts.mean, *info.facts.std]
+        if any(abs(a - b) > STATS_TOLERANCE for a, b in zip([*mean, *std], published, strict=True)):
+            self.stdout.write(
+                self.style.WARNING(
+                    f"{info.name}: these differ from the published mean {list(info.facts.mean)} and std "
+                    f"{list(info.facts.std)} that designs normalise with (sandbox/engine/dataset_facts.py)."
+                )
+            )
