@@ -9,6 +9,7 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -306,6 +307,8 @@ class RunListCreate(generics.ListAPIView):
 
 class RunDetail(generics.RetrieveAPIView):
     serializer_class = RunSerializer
+    # Tags and a note come as JSON: a form body would turn `tags=639` into ["639"] and pass the list field.
+    parser_classes = [JSONParser]
 
     def get_queryset(self):
         return with_queue_position(

@@ -184,6 +184,27 @@ def test_a_page_of_the_table_costs_the_same_queries_for_5_and_50_runs(alice, ali
     assert few == many
 
 
+def test_tags_and_a_note_sent_as_a_form_are_refused_and_change_nothing(alice, alice_client, design):
+    """The API speaks JSON here: a form's `tags=639` would read as the list ["639"] (the API fuzz found it)."""
+    run = add_run(alice, design)
+    from django.test.client import MULTIPART_CONTENT, encode_multipart
+
+    boundary = "b0undary"
+    answer = alice_client.patch(
+        f"/api/v1/runs/{run.pk}/",
+        encode_multipart(boundary, {"tags": "639", "note": "-81333"}),
+        content_type=f"{MULTIPART_CONTENT[: MULTIPART_CONTENT.index('boundary=')]}boundary={boundary}",
+    )
+    assert answer.status_code == 415, answer.content
+    run.refresh_from_db()
+    assert run.note == "" and not RunTag.objects.filter(run=run).exists()
+    # Positive control: the same values as JSON are read as what they are (a tag must be a list).
+    answer = alice_client.patch(
+        f"/api/v1/runs/{run.pk}/", {"tags": "639", "note": "-81333"}, content_type="application/json"
+    )
+    assert answer.status_code == 400 and "tags" in answer.json()["error"]["fields"]
+
+
 def test_the_owner_sets_tags_and_a_note_and_nobody_else_can(alice, alice_client, bob, carol, client, design):
     account_services.course_join(
         user=alice,
