@@ -17,7 +17,8 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
-from designs.tests.test_editor_browser import _csrf, _settle, _sign_up, browser, server  # noqa: F401
+from buildx.testing.browser import serve_on_test_database
+from designs.tests.test_editor_browser import _settle, _sign_up, browser  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -42,6 +43,19 @@ TEXT = {
         "macs": "토큰당 MAC",
     },
 }
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup, django_db_blocker, tmp_path_factory):
+    """The base URL of a BuildX server (with its worker) on the test database. The sandbox trains with one
+    torch thread: a tiny model's small matrices run many times slower with two threads on a busy machine
+    (bench/generate.py --threads 2), and CI's machine is busy."""
+    with serve_on_test_database(
+        tmp=tmp_path_factory.mktemp("server"),
+        django_db_blocker=django_db_blocker,
+        env={"BUILDX_SANDBOX_THREADS": "1"},
+    ) as base:
+        yield base
 
 
 def _add(page, block_type: str) -> None:
