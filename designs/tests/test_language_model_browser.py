@@ -186,20 +186,20 @@ def _generate(page, lang: str) -> None:
     if lang == "ko":
         assert re.search("[가-힣]", page.locator("h1").inner_text())
     page.locator("#generate-max").fill("30")
-    # Each token is shown as it arrives: the page's token count goes 1, 2, 3, ... (one record each).
+    # Each token is shown as its event arrives: the page's token count goes 0, 1, 2, ... 30, one change
+    # per token (the observer keeps each change's value before it; a tiny model may send them all at once).
     page.evaluate(
         """() => {
         window.__tokens = [];
-        const text = document.getElementById('generate-text');
-        new MutationObserver(records => records.forEach(r => {
-          if (r.attributeName === 'data-tokens') { window.__tokens.push(text.dataset.tokens); }
-        })).observe(text, {attributes: true});
+        new MutationObserver(records => records.forEach(r => window.__tokens.push(r.oldValue || "0")))
+          .observe(document.getElementById('generate-text'), {attributeFilter: ['data-tokens'], attributeOldValue: true});
     }"""
     )
     page.locator("#generate-button").click()
     page.wait_for_selector("#generate-form[data-done]", timeout=LONG_MS)
     seen = [int(n) for n in page.evaluate("window.__tokens")]
-    assert seen == list(range(1, 31)), seen
+    assert seen == list(range(30)), seen
+    assert page.locator("#generate-text").get_attribute("data-tokens") == "30"
     assert len(page.locator("#generate-text").inner_text()) > 0
 
 
