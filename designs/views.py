@@ -327,7 +327,6 @@ def _editor_strings() -> dict:
         "sample_prompt": _("The run page's samples start from “%(prompt)s”."),
         "token_ids": _("%(t)s token ids"),
         "macs_per_token": _("MACs per token"),
-        "corpora_builtin": _("Built-in texts"),
         "data_title_image": _("Dataset and preprocessing"),
         "data_title_lm": _("Text to learn from"),
         "no_preprocessing_lm": _(
