@@ -329,6 +329,8 @@ def _editor_strings() -> dict:
         "macs_per_token": _("MACs per token"),
         "data_title_image": _("Dataset and preprocessing"),
         "data_title_lm": _("Text to learn from"),
+        "diagram_help_image": _("Each box is a block; its height follows the feature-map size."),
+        "diagram_help_lm": _("Each box is a block; its height follows the size of each position's vector."),
         "no_preprocessing_lm": _(
             "A language model reads the text as token ids: there is no image preprocessing to choose."
         ),

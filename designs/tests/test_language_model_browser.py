@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import expect
 
 from buildx.testing.browser import serve_on_test_database
-from designs.tests.test_editor_browser import _settle, _sign_up, browser  # noqa: F401
+from designs.tests.test_editor_browser import DOCS, _settle, _sign_up, browser  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -106,7 +106,7 @@ def _build_tiny_gpt(page, lang: str) -> None:
     expect(page.get_by_label(t["task"], exact=True)).to_be_checked()
     assert page.locator("#editor").get_attribute("data-task") == "language_model"
     groups = page.locator("#palette .palette-group > summary").all_inner_texts()
-    assert t["sequence"] in groups
+    assert groups[0] == t["sequence"]  # its own blocks first
     assert page.locator('#palette .palette-item[data-new-type="Conv2d"]').count() == 0
     assert page.locator("#dataset").input_value() == "addition"
     help_text = page.locator("#dataset-help").inner_text()
@@ -155,6 +155,8 @@ def _build_tiny_gpt(page, lang: str) -> None:
     assert page.locator("#input-shape").inner_text() == ("토큰 ID 16개" if lang == "ko" else "16 token ids")
     assert t["macs"] in page.locator("#totals").inner_text()
     if lang == "en":
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(DOCS / "screenshot-editor-language-model.png"), full_page=True)
         _switch_task_and_back(page, t)
 
 

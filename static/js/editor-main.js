@@ -280,7 +280,11 @@
   function renderPalette() {
     var box = document.getElementById("palette");
     box.textContent = "";
-    S.catalog.groups.forEach(function (group) {
+    // A language model's own blocks come first: a beginner starts a GPT with TokenAndPosition.
+    var groups = S.catalog.groups.slice().sort(function (a, b) {
+      return isLm() ? (b.id === "sequence") - (a.id === "sequence") : 0;
+    });
+    groups.forEach(function (group) {
       // Only the blocks of the design's task: a language model has no Conv2d, an image classifier no attention.
       var layers = S.catalog.layers.filter(function (l) { return l.group === group.id && forTask(l); });
       if (!layers.length) { return; }
@@ -865,6 +869,7 @@
     if (info && lm && info.sample_prompt) { help += " " + F.format(T.sample_prompt, { prompt: info.sample_prompt }); }
     document.getElementById("dataset-help").textContent = help;
     document.getElementById("data-title").textContent = lm ? T.data_title_lm : T.data_title_image;
+    document.getElementById("diagram-help").textContent = lm ? T.diagram_help_lm : T.diagram_help_image;
     // A language model has no images to show and no image preprocessing.
     document.getElementById("preprocessing-box").hidden = lm;
     var none = document.getElementById("preprocessing-none");
