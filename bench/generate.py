@@ -9,7 +9,8 @@ of generation does not depend on what the weights learnt. Each repeat generates 
 short prompt with the runtime's generate_tokens (what the API and the generate page use), sampling with
 temperature 0.8 and top-k 40, the model reading the last --context tokens (no key-value cache). The
 first token's time includes encoding the prompt and the first forward pass. Prints the median over the
-repeats. Targets (issue 16): first token under 300 ms, at least 200 tokens/s.
+repeats. Torch's threads default to the platform's GENERATE_TORCH_THREADS (1). Targets (issue 16):
+first token under 300 ms, at least 200 tokens/s.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import django  # noqa: E402
 django.setup()
 
 import torch  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from designs.compiler import compile_spec, load_compiled  # noqa: E402
 from designs.validation import validate  # noqa: E402
@@ -44,7 +46,12 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=128)
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=settings.GENERATE_TORCH_THREADS,
+        help="torch threads (0: torch's default; default: GENERATE_TORCH_THREADS, what the platform uses)",
+    )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.threads:

@@ -693,6 +693,9 @@ PREDICT_MAX_IMAGE_PIXELS = env_int("PREDICT_MAX_IMAGE_PIXELS", 4096 * 4096)  # w
 # Torch's intra-op threads in a web process (0 = torch's default). A single-image forward of a small CNN
 # is ~5x slower with two threads than with one on a busy machine, and requests already run in parallel.
 PREDICT_TORCH_THREADS = env_int("PREDICT_TORCH_THREADS", 1)
+# The same for text generation, set in each generation thread: one token at a time of a small model is
+# 6-8x slower with two threads than with one on a busy 2-core machine (bench/generate.py --threads).
+GENERATE_TORCH_THREADS = env_int("GENERATE_TORCH_THREADS", 1)
 # A run of code written by the assistant predicts in the training sandbox: one child per request, this long at most.
 PREDICT_SANDBOX_SECONDS = env_int("PREDICT_SANDBOX_SECONDS", 60)
 PREDICT_MISTAKES = env_int("PREDICT_MISTAKES", 24)  # wrongly classified test images on the predict page

@@ -1018,14 +1018,19 @@ class _Analysis:
 
         shape, source = in_shapes[0], sources[0]
         if self.task not in layer_type.tasks:
-            self.error(
-                "wrong_task",
-                _("%(name)s (%(type)s) is for images; a language model works on sequences of tokens.")
-                % {"name": name, "type": kind},
-                hint=_("Use the Sequence blocks: TokenAndPosition, TransformerBlock, LayerNorm and Linear."),
-                layer=name,
-                path=path,
-            )
+            if self.task == TASK_LM:
+                message = _(
+                    "%(name)s (%(type)s) is for images; a language model works on sequences of tokens."
+                )
+                hint = _("Use the Sequence blocks: TokenAndPosition, TransformerBlock, LayerNorm and Linear.")
+            else:
+                message = _(
+                    "%(name)s (%(type)s) is for language models; an image classifier works on images."
+                )
+                hint = _(
+                    "Use the image blocks (Conv2d, pooling, Flatten, Linear), or switch the design's task."
+                )
+            self.error("wrong_task", message % {"name": name, "type": kind}, hint=hint, layer=name, path=path)
             return None, 0, 0
         if self.task == TASK_LM and (kind in sequence.SEQUENCE_KINDS or source == MODEL_INPUT):
             return sequence.compute(

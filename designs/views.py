@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.auth import signed_in_user
 from accounts.models import User
 from designs import services
+from designs.catalog import TASK_IMAGE, TASK_LM
 from designs.models import Design, DesignVersion
 from designs.validation import SpecError
 from library import services as library_services
@@ -63,8 +64,11 @@ def design_new(request: HttpRequest) -> HttpResponse:
     creates it through the API): opening it and leaving leaves nothing behind. POST with ``starter``:
     a design opened from a starter (one click on the dashboard), saved at once."""
     if request.method == "GET":
-        name = (request.GET.get("name") or "").strip()[:120] or _("My CNN")
-        return _render_editor(request, Design(owner=signed_in_user(request), name=name))
+        # ?task=language_model: a blank language model ("New language model" on the dashboard).
+        task = TASK_LM if request.GET.get("task") == TASK_LM else TASK_IMAGE
+        default_name = _("My language model") if task == TASK_LM else _("My CNN")
+        name = (request.GET.get("name") or "").strip()[:120] or default_name
+        return _render_editor(request, Design(owner=signed_in_user(request), name=name), task=task)
     slug = request.POST.get("starter", "")
     if not slug:
         return redirect("design-new")
@@ -314,6 +318,22 @@ def _editor_strings() -> dict:
         "check_sandbox": _("A sandbox to run the check in"),
         "check_fallback": _("The compiled script is offered instead"),
         "block_help": _("About this block"),
+        "task_switched": _("The design is now a %(task)s. Undo (Ctrl+Z) switches it back."),
+        "task_switched_blocks": _(
+            "The design is now a %(task)s. Blocks that do not belong to it are marked in red: replace them, "
+            "or Undo (Ctrl+Z) to switch back."
+        ),
+        "vocab": _("%(n)s tokens"),
+        "sample_prompt": _("The run page's samples start from “%(prompt)s”."),
+        "token_ids": _("%(t)s token ids"),
+        "macs_per_token": _("MACs per token"),
+        "data_title_image": _("Dataset and preprocessing"),
+        "data_title_lm": _("Text to learn from"),
+        "diagram_help_image": _("Each box is a block; its height follows the feature-map size."),
+        "diagram_help_lm": _("Each box is a block; its height follows the size of each position's vector."),
+        "no_preprocessing_lm": _(
+            "A language model reads the text as token ids: there is no image preprocessing to choose."
+        ),
     }
 
 
@@ -323,20 +343,30 @@ def design_editor(request: HttpRequest, pk: int) -> HttpResponse:
     return _render_editor(request, get_object_or_404(Design, pk=pk, owner=request.user))
 
 
-def _render_editor(request: HttpRequest, design: Design) -> HttpResponse:
-    """The editor on ``design``, or on a blank one not saved yet (no pk)."""
-    latest = design.latest_version if design.pk else None
-    spec = (
-        latest.spec
-        if latest
-        else {
-            "model_name": "MyCNN",
-            "dataset": "digits",
+def blank_spec(task: str) -> dict[str, Any]:
+    """A new design's spec before its first block: a digits CNN, or a language model of the addition corpus."""
+    if task == TASK_LM:
+        return {
+            "model_name": "MyGPT",
+            "task": TASK_LM,
+            "dataset": "addition",
             "preprocessing": [],
             "layers": [],
             "hyperparameters": {},
         }
-    )
+    return {
+        "model_name": "MyCNN",
+        "dataset": "digits",
+        "preprocessing": [],
+        "layers": [],
+        "hyperparameters": {},
+    }
+
+
+def _render_editor(request: HttpRequest, design: Design, *, task: str = TASK_IMAGE) -> HttpResponse:
+    """The editor on ``design``, or on a blank one of ``task`` not saved yet (no pk)."""
+    latest = design.latest_version if design.pk else None
+    spec = latest.spec if latest else blank_spec(task)
     # Plain dicts, not the rows' TypedDicts: each loses its suggestion and gains its label below.
     versions: list[dict[str, Any]] = (
         [

@@ -148,6 +148,7 @@ DONE = object()
 
 def _run(loaded: LoadedLM, request: Request, out: queue.Queue, cancelled: threading.Event) -> None:
     try:
+        predict.use_torch_threads(settings.GENERATE_TORCH_THREADS)
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(
             request.seed if request.seed is not None else int(time.time())

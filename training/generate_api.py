@@ -85,6 +85,12 @@ def _sse(run_id: int, out: queue.Queue, cancelled: Any) -> Iterator[bytes]:
 class RunGenerate(APIView):
     parser_classes = [JSONParser]
 
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # `Accept: text/event-stream` (the generate page's fetch) asks for the stream, which this view
+        # answers itself: DRF's renderers know only JSON and answered 406 before the view ran. A refusal
+        # before the stream starts is JSON whatever was asked for.
+        return super().perform_content_negotiation(request, force=True)
+
     @extend_schema(
         summary="Write text with a finished language-model run",
         request={"application/json": OpenApiTypes.OBJECT},

@@ -273,7 +273,7 @@ class ModelCache:
 
     def get(self, run: Run) -> LoadedModel:
         check_trusted(run)
-        _set_threads()
+        use_torch_threads(settings.PREDICT_TORCH_THREADS)
         key = self.key(run)
         with self.lock:
             if key in self.models:
@@ -315,15 +315,16 @@ class ModelCache:
 
 
 models = ModelCache()
-_threads_set = False
+_thread_state = threading.local()
 
 
-def _set_threads() -> None:
-    """Intra-op threads for the web process's torch, once (the setting's reason is in settings.py)."""
-    global _threads_set
-    if not _threads_set and settings.PREDICT_TORCH_THREADS > 0:
-        torch.set_num_threads(settings.PREDICT_TORCH_THREADS)
-        _threads_set = True
+def use_torch_threads(count: int) -> None:
+    """Torch's intra-op threads for the work of the calling thread (0 = torch's default), set once per
+    thread: with OpenMP the count belongs to the thread that sets it, so a request thread or a pool thread
+    sets its own (the settings' reasons are in settings.py: PREDICT_ and GENERATE_TORCH_THREADS)."""
+    if count > 0 and getattr(_thread_state, "torch_threads", None) != count:
+        torch.set_num_threads(count)
+        _thread_state.torch_threads = count
 
 
 def get_model(run: Run) -> LoadedModel:

@@ -89,6 +89,36 @@ def test_a_blank_design_opens_with_an_empty_column_for_digits_and_saves_nothing(
     assert not Design.objects.filter(owner=alice).exists()
 
 
+@pytest.mark.parametrize(
+    ("lang", "button", "name"),
+    [("en", "New language model", "My language model"), ("ko", "새 언어 모델", "내 언어 모델")],
+)
+def test_a_blank_language_model_opens_from_the_dashboard_on_the_addition_corpus(
+    alice_client, alice, lang, button, name
+):
+    dashboard = alice_client.get(reverse("dashboard"), HTTP_ACCEPT_LANGUAGE=lang).content.decode()
+    link = re.search(r'<a class="button" id="new-language-model" href="([^"]+)">([^<]+)</a>', dashboard)
+    assert link and link[2] == button
+    page = alice_client.get(link[1].replace("&amp;", "&"), HTTP_ACCEPT_LANGUAGE=lang).content.decode()
+    state = _editor_state(page)
+    assert state["spec"] == {
+        "model_name": "MyGPT",
+        "task": "language_model",
+        "dataset": "addition",
+        "preprocessing": [],
+        "layers": [],
+        "hyperparameters": {},
+    }
+    assert state["design"] == {"id": None, "name": name}
+    # The editor's strings for a language model come translated with the page.
+    strings = json.loads(
+        re.search(r'<script id="editor-strings" type="application/json">(.*?)</script>', page, re.S)[1]
+    )
+    assert strings["data_title_lm"] == ("학습할 텍스트" if lang == "ko" else "Text to learn from")
+    assert "%(task)s" in strings["task_switched_blocks"]
+    assert not Design.objects.filter(owner=alice).exists()
+
+
 def test_the_dashboard_shows_my_designs_and_not_another_users(alice_client, alice, bob):
     services.design_create(owner=alice, name="Alice's net")
     services.design_create(owner=bob, name="Bob's net")

@@ -369,6 +369,17 @@ def test_image_layers_are_refused_in_a_language_model_and_tying_needs_an_embeddi
     design["layers"].insert(1, {"type": "Conv2d", "name": "conv", "out_channels": 8})
     assert codes(validate(design)[1]["errors"]) == ["wrong_task"]
 
+    # The other way round (an LM design switched to images in the editor): the message names the right task.
+    image = {
+        "dataset": "digits",
+        "layers": [{"type": "TokenAndPosition", "name": "embed"}, {"type": "Flatten"}],
+    }
+    errors = validate(image)[1]["errors"]
+    assert codes(errors) == ["wrong_task"] and errors[0]["path"] == "layers[0]"
+    assert (
+        "is for language models" in errors[0]["message"] and "switch the design's task" in errors[0]["hint"]
+    )
+
     design = SEQUENCE_DESIGNS["recurrent"]
     design = copy.deepcopy(design)
     design["layers"][-1]["tie_weights"] = True

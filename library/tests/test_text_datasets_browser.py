@@ -56,6 +56,19 @@ def test_a_user_uploads_a_text_with_a_bpe_tokenizer_and_reads_its_page(
     assert re.fullmatch(r"(25[7-9]|2[6-9]\d|300) tokens", page.locator("#text-vocab").inner_text())
     expect(page.locator("#text-size")).to_have_text(f"{len(TEXT)} characters in 400 lines")
     expect(page.locator("#text-sample")).to_contain_text("0+1=1 안녕 BuildX")
+    vocab = page.locator("#text-vocab").inner_text().split()[0]
+
+    # The editor offers the text to a new language model, after the built-in ones; a head added on it
+    # gives one score per token of its vocabulary.
+    page.goto(f"{server}/designs/new/?task=language_model")
+    page.wait_for_selector("#editor[data-ready=true]")
+    option = page.locator("#dataset option", has_text="Sums")
+    expect(option).to_have_count(1)
+    assert page.locator("#dataset option").first.get_attribute("value") == "addition"
+    page.select_option("#dataset", option.get_attribute("value"))
+    page.wait_for_selector("#editor[data-validating=false]")
+    page.locator('#palette .palette-item[data-new-type="Linear"] .palette-add').click()
+    expect(page.locator('#column [data-param="out_features"] input')).to_have_value(vocab)
     context.close()
     assert errors == []
 

@@ -19,7 +19,13 @@
 
   // Settings a block shows without opening "more settings".
   var MAIN_PARAMS = ["out_channels", "kernel_size", "stride", "padding", "out_features", "p", "output_size",
-                     "scale_factor", "negative_slope", "dim", "shape"];
+                     "scale_factor", "negative_slope", "dim", "shape", "n_embd", "n_head", "embedding_dim",
+                     "hidden_size", "tie_weights"];
+  var TASK_IMAGE = "image_classification";
+  var TASK_LM = "language_model";
+  // A blank design of each task starts on these (designs/views.py blank_spec).
+  var FIRST_DATASET = { image_classification: "digits", language_model: "addition" };
+  var DEFAULT_MODEL_NAME = { image_classification: "MyCNN", language_model: "MyGPT" };
   var VALIDATE_DELAY_MS = 250;
 
   var S = {
@@ -69,15 +75,35 @@
 
   // --- The spec -----------------------------------------------------------------------------------
 
+  // The spec's task is kept: an image design leaves it out (the server's default), a language model says so.
   function normaliseLocal(spec) {
     spec = spec && typeof spec === "object" ? spec : {};
-    return {
-      model_name: spec.model_name || "MyCNN",
-      dataset: spec.dataset || "digits",
-      preprocessing: Array.isArray(spec.preprocessing) ? spec.preprocessing : [],
-      layers: Array.isArray(spec.layers) ? spec.layers : [],
-      hyperparameters: spec.hyperparameters && typeof spec.hyperparameters === "object" ? spec.hyperparameters : {}
-    };
+    var task = spec.task === TASK_LM ? TASK_LM : TASK_IMAGE;
+    var out = { model_name: spec.model_name || DEFAULT_MODEL_NAME[task] };
+    if (task !== TASK_IMAGE) { out.task = task; }
+    out.dataset = spec.dataset || FIRST_DATASET[task];
+    out.preprocessing = Array.isArray(spec.preprocessing) ? spec.preprocessing : [];
+    out.layers = Array.isArray(spec.layers) ? spec.layers : [];
+    out.hyperparameters = spec.hyperparameters && typeof spec.hyperparameters === "object" ? spec.hyperparameters : {};
+    return out;
+  }
+
+  function task() {
+    return S.spec.task || TASK_IMAGE;
+  }
+
+  function isLm() {
+    return task() === TASK_LM;
+  }
+
+  function taskInfo(id) {
+    var wanted = id || task();
+    return (S.catalog ? S.catalog.tasks : []).find(function (t) { return t.id === wanted; }) || null;
+  }
+
+  // A block or a setting belongs to the design's task when its catalog entry says so (no list: every task).
+  function forTask(entry) {
+    return !entry.tasks || entry.tasks.indexOf(task()) >= 0;
   }
 
   // The spec without the editor's own bookkeeping (uids), as the server should see it.
@@ -122,26 +148,49 @@
     return prefix + n;
   }
 
+  // The image datasets, or the texts of a language model (built-in corpora, then the user's own).
+  function datasetChoices() {
+    if (!S.catalog) { return []; }
+    return isLm() ? S.catalog.corpora : S.catalog.datasets;
+  }
+
   function datasetInfo() {
     var wanted = String(S.spec.dataset || "").toLowerCase().replace(/[\s_-]/g, "");
-    return (S.catalog ? S.catalog.datasets : []).find(function (d) {
+    return datasetChoices().find(function (d) {
       return d.name.toLowerCase().replace(/[\s_-]/g, "") === wanted;
     }) || null;
+  }
+
+  // A language model's vocabulary: the last check's figure (it knows the tokenizer), else the corpus's.
+  function vocabSize() {
+    if (S.report && S.report.dataset && S.report.dataset.vocab_size && S.report.dataset.name === S.spec.dataset) {
+      return S.report.dataset.vocab_size;
+    }
+    var info = datasetInfo();
+    return info ? info.vocab_size : null;
+  }
+
+  // What a head must give: a score per class of the images, or per token of the vocabulary.
+  function headSize() {
+    if (isLm()) { return vocabSize(); }
+    var info = datasetInfo();
+    return info ? info.num_classes : null;
   }
 
   function newLayer(type) {
     var entry = S.types[type];
     var layer = { type: type, name: freshName(type) };
     (entry ? entry.params : []).forEach(function (p) {
-      if (p.inferred || p.kind === "layers") { return; }
+      if (p.inferred || p.kind === "layers" || !forTask(p)) { return; }
       if (p["default"] !== undefined) { layer[p.name] = p["default"]; }
     });
     // Sensible starting values for the settings PyTorch has no default for.
     if (type === "Conv2d" || type === "ConvTranspose2d") { layer.out_channels = 16; }
-    if (type === "Linear") {
-      var info = datasetInfo();
-      layer.out_features = info ? info.num_classes : 10;
-    }
+    if (type === "Linear") { layer.out_features = headSize() || 10; }
+    // Sequence blocks: a width that suits a tiny model (the other sizes are inferred from the block before).
+    if (type === "Conv1d") { layer.out_channels = 64; }
+    if (type === "LSTM" || type === "GRU") { layer.hidden_size = 64; }
+    if (type === "Embedding") { layer.embedding_dim = 64; }
     if (type === "Residual") { layer.layers = []; }
     if (type === "Input") { delete layer.shape; }
     layer._uid = "b" + (++S.uidCounter);
@@ -231,8 +280,13 @@
   function renderPalette() {
     var box = document.getElementById("palette");
     box.textContent = "";
-    S.catalog.groups.forEach(function (group) {
-      var layers = S.catalog.layers.filter(function (l) { return l.group === group.id; });
+    // A language model's own blocks come first: a beginner starts a GPT with TokenAndPosition.
+    var groups = S.catalog.groups.slice().sort(function (a, b) {
+      return isLm() ? (b.id === "sequence") - (a.id === "sequence") : 0;
+    });
+    groups.forEach(function (group) {
+      // Only the blocks of the design's task: a language model has no Conv2d, an image classifier no attention.
+      var layers = S.catalog.layers.filter(function (l) { return l.group === group.id && forTask(l); });
       if (!layers.length) { return; }
       var list = el("ul", { className: "palette-list", "data-group": group.id });
       layers.forEach(function (entry) {
@@ -392,7 +446,7 @@
     var main = el("div", { className: "param-form" });
     var more = el("div", { className: "param-form" });
     entry.params.forEach(function (param) {
-      if (param.kind === "layers") { return; }
+      if (param.kind === "layers" || !forTask(param)) { return; }
       var node = F.field(param, layer, { lang: lang, strings: T, onChange: edited });
       (MAIN_PARAMS.indexOf(param.name) >= 0 || param.required ? main : more).appendChild(node);
     });
@@ -680,7 +734,8 @@
       return;
     }
     if (!report) { node.textContent = T.checking; return; }
-    document.getElementById("input-shape").textContent = F.humanShape(report.input_shape);
+    document.getElementById("input-shape").textContent = isLm() && report.input_shape
+      ? F.format(T.token_ids, { t: report.input_shape[0] }) : F.humanShape(report.input_shape);
     if (report.errors.length) {
       node.textContent = F.format(T.has_errors, { n: report.errors.length });
       node.classList.add("summary-error");
@@ -703,7 +758,8 @@
     if (!report) { return; }
     var items = [
       [T.params, F.humanNumber(report.totals.params)],
-      ["MACs", F.humanNumber(report.totals.macs)],
+      // A language model's cost is told per token (the validation's per_token), as for nanoGPT.
+      report.per_token ? [T.macs_per_token, F.humanNumber(report.per_token.macs)] : ["MACs", F.humanNumber(report.totals.macs)],
       [T.memory + " (batch " + report.memory.batch_size + ")", F.humanBytes(report.memory.total_bytes)],
       [T.output, F.humanShape(report.output_shape)]
     ];
@@ -739,15 +795,20 @@
     var x = 4;
     var height = 140;
     var mid = 70;
+    // The feature count a box stands for: channels of an image map, C of a sequence (T, C), the features
+    // of a flat vector (or the T token ids of a language model's input).
+    var features = function (shape) { return shape.length === 2 ? shape[1] : shape[0]; };
     stages.forEach(function (s) {
-      var h = s.shape.length === 3 ? Math.max(6, 110 * s.shape[1] / maxH) : 6 + Math.min(40, Math.log2(s.shape[0] + 1) * 3);
+      var h = s.shape.length === 3 ? Math.max(6, 110 * s.shape[1] / maxH)
+        : s.shape.length === 2 ? 10 + Math.min(90, Math.log2(features(s.shape) + 1) * 8)
+        : 6 + Math.min(40, Math.log2(s.shape[0] + 1) * 3);
       var w = s.shape.length === 3 ? Math.min(26, 6 + Math.log2(s.shape[0] + 1) * 2.5) : 8;
       var rect = svg("rect", { x: x, y: mid - h / 2, width: w, height: h, rx: 2,
-                               "class": s.shape.length === 3 ? "map" : "flat" });
+                               "class": s.shape.length === 3 ? "map" : s.shape.length === 2 ? "sequence" : "flat" });
       rect.appendChild(svg("title", {}, s.name + ": " + F.humanShape(s.shape)));
       box.appendChild(rect);
       box.appendChild(svg("text", { x: x + w / 2, y: height - 2, "text-anchor": "middle", "class": "diagram-label" },
-                          s.shape.length === 3 ? String(s.shape[1]) : String(s.shape[0])));
+                          s.shape.length === 3 ? String(s.shape[1]) : String(features(s.shape))));
       x += w + 6;
     });
     box.setAttribute("viewBox", "0 0 " + Math.max(x, 100) + " " + height);
@@ -796,19 +857,75 @@
     var select = document.getElementById("dataset");
     select.textContent = "";
     var current = datasetInfo();
-    S.catalog.datasets.forEach(function (d) {
-      var text = (d.title || d.name) + " (" + d.input_shape.join("×") + ", " + d.num_classes + ")";
+    var lm = isLm();
+    datasetChoices().forEach(function (d) {
+      var text = (d.title || d.name) + (lm ? " (" + F.format(T.vocab, { n: d.vocab_size }) + ")"
+        : " (" + d.input_shape.join("×") + ", " + d.num_classes + ")");
       if (d.available === false) { text += " — " + T.not_installed; }
       select.appendChild(el("option", { value: d.name, text: text, selected: current && current.name === d.name }));
     });
     var info = datasetInfo();
-    document.getElementById("dataset-help").textContent = !info ? "" :
-      (info.available === false ? info.message : (info.help[lang] || info.help.en));
+    var help = !info ? "" : (info.available === false ? info.message : ((info.help && (info.help[lang] || info.help.en)) || ""));
+    if (info && lm && info.sample_prompt) { help += " " + F.format(T.sample_prompt, { prompt: info.sample_prompt }); }
+    document.getElementById("dataset-help").textContent = help;
+    document.getElementById("data-title").textContent = lm ? T.data_title_lm : T.data_title_image;
+    document.getElementById("diagram-help").textContent = lm ? T.diagram_help_lm : T.diagram_help_image;
+    // A language model has no images to show and no image preprocessing.
+    document.getElementById("preprocessing-box").hidden = lm;
+    var none = document.getElementById("preprocessing-none");
+    none.hidden = !lm;
+    none.textContent = lm ? T.no_preprocessing_lm : "";
     var img = document.getElementById("dataset-samples");
+    if (lm) { img.hidden = true; img.removeAttribute("src"); return; }
     if (info) {
       var src = info.samples_url || urls.samples.replace("{name}", encodeURIComponent(info.name));
       if (img.getAttribute("src") !== src) { img.hidden = true; img.setAttribute("src", src); }
     }
+  }
+
+  // The task switch: one radio per task of the catalog, with the chosen task's help below.
+  function renderTask() {
+    var box = document.getElementById("task-options");
+    box.textContent = "";
+    S.catalog.tasks.forEach(function (t) {
+      var id = "task-" + t.id;
+      var radio = el("input", { type: "radio", name: "task", id: id, value: t.id, checked: t.id === task() });
+      radio.addEventListener("change", function () { if (radio.checked) { switchTask(t.id); } });
+      box.appendChild(el("label", { "for": id }, [radio, t.label[lang] || t.label.en]));
+    });
+    var info = taskInfo();
+    document.getElementById("task-help").textContent = info ? (info.help[lang] || info.help.en) : "";
+    root.setAttribute("data-task", task());
+  }
+
+  // Switching the task keeps the blocks (the user's work): those of the other task are marked by the check
+  // with what to use instead, and Undo switches back. The dataset, preprocessing and hyperparameters of
+  // the task left are kept aside in the page, so switching back brings them back too.
+  function switchTask(id) {
+    if (id === task()) { return; }
+    var before = task();
+    S.asideByTask = S.asideByTask || {};
+    S.asideByTask[before] = { dataset: S.spec.dataset, preprocessing: S.spec.preprocessing,
+                              hyperparameters: S.spec.hyperparameters, model_name: S.spec.model_name };
+    var aside = S.asideByTask[id] || {};
+    var name = S.spec.model_name === DEFAULT_MODEL_NAME[before] ? (aside.model_name || DEFAULT_MODEL_NAME[id]) : S.spec.model_name;
+    var spec = normaliseLocal({ model_name: name, task: id, dataset: aside.dataset || FIRST_DATASET[id],
+                                preprocessing: aside.preprocessing || [], layers: S.spec.layers,
+                                hyperparameters: aside.hyperparameters || {} });
+    S.spec = spec;
+    S.report = null;
+    // A setting only one task has (a Linear's tie_weights) goes with that task.
+    eachLayer(S.spec.layers, function (layer) {
+      var entry = S.types[layer.type];
+      (entry ? entry.params : []).forEach(function (p) { if (!forTask(p)) { delete layer[p.name]; } });
+    });
+    var label = taskInfo().label[lang] || taskInfo().label.en;
+    var wrong = 0;
+    eachLayer(S.spec.layers, function (layer) { if (S.types[layer.type] && !forTask(S.types[layer.type])) { wrong++; } });
+    renderAll();
+    pushHistory();
+    scheduleValidate(0);
+    updateSaveState(F.format(wrong ? T.task_switched_blocks : T.task_switched, { task: label }));
   }
 
   function renderPreprocessing() {
@@ -839,13 +956,16 @@
   function renderHyperparameters() {
     var box = document.getElementById("hyperparameters");
     box.textContent = "";
-    S.catalog.hyperparameters.forEach(function (param) {
+    var info = taskInfo();
+    (info ? info.hyperparameters : S.catalog.hyperparameters).forEach(function (param) {
       box.appendChild(F.field(param, S.spec.hyperparameters, { lang: lang, strings: T, onChange: edited }));
     });
   }
 
   function renderAll() {
     document.getElementById("model-name").value = S.spec.model_name;
+    if (root.getAttribute("data-task") !== task()) { renderPalette(); }
+    renderTask();
     renderColumn();
     renderDataset();
     renderPreprocessing();
@@ -1288,10 +1408,12 @@
       var after = datasetInfo();
       // The head follows the dataset: a last Linear that gave one score per class of the old dataset
       // gives one per class of the new one. The input needs nothing: its shape comes from the dataset.
+      // A language model's head follows the vocabulary the same way.
+      var size = function (info) { return info ? (isLm() ? info.vocab_size : info.num_classes) : null; };
       var last = null;
       S.spec.layers.forEach(function (l) { if (l.type === "Linear") { last = l; } });
-      if (last && before && after && last.out_features === before.num_classes) {
-        last.out_features = after.num_classes;
+      if (last && before && after && last.out_features === size(before) && !(isLm() && S.spec.hyperparameters.tokenizer === "bpe")) {
+        last.out_features = size(after);
       }
       renderAll();
       pushHistory();
@@ -1355,12 +1477,13 @@
       if (state) { d.available = state.available; d.message = state.message; }
     });
     catalog.datasets = catalog.datasets.concat(picker.uploads);
+    // A language model's texts: the built-in corpora, then the user's ready text datasets.
+    catalog.corpora = (catalog.corpora || []).concat(picker.corpora || []);
     S.catalog = catalog;
     catalog.layers.forEach(function (entry) { S.types[entry.type] = entry; });
     catalog.transforms.forEach(function (entry) { S.transforms[entry.type] = entry; });
     ensureUids();
     S.savedJson = boot.version ? specJson() : null;
-    renderPalette();
     wire();
     renderAll();
     pushHistory();

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -103,6 +104,20 @@ def test_a_streamed_generation_sends_each_token_then_done(alice_client, lm_run):
     assert again.json()["text"] == events[-1][1]["text"]  # the same seed writes the same text
 
 
+def test_the_pages_event_stream_request_is_answered_and_a_refusal_is_json(alice_client, lm_run):
+    # The generate page asks with Accept: text/event-stream (and DRF's renderers know only JSON).
+    run, _model = lm_run
+    headers = {"HTTP_ACCEPT": "text/event-stream"}
+    body = {"prompt": "7+", "max_new_tokens": 4, "seed": 3, "stream": True}
+    response = alice_client.post(url(run), body, content_type="application/json", **headers)
+    assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
+    assert b"".join(response.streaming_content).decode().count("event: generate.token") == 4
+    refused = alice_client.post(
+        url(run), {**body, "max_new_tokens": 0}, content_type="application/json", **headers
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid"
+
+
 def test_a_bad_request_is_a_400_that_names_the_fields(alice_client, lm_run):
     run, _model = lm_run
     response = alice_client.post(
@@ -163,3 +178,16 @@ def test_exports_written_for_images_are_refused_for_a_language_model_but_its_wei
         response = alice_client.get(f"/api/v1/runs/{run.pk}/export/{kind}/")
         assert response.status_code == 409 and response.json()["error"]["code"] == "not_supported", kind
     assert alice_client.get(f"/api/v1/runs/{run.pk}/export/weights/").status_code == 200
+
+
+def test_a_generation_thread_sets_its_own_torch_threads(settings):
+    # GENERATE_TORCH_THREADS is applied by the generating thread itself (with OpenMP the count is the
+    # thread's own): one thread, as the setting says, whatever torch's default for the process is.
+    settings.GENERATE_TORCH_THREADS = 1
+
+    def threads_seen() -> int:
+        predict.use_torch_threads(settings.GENERATE_TORCH_THREADS)
+        return torch.get_num_threads()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(threads_seen).result() == 1
