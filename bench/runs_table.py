@@ -35,6 +35,7 @@ from accounts import services  # noqa: E402
 from accounts.models import User  # noqa: E402
 from designs.models import CodeArtifact, Design, DesignVersion  # noqa: E402
 from training.models import EpochMetric, Run, RunTag  # noqa: E402
+from training.services.events import best_val_acc_stored  # noqa: E402
 
 QUERIES = {
     "newest first": "",
@@ -98,6 +99,8 @@ def populate(*, runs: int) -> tuple[User, User]:
         ),
         batch_size=5000,
     )
+    # What events_append keeps beside the epochs it stores: each run's best validation accuracy.
+    Run.objects.filter(owner=alice).update(best_val_acc=best_val_acc_stored())
     RunTag.objects.bulk_create((RunTag(run=run, name="baseline") for run in made[::3]), batch_size=5000)
     if connection.vendor == "postgresql":
         # Statistics, as autovacuum gathers them on a live database within a minute of such a load:

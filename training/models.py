@@ -106,6 +106,12 @@ class Run(models.Model):
     mlflow_experiment_id = models.CharField(max_length=64, blank=True)
     # The owner's own words about the run (the runs table and the run page edit it; tags are RunTag rows).
     note = models.TextField(_("note"), blank=True)
+    # The best validation accuracy over the run's epochs (the greatest EpochMetric.val_acc), kept by
+    # events_append with every batch of epochs and after a resume drops epochs: the runs table sorts on
+    # it without reading each run's epochs. Null while no epoch has a validation accuracy. On PostgreSQL
+    # an index (owner, best_val_acc DESC NULLS LAST, id DESC) serves "best first" (migration 0009;
+    # SQLite cannot write NULLS LAST in an index, so the model does not declare it).
+    best_val_acc = models.FloatField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

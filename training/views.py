@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.db.models import Max
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.backends.utils import csrf_input
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
@@ -83,7 +83,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     if query.scope == "students" and not run_table.teaches(user):
         raise Http404(_("You do not teach a course."))
     runs = run_table.table_runs(user=user, query=query).defer("traceback", "timings", "isolation")
-    page = Paginator(runs, run_table.PAGE_SIZE).get_page(request.GET.get("page"))
+    page = run_table.TablePaginator(runs, run_table.PAGE_SIZE).get_page(request.GET.get("page"))
     shown = [run_table.COLUMN_BY_KEY[k] for k in query.columns]
     if query.scope != "students":
         shown = [c for c in shown if c.key != "owner"]
@@ -108,17 +108,20 @@ def run_list(request: HttpRequest) -> HttpResponse:
         if c in shown or c in filtered
     ]
     here = request.get_full_path()
+    tag_base = query.url(tag="", page="")
+    rows = run_table.RowsHtml(
+        columns=shown, editable=not students, here=here, csrf_input=csrf_input(request), tag_base=tag_base
+    )
     return render(
         request,
         "training/run_list.html",
         {
             "page": page,
-            "rows": [{"run": run, "cells": run_table.row_cells(run, shown)} for run in page],
+            "rows": [rows.row(run) for run in page],
             "query": query,
             "columns": shown,
             "all_columns": [c for c in run_table.COLUMNS if students or c.key != "owner"],
             "headers": [{"column": c, **run_table.sort_link(query, c)} for c in shown],
-            "tag_base": query.url(tag="", page=""),
             "page_links": {
                 "previous": query.url(page=str(page.previous_page_number())) if page.has_previous() else "",
                 "next": query.url(page=str(page.next_page_number())) if page.has_next() else "",
