@@ -125,6 +125,9 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"]),
             models.Index(fields=["status", "heartbeat_at"]),
+            # The runs table's count of an owner's runs (archived or not) and its filter's datasets:
+            # index-only scans instead of reading every run's wide row.
+            models.Index(fields=["owner", "archived_at", "dataset"], name="run_owner_archived_dataset_idx"),
         ]
 
     def __str__(self) -> str:
