@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import transaction
 
 from buildx import logs
-from training.models import Run
+from training.models import Run, Sweep
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,31 @@ def log_run_to_mlflow(run_id: int, parent_run_id: str | None = None) -> None:
         mlflow_export.run_log(run=run, parent_run_id=parent_run_id, replace=True)  # resumed: log it afresh
     except Exception as exc:
         logger.warning("Run %s: not logged to MLflow (%s): %s", run_id, type(exc).__name__, exc)
+
+
+# Backstop only, as above.
+@dramatiq.actor(queue_name="default", max_retries=0, time_limit=5 * 60 * 1000)
+def log_sweep_to_mlflow(sweep_id: int) -> None:
+    """Open the sweep's MLflow parent run (a sweep that started), or end it with the best result (a sweep
+    that ended); MLflow down or refusing is a warning, never the sweep's failure. A trial logged while
+    the parent is missing opens it then (mlflow_export.trial_parent)."""
+    from training import mlflow_export  # as above
+
+    logs.bind(sweep_id=sweep_id)
+    sweep = (
+        Sweep.objects.select_related("design_version__design", "owner", "best_trial")
+        .filter(pk=sweep_id)
+        .first()
+    )
+    if sweep is None:
+        return
+    try:
+        if sweep.is_running():
+            mlflow_export.sweep_parent(sweep)
+        else:
+            mlflow_export.sweep_close(sweep)
+    except Exception as exc:
+        logger.warning("Sweep %s: not logged to MLflow (%s): %s", sweep_id, type(exc).__name__, exc)
 
 
 def mlflow_log_queue(*, run: Run, **_signal: object) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from django.db.models import Max
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -96,16 +96,14 @@ class RunSerializer(serializers.ModelSerializer):
     def get_url(self, run: Run) -> str:
         return f"/runs/{run.pk}/"
 
-    # The list annotates these in its one query (training.run_table); a single run computes them here.
+    # The list annotates it in its one query (training.run_table); a single run computes it here.
     def get_test_accuracy(self, run: Run) -> float | None:
         if hasattr(run, "test_accuracy"):
             return run.test_accuracy
         return accuracy_value(run)
 
     def get_best_val_acc(self, run: Run) -> float | None:
-        if hasattr(run, "best_val_acc"):
-            return run.best_val_acc
-        return run.epoch_metrics.aggregate(best=Max("val_acc"))["best"]
+        return run.best_val_acc
 
     def get_tags(self, run: Run) -> list[str]:
         return [t.name for t in run.tags.all()]
@@ -187,8 +185,13 @@ def _id_param(name: str, value: str) -> int:
     return int(value)
 
 
+class RunTablePagination(PageNumberPagination):
+    django_paginator_class = run_table.TablePaginator
+
+
 class RunListCreate(generics.ListAPIView):
     serializer_class = RunSerializer
+    pagination_class = RunTablePagination
 
     def get_queryset(self):
         user = signed_in_user(self.request)

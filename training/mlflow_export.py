@@ -6,8 +6,10 @@ naming the user, course, design, version and dataset hash, and the script, the w
 as artifacts. ``run_finished`` queues the log_run_to_mlflow actor (default queue), which calls ``run_log``;
 a failure there is logged and never touches the run. ``export_mlflow --since`` logs what was missed.
 
-Sweeps: ``parent_run_create`` opens an MLflow parent run and ``run_log(run=, parent_run_id=)`` files a
-trial under it (docs/contracts.md, section 9).
+Sweeps: a sweep is an MLflow parent run (``sweep_parent``: opened by the log_sweep_to_mlflow actor when
+the sweep starts, or by the first of its trials logged, and kept on the Sweep); ``run_log`` files a
+trial's run under its sweep's parent (the ``mlflow.parentRunId`` tag, which MLflow's UI nests by), and
+``sweep_close`` ends the parent with the sweep's best result (docs/contracts.md, section 9).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from accounts.models import Membership
 from training import exports, predict
-from training.models import Run, RunArtifact
+from training.models import Run, RunArtifact, Sweep, SweepTrial
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,11 @@ RUN_STATUS: dict[str, str] = {  # BuildX's ended states as MLflow's
     Run.Status.SUCCEEDED: "FINISHED",
     Run.Status.FAILED: "FAILED",
     Run.Status.CANCELLED: "KILLED",
+}
+SWEEP_STATUS: dict[str, str] = {
+    Sweep.Status.FINISHED: "FINISHED",
+    Sweep.Status.STOPPED: "KILLED",
+    Sweep.Status.FAILED: "FAILED",
 }
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: its UI nests a child run under this run
 
@@ -74,6 +81,78 @@ def parent_run_create(*, name: str, tags: dict[str, str] | None = None) -> str:
     mlflow = client()
     parent = mlflow.create_run(experiment_id(mlflow), run_name=name, tags=tags or {})
     return parent.info.run_id
+
+
+def sweep_parent(sweep: Sweep) -> str:
+    """The id of the sweep's MLflow parent run, opened and kept on the sweep the first time.
+
+    Its params are the search space and the budget; its tags name the sweep, user and design. Two
+    processes opening it at once (the sweep's actor and a trial's): the first one stored stays, the
+    other's is deleted there. MLflow's errors propagate to the caller (an actor, which logs them)."""
+    if sweep.mlflow_run_id:
+        return sweep.mlflow_run_id
+    version = sweep.design_version
+    owner = sweep.owner
+    opened = parent_run_create(
+        name=f"sweep #{sweep.pk}: {version.design.name} v{version.number}",
+        tags={
+            "mlflow.user": owner.username,
+            "buildx.sweep": str(sweep.pk),
+            "buildx.user": owner.username,
+            "buildx.user_id": str(owner.pk),
+            "buildx.design": version.design.name,
+            "buildx.design_id": str(version.design_id),
+            "buildx.version": str(version.number),
+            "buildx.study": sweep.study_name,
+        },
+    )
+    mlflow = client()
+    values: dict[str, Any] = {
+        **{f"space.{name}": dim for name, dim in sweep.space.items()},
+        "n_trials": sweep.n_trials,
+        "concurrency": sweep.concurrency,
+        "time_budget_s": sweep.time_budget_s,
+    }
+    mlflow.log_batch(
+        opened,
+        params=[
+            Param(mlflow_key(k), json.dumps(v, sort_keys=True)[:PARAM_MAX_CHARS])
+            for k, v in sorted(values.items())
+        ],
+    )
+    experiment = mlflow.get_run(opened).info.experiment_id
+    if not Sweep.objects.filter(pk=sweep.pk, mlflow_run_id="").update(
+        mlflow_run_id=opened, mlflow_experiment_id=experiment
+    ):
+        try:
+            mlflow.delete_run(opened)
+        except Exception:
+            logger.warning("Sweep %s: its second MLflow parent run %s stays behind", sweep.pk, opened)
+    sweep.refresh_from_db(fields=["mlflow_run_id", "mlflow_experiment_id"])
+    return sweep.mlflow_run_id
+
+
+def sweep_close(sweep: Sweep) -> None:
+    """An ended sweep's parent run: the best trial's result (``best_val_acc``, tag ``buildx.best_trial``)
+    and the sweep's end as MLflow's status. Trials still stopping are filed under it as they end."""
+    parent = sweep_parent(sweep)
+    mlflow = client()
+    ended = int((sweep.finished_at or sweep.created_at).timestamp() * 1000)
+    best = sweep.best_trial
+    if best is not None and best.value is not None:
+        mlflow.log_metric(parent, "best_val_acc", float(best.value), timestamp=ended, step=best.number)
+        mlflow.set_tag(parent, "buildx.best_trial", str(best.number))
+        mlflow.set_tag(parent, "buildx.best_run", str(best.run_id))
+    mlflow.set_terminated(parent, status=SWEEP_STATUS.get(sweep.status, "FINISHED"), end_time=ended)
+
+
+def trial_parent(run: Run) -> str | None:
+    """The MLflow parent run of the sweep whose trial ``run`` is (opened if need be); None for a run
+    that is no sweep's trial."""
+    trial = SweepTrial.objects.filter(run_id=run.pk).select_related("sweep__design_version__design").first()
+    if trial is None:
+        return None
+    return sweep_parent(trial.sweep)
 
 
 def mlflow_key(name: str) -> str:
@@ -171,12 +250,15 @@ def run_log(*, run: Run, parent_run_id: str | None = None, replace: bool = False
     A run already logged is not logged twice (its id is returned), unless ``replace``: a run resumed and
     finished again is logged afresh and its earlier MLflow run deleted there. MLflow's errors propagate:
     the actor logs them, export_mlflow reports them. A run half-logged when the server went away is
-    deleted there (best effort), so the next try starts clean.
+    deleted there (best effort), so the next try starts clean. A sweep's trial goes under its sweep's
+    parent run unless ``parent_run_id`` names another.
     """
     run = Run.objects.select_related("design_version__design", "owner", "code_artifact").get(pk=run.pk)
     if run.mlflow_run_id and not replace:
         return run.mlflow_run_id
     earlier = run.mlflow_run_id
+    if parent_run_id is None:
+        parent_run_id = trial_parent(run)  # a sweep's trial goes under its sweep
     mlflow = client()
     experiment = experiment_id(mlflow)
     tags = run_tags(run)

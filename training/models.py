@@ -11,6 +11,13 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 
+def mlflow_ui_url(*, experiment_id: str, run_id: str) -> str:
+    """An MLflow run in the MLflow UI (MLFLOW_UI_URL), or "" where it is not logged or there is no UI."""
+    if not (settings.MLFLOW_UI_URL and run_id and experiment_id):
+        return ""
+    return f"{settings.MLFLOW_UI_URL}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 class Run(models.Model):
     """A training run.
 
@@ -106,12 +113,21 @@ class Run(models.Model):
     mlflow_experiment_id = models.CharField(max_length=64, blank=True)
     # The owner's own words about the run (the runs table and the run page edit it; tags are RunTag rows).
     note = models.TextField(_("note"), blank=True)
+    # The best validation accuracy over the run's epochs (the greatest EpochMetric.val_acc), kept by
+    # events_append with every batch of epochs and after a resume drops epochs: the runs table sorts on
+    # it without reading each run's epochs. Null while no epoch has a validation accuracy. On PostgreSQL
+    # an index (owner, best_val_acc DESC NULLS LAST, id DESC) serves "best first" (migration 0009;
+    # SQLite cannot write NULLS LAST in an index, so the model does not declare it).
+    best_val_acc = models.FloatField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["owner", "-created_at"]),
             models.Index(fields=["status", "heartbeat_at"]),
+            # The runs table's count of an owner's runs (archived or not) and its filter's datasets:
+            # index-only scans instead of reading every run's wide row.
+            models.Index(fields=["owner", "archived_at", "dataset"], name="run_owner_archived_dataset_idx"),
         ]
 
     def __str__(self) -> str:
@@ -142,9 +158,7 @@ class Run(models.Model):
     @property
     def mlflow_url(self) -> str:
         """The run in the MLflow UI (MLFLOW_UI_URL), or "" where it is not logged or there is no UI."""
-        if not (settings.MLFLOW_UI_URL and self.mlflow_run_id and self.mlflow_experiment_id):
-            return ""
-        return f"{settings.MLFLOW_UI_URL}/#/experiments/{self.mlflow_experiment_id}/runs/{self.mlflow_run_id}"
+        return mlflow_ui_url(experiment_id=self.mlflow_experiment_id, run_id=self.mlflow_run_id)
 
     @property
     def progress_percent(self) -> int:
@@ -306,12 +320,21 @@ class Sweep(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The MLflow parent run its trials' MLflow runs are filed under (training/mlflow_export.py), once
+    # opened; blank otherwise.
+    mlflow_run_id = models.CharField(max_length=64, blank=True)
+    mlflow_experiment_id = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"Sweep {self.pk} ({self.status})"
+
+    @property
+    def mlflow_url(self) -> str:
+        """The sweep's parent run in the MLflow UI, or ""."""
+        return mlflow_ui_url(experiment_id=self.mlflow_experiment_id, run_id=self.mlflow_run_id)
 
     def is_running(self) -> bool:
         return self.status == self.Status.RUNNING

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.db.models import Max
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.backends.utils import csrf_input
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
@@ -83,16 +83,17 @@ def run_list(request: HttpRequest) -> HttpResponse:
     if query.scope == "students" and not run_table.teaches(user):
         raise Http404(_("You do not teach a course."))
     runs = run_table.table_runs(user=user, query=query).defer("traceback", "timings", "isolation")
-    page = Paginator(runs, run_table.PAGE_SIZE).get_page(request.GET.get("page"))
+    page = run_table.TablePaginator(runs, run_table.PAGE_SIZE).get_page(request.GET.get("page"))
     shown = [run_table.COLUMN_BY_KEY[k] for k in query.columns]
     if query.scope != "students":
         shown = [c for c in shown if c.key != "owner"]
     students = query.scope == "students"
     choices = run_table.scope_runs(user=user, scope=query.scope).order_by()
+    # The designs of the runs through their versions' ids (a semi-join on one narrow column), not a
+    # DISTINCT over every run joined to its version and design.
+    versions = DesignVersion.objects.filter(pk__in=choices.values("design_version_id")).values("design_id")
     designs = list(
-        choices.values_list("design_version__design_id", "design_version__design__name")
-        .distinct()
-        .order_by("design_version__design__name")[:200]
+        Design.objects.filter(pk__in=versions).order_by("name", "pk").values_list("pk", "name")[:200]
     )
     datasets = list(choices.values_list("dataset", flat=True).distinct().order_by("dataset")[:200])
     filtered = [c for c in run_table.HYPERPARAMETER_COLUMNS if c.hyperparameter in query.ranges]
@@ -108,17 +109,20 @@ def run_list(request: HttpRequest) -> HttpResponse:
         if c in shown or c in filtered
     ]
     here = request.get_full_path()
+    tag_base = query.url(tag="", page="")
+    rows = run_table.RowsHtml(
+        columns=shown, editable=not students, here=here, csrf_input=csrf_input(request), tag_base=tag_base
+    )
     return render(
         request,
         "training/run_list.html",
         {
             "page": page,
-            "rows": [{"run": run, "cells": run_table.row_cells(run, shown)} for run in page],
+            "rows": [rows.row(run) for run in page],
             "query": query,
             "columns": shown,
             "all_columns": [c for c in run_table.COLUMNS if students or c.key != "owner"],
             "headers": [{"column": c, **run_table.sort_link(query, c)} for c in shown],
-            "tag_base": query.url(tag="", page=""),
             "page_links": {
                 "previous": query.url(page=str(page.previous_page_number())) if page.has_previous() else "",
                 "next": query.url(page=str(page.next_page_number())) if page.has_next() else "",

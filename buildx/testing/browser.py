@@ -96,8 +96,12 @@ def serve_on_test_database(*, tmp: Path, django_db_blocker, env: dict | None = N
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
+            pass
+        # Anything left of the server's session (a worker process whose master was killed mid-shutdown)
+        # would keep its database connections, and the test database, open.
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
-            proc.wait()
+        proc.wait()
 
 
 @contextlib.contextmanager
@@ -107,6 +111,7 @@ def chromium_browser() -> Iterator:
     That API keeps an event loop running in this thread; Django would then refuse the test's own
     database work (flushing tables) as "async". Nothing here is async, so allow it meanwhile.
     """
+    from django.db import connections
     from playwright.sync_api import sync_playwright
 
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
@@ -118,6 +123,11 @@ def chromium_browser() -> Iterator:
                 yield chromium
             finally:
                 chromium.close()
+                # The test's code here runs in Playwright's greenlet, whose context has its own Django
+                # connections: one it opened (a force_login, a query) is checked out of the psycopg pool
+                # and, left open, outlives pytest-django's close of the test's own connection, so the
+                # test database cannot be dropped ("being accessed by other users"). Give them back.
+                connections.close_all()
     finally:
         if previous is None:
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)

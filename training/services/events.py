@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from django.db import transaction
+from django.db.models import FloatField, Max, OuterRef, Subquery
 from django.utils.translation import gettext as _
 
 from buildx.live import publish, run_group, user_group
@@ -52,8 +53,28 @@ def events_append(
             EpochMetric.objects.update_or_create(run=run, epoch=metric["epoch"], defaults=metric)
         fields = dict(updates or {})
         fields["last_seq"] = run.last_seq + len(rows)
+        if epoch_metrics:
+            fields["best_val_acc"] = best_val_acc_stored()
         Run.objects.filter(pk=run_id).update(**fields)
     return rows
+
+
+def best_val_acc_stored() -> Subquery:
+    """The greatest validation accuracy among the stored epochs of the run being updated (``Run.objects
+    .filter(...).update(best_val_acc=best_val_acc_stored())``): ``Run.best_val_acc``, in the same UPDATE."""
+    best = (
+        EpochMetric.objects.filter(run=OuterRef("pk"))
+        .order_by()
+        .values("run")
+        .annotate(best=Max("val_acc"))
+        .values("best")
+    )
+    return Subquery(best, output_field=FloatField())
+
+
+def run_best_refresh(*, run_id: int) -> None:
+    """``Run.best_val_acc`` again from the stored epochs, after epochs were deleted (a resume)."""
+    Run.objects.filter(pk=run_id).update(best_val_acc=best_val_acc_stored())
 
 
 def events_publish(*, owner_id: int, run_id: int, rows: list[RunEvent] | None) -> None:

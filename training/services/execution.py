@@ -27,7 +27,7 @@ from training import signals
 from training.models import EpochMetric, Run, RunArtifact
 from training.services import sweeps
 from training.services.artifacts import artifact_store, dataset_caches, model_max_bytes, restore_checkpoints
-from training.services.events import events_append, events_publish
+from training.services.events import events_append, events_publish, run_best_refresh
 from training.services.lifecycle import design_expectation, executing_add, executing_remove
 from training.services.sink import EventSink, Outcome
 
@@ -147,6 +147,7 @@ def run_execute(*, run: Run) -> Run:
             else:
                 note = _("No checkpoint was saved before the interruption: starting again from epoch 1.")
                 EpochMetric.objects.filter(run=run).delete()
+            run_best_refresh(run_id=run.pk)
             sink.add_platform_line(note)
         hp = run.hyperparameters
         # From Train to the end of the first epoch can take many seconds: the log says what happens.

@@ -263,7 +263,17 @@ def sweep_create(
             for point in points:
                 study.enqueue_trial(point)
         transaction.on_commit(lambda: sweep_advance(sweep_id=sweep.pk))
+        _mlflow_queue(sweep.pk)
     return sweep
+
+
+def _mlflow_queue(sweep_id: int) -> None:
+    """With MLFLOW_TRACKING_URI set, a sweep that starts opens its MLflow parent run and one that ends
+    closes it, on a worker (the log_sweep_to_mlflow actor), once the transaction commits."""
+    if settings.MLFLOW_TRACKING_URI:
+        from training.actors import log_sweep_to_mlflow
+
+        transaction.on_commit(lambda: log_sweep_to_mlflow.send(sweep_id))
 
 
 def _trial_spec(version: DesignVersion, params: dict) -> dict:
@@ -308,12 +318,14 @@ def sweep_advance(*, sweep_id: int) -> Sweep:
                     timezone.now(),
                 )
                 sweep.save(update_fields=["status", "error", "finished_at"])
+                _mlflow_queue(sweep.pk)
                 break
             total += 1
             active += 1
         if sweep.is_running() and active == 0 and (total >= sweep.n_trials or out_of_time):
             sweep.status, sweep.finished_at = Sweep.Status.FINISHED, timezone.now()
             sweep.save(update_fields=["status", "finished_at"])
+            _mlflow_queue(sweep.pk)
         transaction.on_commit(lambda: sweep_publish(sweep_id=sweep_id))
     return sweep
 
@@ -448,6 +460,7 @@ def sweep_stop(*, sweep: Sweep) -> Sweep:
             "not_stoppable",
             _("This sweep has already ended (%(status)s).") % {"status": sweep.get_status_display()},
         )
+    _mlflow_queue(sweep.pk)
     for trial in sweep.trials.select_related("run").filter(
         run__status__in=(*Run.ACTIVE, Run.Status.INTERRUPTED)
     ):
@@ -531,6 +544,8 @@ def sweep_view(*, sweep: Sweep) -> dict:
         "promoted_version": sweep.promoted_version_id,
         "created_at": sweep.created_at.isoformat(),
         "finished_at": sweep.finished_at.isoformat() if sweep.finished_at else None,
+        "mlflow_run_id": sweep.mlflow_run_id,  # the trials' parent run in MLflow; "" until opened
+        "mlflow_url": sweep.mlflow_url,
         "trials": [trial_view(t, curves.get(t.run_id, [])) for t in trials],
         "best_so_far": best_so_far,
     }

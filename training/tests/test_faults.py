@@ -24,6 +24,9 @@ def _assert_complete_stream(run: Run, epochs: int) -> list[RunEvent]:
     assert [m.epoch for m in EpochMetric.objects.filter(run=run).order_by("epoch")] == list(
         range(1, epochs + 1)
     )
+    # The runs table's best validation accuracy is the stored epochs' (a resume drops and retrains some).
+    stored = [m.val_acc for m in EpochMetric.objects.filter(run=run) if m.val_acc is not None]
+    assert Run.objects.get(pk=run.pk).best_val_acc == (max(stored) if stored else None)
     return events
 
 

@@ -17,8 +17,9 @@ from mlflow.tracking import MlflowClient
 
 from accounts.models import Course, Membership
 from training import mlflow_export
-from training.models import EpochMetric, Run, RunArtifact
-from training.services import artifact_store
+from training.actors import log_run_to_mlflow, log_sweep_to_mlflow
+from training.models import EpochMetric, Run, RunArtifact, Sweep
+from training.services import artifact_store, sweeps
 from training.tests.conftest import make_design
 from training.tests.ops_support import WorkerGroup, wait_for
 from training.tests.test_ops_metrics import queues  # noqa: F401 - the fixture: empty training and default queues
@@ -134,6 +135,128 @@ def test_a_sweep_files_its_trials_under_an_mlflow_parent_run(alice, tracking, tm
     child = mlflow_export.run_log(run=run, parent_run_id=parent)
     assert tracking.get_run(child).data.tags["mlflow.parentRunId"] == parent
     assert tracking.get_run(parent).data.tags["buildx.sweep"] == "7"
+
+
+def test_a_sweep_opens_an_mlflow_parent_run_and_files_every_trial_under_it(
+    alice,
+    alice_client,
+    tracking,
+    tmp_path,
+    settings,
+    django_capture_on_commit_callbacks,
+    queues,  # noqa: F811
+):
+    settings.SWEEPS_SQLITE_PATH = str(tmp_path / "optuna.sqlite3")
+    settings.MLFLOW_UI_URL = "https://mlflow.school.example"
+    version, _artifact = make_design(alice, epochs=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_client.post(
+            "/api/v1/sweeps/",
+            {
+                "design_version": version.pk,
+                "space": {"learning_rate": {"low": 0.001, "high": 0.1, "log": True}},
+                "n_trials": 2,
+                "concurrency": 2,
+            },
+            content_type="application/json",
+        )
+    assert response.status_code == 201, response.content
+    sweep = Sweep.objects.get()
+    assert (
+        sweep.mlflow_run_id == ""
+        and 'id="sweep-mlflow"' not in alice_client.get(f"/sweeps/{sweep.pk}/").content.decode()
+    )
+
+    log_sweep_to_mlflow(sweep.pk)  # what the default queue's worker does with the message
+    sweep.refresh_from_db()
+    parent = tracking.get_run(sweep.mlflow_run_id)
+    assert parent.info.experiment_id == sweep.mlflow_experiment_id and parent.info.status == "RUNNING"
+    assert parent.data.tags["buildx.sweep"] == str(sweep.pk)
+    assert parent.data.tags["buildx.design"] == version.design.name
+    assert json.loads(parent.data.params["space.learning_rate"]) == {"high": 0.1, "log": True, "low": 0.001}
+    assert parent.data.params["n_trials"] == "2"
+    page = alice_client.get(f"/sweeps/{sweep.pk}/").content.decode()
+    link = (
+        f"https://mlflow.school.example/#/experiments/{sweep.mlflow_experiment_id}/runs/{sweep.mlflow_run_id}"
+    )
+    assert f'id="sweep-mlflow" href="{link}"' in page
+    assert alice_client.get(f"/api/v1/sweeps/{sweep.pk}/").json()["mlflow_url"] == link
+
+    # Both trials end as their workers leave them (one better than the other); each run, logged by the
+    # run_finished actor, goes under the sweep's parent run. The sweep then ends and closes its parent.
+    trials = list(sweep.trials.order_by("number").select_related("run"))
+    for trial, val_acc in zip(trials, (0.62, 0.91), strict=True):
+        run = trial.run
+        Run.objects.filter(pk=run.pk).update(
+            status=Run.Status.SUCCEEDED,
+            epoch=2,
+            started_at=run.created_at,
+            finished_at=run.created_at + datetime.timedelta(minutes=1),
+        )
+        for epoch in (1, 2):
+            EpochMetric.objects.create(run=run, epoch=epoch, train_loss=1.0 / epoch, val_acc=val_acc)
+        run.refresh_from_db()
+        with django_capture_on_commit_callbacks(execute=True):
+            sweeps.trial_finished(run=run)
+        log_run_to_mlflow(run.pk)
+    sweep.refresh_from_db()
+    assert sweep.status == Sweep.Status.FINISHED and sweep.best_trial == trials[1]
+    log_sweep_to_mlflow(sweep.pk)  # queued when the sweep finished
+
+    children = tracking.search_runs(
+        [sweep.mlflow_experiment_id], filter_string=f"tags.mlflow.parentRunId = '{sweep.mlflow_run_id}'"
+    )
+    assert sorted(c.info.run_id for c in children) == sorted(
+        Run.objects.get(pk=t.run_id).mlflow_run_id for t in trials
+    )
+    assert sorted(int(c.data.tags["buildx.run"]) for c in children) == sorted(t.run_id for t in trials)
+    parent = tracking.get_run(sweep.mlflow_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_val_acc"] == 0.91 and parent.data.tags["buildx.best_trial"] == str(
+        trials[1].number
+    )
+
+
+def test_mlflow_down_never_fails_a_sweep_and_its_first_trial_logged_opens_the_parent(
+    alice,
+    alice_client,
+    tracking,
+    tmp_path,
+    settings,
+    django_capture_on_commit_callbacks,
+    caplog,
+    queues,  # noqa: F811
+):
+    settings.SWEEPS_SQLITE_PATH = str(tmp_path / "optuna.sqlite3")
+    store = settings.MLFLOW_TRACKING_URI
+    version, _artifact = make_design(alice, epochs=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        sweep = sweeps.sweep_create(
+            owner=alice, version=version, space={"learning_rate": {"low": 0.001, "high": 0.1}}, n_trials=1
+        )
+    # A tracking server that refuses connections (nothing listens on the port).
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    settings.MLFLOW_TRACKING_URI = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    settings.MLFLOW_TIMEOUT_SECONDS = 2
+    try:
+        log_sweep_to_mlflow(sweep.pk)
+    finally:
+        closed.close()
+    sweep.refresh_from_db()
+    assert sweep.status == Sweep.Status.RUNNING and sweep.mlflow_run_id == "" and sweep.error == ""
+    assert f"Sweep {sweep.pk}: not logged to MLflow" in caplog.text
+
+    # MLflow back: the trial's run, logged first, opens the sweep's parent run and goes under it.
+    settings.MLFLOW_TRACKING_URI = store
+    run = sweep.trials.get().run
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.CANCELLED, finished_at=run.created_at)
+    log_run_to_mlflow(run.pk)
+    sweep.refresh_from_db()
+    run.refresh_from_db()
+    assert sweep.mlflow_run_id and run.mlflow_run_id
+    assert tracking.get_run(run.mlflow_run_id).data.tags["mlflow.parentRunId"] == sweep.mlflow_run_id
+    assert tracking.get_run(sweep.mlflow_run_id).data.tags["buildx.sweep"] == str(sweep.pk)
 
 
 def test_a_run_resumed_and_finished_again_is_logged_afresh(alice, tracking, tmp_path):

@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts import services as account_services
 from training.models import EpochMetric, Run, RunTag
+from training.services.events import events_append, run_best_refresh
 from training.tests.conftest import make_design
 
 
@@ -53,7 +54,9 @@ def add_run(
         EpochMetric(run=run, epoch=i, val_acc=v, val_loss=1 - v, train_loss=1 - v, train_acc=v)
         for i, v in enumerate(val_acc, start=1)
     )
+    run_best_refresh(run_id=run.pk)  # as events_append keeps it when it stores epochs
     RunTag.objects.bulk_create(RunTag(run=run, name=t) for t in tags)
+    run.refresh_from_db()
     return run
 
 
@@ -110,6 +113,33 @@ def test_the_best_validation_accuracy_is_the_best_epoch_and_sorts(alice, alice_c
     rows = alice_client.get("/api/v1/runs/?sort=-best").json()["results"]
     assert [(r["id"], r["best_val_acc"]) for r in rows] == [(best.pk, 0.9), (steady.pk, 0.7), (none.pk, None)]
     assert '<td data-column="best">70.0%</td>' in alice_client.get("/runs/").content.decode()
+
+
+def test_the_best_validation_accuracy_follows_the_epochs_a_worker_stores_and_a_resume_drops(
+    alice, alice_client, design
+):
+    run = add_run(alice, design, status=Run.Status.RUNNING)
+
+    def best() -> float | None:
+        return alice_client.get(f"/api/v1/runs/{run.pk}/").json()["best_val_acc"]
+
+    def epoch(n: int, val_acc: float | None) -> dict:
+        return {"epoch": n, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": val_acc}
+
+    assert best() is None
+    events_append(run_id=run.pk, events=[], epoch_metrics=[epoch(1, 0.5), epoch(2, 0.8)])
+    assert best() == 0.8
+    events_append(run_id=run.pk, events=[], epoch_metrics=[epoch(3, 0.6)])
+    assert best() == 0.8
+    # Epoch 2 trained again (after a resume) with a worse result: the best is what is stored now.
+    events_append(run_id=run.pk, events=[], epoch_metrics=[epoch(2, 0.55)])
+    assert best() == 0.6
+    # A resume from the checkpoint of epoch 1 drops the later epochs (training.services.execution).
+    EpochMetric.objects.filter(run=run, epoch__gt=1).delete()
+    run_best_refresh(run_id=run.pk)
+    assert best() == 0.5
+    assert page_ids(alice_client.get("/runs/?sort=-best")) == [run.pk]
+    assert '<td data-column="best">50.0%</td>' in alice_client.get("/runs/").content.decode()
 
 
 def test_the_table_filters_by_a_learning_rate_range_a_tag_a_status_and_a_dataset(alice, alice_client, design):

@@ -1,6 +1,10 @@
 """The sweep pages in Debian's chromium against a real server (`manage.py serve`: Daphne plus its worker):
 "Try variations" from the editor, the sweep page following its trials live to the end without a reload,
-then "Make the best one a new version" back to the editor."""
+then "Make the best one a new version" back to the editor.
+
+Both ways the platform runs: embedded (no REDIS_URL: the server's worker threads train the trials, the
+study is an SQLite file) and, as CI runs it, on PostgreSQL and Redis (a `rundramatiq` worker process, the
+study in the test database)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import re
 
 import pytest
 from django.conf import settings
-from django.conf import settings as django_settings
 from django.test import Client
 from playwright.sync_api import expect
 
@@ -21,8 +24,6 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
-    # Embedded mode: the server's own worker threads train the trials and the study is an SQLite file.
-    pytest.mark.skipif(bool(django_settings.REDIS_URL), reason="the embedded server's worker only"),
 ]
 
 EMAIL = "alice.sweeps@example.com"
