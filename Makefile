@@ -25,8 +25,11 @@ run: install
 	$(PY) manage.py ensure_demo_user
 	$(PY) manage.py serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
+# Two pytest processes (pytest-xdist): most of the suite waits on workers, sandboxes and the browser.
+# TEST_PROCESSES=0 runs it in one process.
+TEST_PROCESSES ?= 2
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 # Figures, not tests: each bench/*.py prints what it measured.
 bench: install

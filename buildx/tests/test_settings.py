@@ -244,3 +244,14 @@ def test_two_deployments_on_one_redis_with_different_databases_do_not_hear_each_
 
     received = asyncio.run(scenario())
     assert received == [{"type": "run.event", "from": "its own"}]
+
+
+def test_each_pytest_process_gets_a_redis_database_of_its_own():
+    """`make test` runs two pytest processes: a training worker started by one must not take the runs
+    queued by the other (whose rows it cannot see), so each gets its own Redis database."""
+    from buildx.testing.parallel import worker_redis_url
+
+    assert worker_redis_url("redis://127.0.0.1:6379/0", "gw0") == "redis://127.0.0.1:6379/0"
+    assert worker_redis_url("redis://127.0.0.1:6379/0", "gw1") == "redis://127.0.0.1:6379/1"
+    assert worker_redis_url("redis://:pw@cache.example:6380/14", "gw3") == "redis://:pw@cache.example:6380/1"
+    assert worker_redis_url("redis://127.0.0.1:6379", "gw2") == "redis://127.0.0.1:6379/2"
