@@ -446,7 +446,7 @@ def compute(
         dim = layer["embedding_dim"] if kind == "Embedding" else layer["n_embd"]
         row["tied_shape"] = [analysis.vocab_size, dim]
     if kind == "TransformerBlock":
-        row["parts"] = block_parts(name, shape, children)
+        row["parts"] = block_parts(name, shape, children, layer["n_head"])
     return out, params, macs(kind, layer, inferred, shape, out)
 
 
@@ -455,12 +455,17 @@ def tied_embedding(rows: list[dict]) -> dict | None:
     return next((r for r in rows if r["type"] in EMBEDDINGS and r.get("tied_shape")), None)
 
 
-def block_parts(name: str, shape: tuple[int, ...], children: dict[str, int]) -> list[dict]:
-    """What a TransformerBlock holds, for its expanded view: each part's name, type, shape and parameters."""
-    return [
+def block_parts(name: str, shape: tuple[int, ...], children: dict[str, int], heads: int) -> list[dict]:
+    """What a TransformerBlock holds, for its expanded view: each part's name, type, shape and parameters
+    (and the attention's number of heads)."""
+    parts = [
         {"name": f"{name}.{attr}", "type": kind, "output_shape": list(shape), "params": children[attr]}
         for attr, kind in BLOCK_PARTS
     ]
+    for part in parts:
+        if part["type"] == "CausalSelfAttention":
+            part["heads"] = heads
+    return parts
 
 
 def macs(kind: str, layer: dict, inferred: dict, shape: tuple[int, ...], out: tuple[int, ...]) -> int:

@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import expect
 
 from buildx.testing.browser import serve_on_test_database
-from designs.tests.test_editor_browser import DOCS, _settle, _sign_up, browser  # noqa: F401
+from designs.tests.test_editor_browser import DOCS, _add_block, _settle, _sign_up, browser  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -33,6 +33,9 @@ TEXT = {
         "sequence": "Sequence (language models)",
         "succeeded": "Succeeded",
         "macs": "MACs per token",
+        "show_parts": "Show parts",
+        "hide_parts": "Hide parts",
+        "heads": "4 heads",
     },
     "ko": {
         "new": "새 언어 모델",
@@ -41,6 +44,9 @@ TEXT = {
         "sequence": "시퀀스(언어 모델)",
         "succeeded": "성공",
         "macs": "토큰당 MAC",
+        "show_parts": "부분 보기",
+        "hide_parts": "부분 숨기기",
+        "heads": "헤드 4개",
     },
 }
 
@@ -75,6 +81,40 @@ def _set(field, value: str) -> None:
 
 def _hyperparameter(page, name: str):
     return page.locator(f'#hyperparameters [data-param="{name}"] input')
+
+
+def _count(text: str) -> int:
+    """`12,704 params` (or `12,704 매개변수`): the number a block or a part shows."""
+    return int(re.sub(r"\D", "", text))
+
+
+def _open_parts(block, t: dict) -> None:
+    toggle = block.locator(".parts-toggle")
+    expect(toggle).to_have_text(t["show_parts"])
+    assert toggle.get_attribute("aria-expanded") == "false"
+    assert block.locator(".block-parts").is_hidden()
+    toggle.click()
+    expect(toggle).to_have_text(t["hide_parts"])
+    assert toggle.get_attribute("aria-expanded") == "true"
+    assert toggle.get_attribute("aria-controls") == block.locator(".block-parts").get_attribute("id")
+
+
+def _check_parts(block, t: dict, shape: str) -> None:
+    """The open block lists ln_1 → attn → + residual → ln_2 → mlp → + residual, each with the shape the
+    latest report gives, and the parts' parameters add up to the block's."""
+    parts = block.locator(".block-parts")
+    expect(parts).to_be_visible()
+    assert parts.get_attribute("aria-label").startswith(block.locator(".block-name").inner_text())
+    items = parts.locator(":scope > li")
+    expect(items.locator(".part-shape")).to_have_text([shape] * 6)
+    names = items.evaluate_all("nodes => nodes.map(n => n.dataset.part)")
+    assert names == ["ln_1", "attn", "residual", "ln_2", "mlp", "residual"], names
+    assert t["heads"] in parts.locator('[data-part="attn"] .part-type').inner_text()
+    counts = [
+        _count(p) for p in parts.locator(":scope > li:not(.part-residual) .part-params").all_inner_texts()
+    ]
+    assert len(counts) == 4 and all(counts), counts
+    assert sum(counts) == _count(block.locator(":scope > .block-head .block-params").inner_text())
 
 
 def _switch_task_and_back(page, t: dict) -> None:
@@ -133,7 +173,11 @@ def _build_tiny_gpt(page, lang: str) -> None:
     assert block.locator('[data-param="n_head"] input').input_value() == "4"
     # The default context of 64 tokens, 32 features each.
     assert block.locator(".block-shape").inner_text() == "64×32"
-    _add(page, "LayerNorm")
+    # Opened, the block shows its parts; they stay open, and follow the report, through the edits below
+    # (a block dragged in after it, another added, the context shortened).
+    _open_parts(block, t)
+    _check_parts(block, t, "64×32")
+    _add_block(page, "LayerNorm")
     _add(page, "Linear")
     # The head's default size is the corpus's vocabulary: 13 characters ("0123456789+=\n").
     head = page.locator("#column > .block").nth(3)
@@ -152,6 +196,7 @@ def _build_tiny_gpt(page, lang: str) -> None:
     _settle(page)
     page.wait_for_selector("#summary.summary-ok")
     assert head.locator(".block-shape").inner_text() == "16×13"
+    _check_parts(block, t, "16×32")
     assert page.locator("#input-shape").inner_text() == ("토큰 ID 16개" if lang == "ko" else "16 token ids")
     assert t["macs"] in page.locator("#totals").inner_text()
     if lang == "en":

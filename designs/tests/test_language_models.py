@@ -74,6 +74,7 @@ def test_the_tiny_gpt_has_exactly_the_parameters_counted_by_hand():
     assert by_name["embed"]["params"] == embedding
     assert by_name["block1"]["params"] == block
     assert [p["params"] for p in by_name["block1"]["parts"]] == [layer_norm, attention, layer_norm, mlp]
+    assert [p.get("heads") for p in by_name["block1"]["parts"]] == [None, 4, None, None]
     assert by_name["head"]["params"] == 0 and by_name["head"]["tied_to"] == "embed"
     assert report["output_shape"] == [T, V]
 

@@ -40,6 +40,7 @@
     report: null,
     fieldErrors: {},
     selected: null,       // uid of the selected block (keyboard inserts go after it)
+    partsOpen: {},        // uid -> true: the TransformerBlocks whose parts are shown
     validateSeq: 0,
     validateTimer: null,
     uidCounter: 0,
@@ -469,6 +470,7 @@
       ]));
       makeSortable(inner);
     }
+    if (layer.type === "TransformerBlock") { li.appendChild(partsBox(layer)); }
     li.addEventListener("focusin", function (event) {
       event.stopPropagation();
       select(layer._uid);
@@ -478,6 +480,54 @@
       select(layer._uid);
     });
     return li;
+  }
+
+  // A TransformerBlock opens, read-only, into its parts. The list is filled from each validation report
+  // (renderParts); whether it is open is kept by uid, so it stays open across re-renders.
+  function partsBox(layer) {
+    var listId = "parts-" + layer._uid;
+    var list = el("ol", { className: "block-parts", id: listId, hidden: !S.partsOpen[layer._uid],
+                          "aria-label": F.format(T.parts_of, { name: layer.name }) });
+    var button = el("button", { type: "button", className: "button small parts-toggle", "aria-controls": listId });
+    var show = function () {
+      var open = !!S.partsOpen[layer._uid];
+      button.setAttribute("aria-expanded", open ? "true" : "false");
+      button.textContent = open ? T.hide_parts : T.show_parts;
+      list.hidden = !open;
+    };
+    button.addEventListener("click", function () {
+      if (S.partsOpen[layer._uid]) { delete S.partsOpen[layer._uid]; } else { S.partsOpen[layer._uid] = true; }
+      show();
+    });
+    show();
+    return el("div", { className: "block-parts-box" }, [button, list]);
+  }
+
+  // ln_1 → attention → + residual → ln_2 → MLP → + residual, each with what the report says of it.
+  function renderParts(list, row) {
+    list.textContent = "";
+    var parts = row && row.status === "ok" ? row.parts || [] : [];
+    if (!parts.length) {
+      list.appendChild(el("li", { className: "block-part part-unknown muted", text: T.parts_unknown }));
+      return;
+    }
+    parts.forEach(function (part) {
+      var attr = part.name.slice(part.name.lastIndexOf(".") + 1);
+      var type = part.type + (part.heads ? " (" + F.format(T.part_heads, { n: part.heads }) + ")" : "");
+      list.appendChild(el("li", { className: "block-part", "data-part": attr, title: part.name }, [
+        el("span", { className: "part-name", text: attr }),
+        el("span", { className: "part-type", text: type }),
+        el("span", { className: "part-shape", text: F.humanShape(part.output_shape) }),
+        el("span", { className: "part-params", text: F.humanNumber(part.params) + " " + T.params })
+      ]));
+      if (part.type === "CausalSelfAttention" || part.type === "MLP") {  // x + part(ln(x))
+        list.appendChild(el("li", { className: "block-part part-residual", "data-part": "residual" }, [
+          el("span", { className: "part-name", text: T.part_residual }),
+          el("span", { className: "part-shape", text: F.humanShape(part.output_shape) }),
+          el("span", { className: "part-params" })
+        ]));
+      }
+    });
   }
 
   function select(uid) {
@@ -640,12 +690,17 @@
       var row = rows[node.getAttribute("data-path")];
       var shape = node.querySelector(".block-shape");
       var params = node.querySelector(".block-params");
+      var parts = node.querySelector(":scope > .block-parts-box > .block-parts");
       node.classList.remove("status-ok", "status-error", "status-blocked", "status-stale");
       if (!row || hasFieldErrors) {
         node.classList.add("status-stale");
-        if (!row) { shape.textContent = ""; params.textContent = ""; }
+        if (!row) {
+          shape.textContent = ""; params.textContent = "";
+          if (parts) { renderParts(parts, null); }
+        }
         return;
       }
+      if (parts) { renderParts(parts, row); }
       node.classList.add("status-" + row.status);
       shape.textContent = row.status === "ok" ? F.humanShape(row.output_shape)
         : (row.status === "blocked" ? T.blocked : "✕");
