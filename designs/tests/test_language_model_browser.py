@@ -104,7 +104,7 @@ def _check_parts(block, t: dict, shape: str) -> None:
     latest report gives, and the parts' parameters add up to the block's."""
     parts = block.locator(".block-parts")
     expect(parts).to_be_visible()
-    assert parts.get_attribute("aria-label").startswith(block.locator(".block-name").inner_text())
+    assert block.locator(".block-name").inner_text() in parts.get_attribute("aria-label")
     items = parts.locator(":scope > li")
     expect(items.locator(".part-shape")).to_have_text([shape] * 6)
     names = items.evaluate_all("nodes => nodes.map(n => n.dataset.part)")
