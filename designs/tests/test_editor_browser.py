@@ -64,7 +64,7 @@ def _drag(page, source, column) -> None:
     page.mouse.up()
 
 
-def _add_block(page, block_type: str) -> None:
+def add_block(page, block_type: str) -> None:
     column = page.locator("#column")
     count = column.locator(":scope > .block").count()
     # A drag is a stream of pointer events that SortableJS reads with timers: on a loaded machine the
@@ -78,16 +78,16 @@ def _add_block(page, block_type: str) -> None:
             if attempt == 2:
                 raise
     assert column.locator(":scope > .block").nth(count).get_attribute("data-type") == block_type
-    _settle(page)
+    settle(page)
 
 
-def _settle(page) -> None:
+def settle(page) -> None:
     """Wait for the debounced validation to come back."""
     page.wait_for_timeout(50)
     page.wait_for_selector("#editor[data-validating=false]")
 
 
-def _sign_up(page, base: str, email: str) -> None:
+def sign_up(page, base: str, email: str) -> None:
     page.goto(f"{base}/accounts/signup/")
     page.fill("input[name=email]", email)
     page.fill("input[name=password1]", PASSWORD)
@@ -99,7 +99,7 @@ def _sign_up(page, base: str, email: str) -> None:
 def _build_train_flow(page, base: str, *, lang: str, shots: bool) -> int:
     """Sign up, build a CNN for digits by dragging blocks, save, read the code, press Train: the run's id."""
     ko = lang == "ko"
-    _sign_up(page, base, f"beginner-{lang}-{uuid.uuid4().hex[:8]}@example.com")
+    sign_up(page, base, f"beginner-{lang}-{uuid.uuid4().hex[:8]}@example.com")
     page.get_by_role("heading", name="대시보드" if ko else "Dashboard").wait_for()
     assert ("로그아웃" if ko else "Log out") in page.locator("header").inner_text()
 
@@ -112,7 +112,7 @@ def _build_train_flow(page, base: str, *, lang: str, shots: bool) -> int:
     assert re.search("[가-힣]", help_text) if ko else "filters" in help_text
 
     # Build the network by dragging blocks from the palette into the column.
-    _add_block(page, "Conv2d")
+    add_block(page, "Conv2d")
     first = page.locator("#column > .block").first
     assert first.locator(".block-shape").inner_text() == "16×6×6"
     # in_channels is inferred: greyed, with the value BuildX computed.
@@ -123,16 +123,16 @@ def _build_train_flow(page, base: str, *, lang: str, shots: bool) -> int:
         page.keyboard.press("Enter")
         expect(page.locator("#column > .block")).to_have_count(2)
         assert page.locator("#column > .block").nth(1).get_attribute("data-type") == "ReLU"
-        _settle(page)
+        settle(page)
     else:
-        _add_block(page, "ReLU")
-    _add_block(page, "MaxPool2d")
-    _add_block(page, "MaxPool2d")
+        add_block(page, "ReLU")
+    add_block(page, "MaxPool2d")
+    add_block(page, "MaxPool2d")
     assert page.locator("#column > .block").nth(3).locator(".block-shape").inner_text() == "16×1×1"
     assert page.locator("#column .issue-error").count() == 0
 
     # One pooling layer too many: the map would shrink to nothing; the error sits on that block.
-    _add_block(page, "MaxPool2d")
+    add_block(page, "MaxPool2d")
     bad = page.locator("#column > .block").nth(4)
     bad.locator('.issue-error[data-code="shrinks_to_nothing"]').wait_for()
     assert "status-error" in (bad.get_attribute("class") or "")
@@ -142,14 +142,14 @@ def _build_train_flow(page, base: str, *, lang: str, shots: bool) -> int:
         bad.scroll_into_view_if_needed()
         page.screenshot(path=str(DOCS / "screenshot-editor-error.png"))
     bad.locator('[data-action="delete"]').click()
-    _settle(page)
+    settle(page)
     assert page.locator("#column .issue-error").count() == 0
     assert page.locator("#column > .block").count() == 4
 
     if ko:
         # The report offers a one-click fix for the missing classifier head.
         page.locator('.issue-warning[data-code="output_mismatch"] button.fix').click()
-        _settle(page)
+        settle(page)
         assert page.locator("#column > .block").evaluate_all("bs => bs.map(b => b.dataset.type)") == [
             "Conv2d",
             "ReLU",
@@ -161,15 +161,15 @@ def _build_train_flow(page, base: str, *, lang: str, shots: bool) -> int:
     else:
         # Undo brings the deleted block back (with its error), redo removes it again.
         page.locator("#undo").click()
-        _settle(page)
+        settle(page)
         expect(page.locator("#column > .block")).to_have_count(5)
         assert page.locator("#column .issue-error").count() == 1
         page.locator("#redo").click()
-        _settle(page)
+        settle(page)
         expect(page.locator("#column > .block")).to_have_count(4)
         assert page.locator("#column .issue-error").count() == 0
-        _add_block(page, "Flatten")
-        _add_block(page, "Linear")
+        add_block(page, "Flatten")
+        add_block(page, "Linear")
     page.wait_for_selector("#summary.summary-ok")
     assert page.locator("#totals").inner_text().count("10") >= 1
 
@@ -183,7 +183,7 @@ def _build_train_flow(page, base: str, *, lang: str, shots: bool) -> int:
     rate = page.locator('#hyperparameters [data-param="learning_rate"] input')
     rate.fill("0.01")
     rate.press("Tab")
-    _settle(page)
+    settle(page)
     if shots:
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(DOCS / "screenshot-editor.png"), full_page=True)
@@ -270,7 +270,7 @@ def test_train_saves_unsaved_edits_first_and_a_design_over_a_limit_says_so_befor
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    _sign_up(page, server, f"limits-{uuid.uuid4().hex[:8]}@example.com")
+    sign_up(page, server, f"limits-{uuid.uuid4().hex[:8]}@example.com")
     created = page.request.post(
         f"{server}/api/v1/designs/",
         data={"name": "Digits", "starter": "tiny_cnn_digits"},
@@ -280,14 +280,14 @@ def test_train_saves_unsaved_edits_first_and_a_design_over_a_limit_says_so_befor
     design = created.json()["id"]
     page.goto(f"{server}/designs/{design}/")
     page.wait_for_selector("#editor[data-ready=true]")
-    _settle(page)
+    settle(page)
     page.wait_for_selector("#summary.summary-ok")
 
     # Over this server's limit (RUNS_MAX_EPOCHS, 100): not trainable, said before Train, with the change.
     epochs = page.locator('#hyperparameters [data-param="epochs"] input')
     epochs.fill("150")
     epochs.press("Tab")
-    _settle(page)
+    settle(page)
     page.wait_for_selector("#summary.summary-error")
     assert "Not trainable on this server" in page.locator("#summary").inner_text()
     blocker = page.locator('#design-issues .issue-blocker[data-code="epochs_over_limit"]')
@@ -299,7 +299,7 @@ def test_train_saves_unsaved_edits_first_and_a_design_over_a_limit_says_so_befor
     assert "at most 100" in page.locator("#train-blockers").inner_text()
     page.locator("#tab-design").click()
     blocker.locator("button.fix").click()  # "Set epochs to 100"
-    _settle(page)
+    settle(page)
     page.wait_for_selector("#summary.summary-ok")
     assert epochs.input_value() == "100"
 
@@ -307,7 +307,7 @@ def test_train_saves_unsaved_edits_first_and_a_design_over_a_limit_says_so_befor
     batch = page.locator('#hyperparameters [data-param="batch_size"] input')
     batch.fill("0")
     batch.press("Tab")
-    _settle(page)
+    settle(page)
     page.locator("#tab-code").click()
     expect(page.locator("#code")).to_contain_text("def build_model", timeout=15_000)
     page.locator("#train").click()
@@ -320,7 +320,7 @@ def test_train_saves_unsaved_edits_first_and_a_design_over_a_limit_says_so_befor
     batch.press("Tab")
     epochs.fill("2")
     epochs.press("Tab")
-    _settle(page)
+    settle(page)
     assert page.locator("#editor").get_attribute("data-dirty") == "true"
     page.locator("#tab-code").click()
     expect(page.locator("#code")).to_contain_text("def build_model", timeout=15_000)
@@ -342,7 +342,7 @@ def test_a_blank_design_costs_nothing_until_saved_then_is_renamed_and_deleted(
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    _sign_up(page, server, f"manage-{uuid.uuid4().hex[:8]}@example.com")
+    sign_up(page, server, f"manage-{uuid.uuid4().hex[:8]}@example.com")
 
     def my_designs() -> list[dict]:
         return page.request.get(f"{server}/api/v1/designs/").json()["results"]
@@ -368,7 +368,7 @@ def test_a_blank_design_costs_nothing_until_saved_then_is_renamed_and_deleted(
         "ReLU",
         "Flatten",
     ]
-    _settle(page)
+    settle(page)
 
     # The first save creates the design (with version 1), and the page becomes that design's.
     page.locator("#save").click()

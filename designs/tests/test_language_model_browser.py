@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import expect
 
 from buildx.testing.browser import serve_on_test_database
-from designs.tests.test_editor_browser import DOCS, _add_block, _settle, _sign_up, browser  # noqa: F401
+from designs.tests.test_editor_browser import DOCS, add_block, browser, settle, sign_up  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -71,7 +71,7 @@ def _add(page, block_type: str) -> None:
     page.locator(f'#palette .palette-item[data-new-type="{block_type}"] .palette-add').click()
     expect(column.locator(":scope > .block")).to_have_count(count + 1)
     assert column.locator(":scope > .block").nth(count).get_attribute("data-type") == block_type
-    _settle(page)
+    settle(page)
 
 
 def _set(field, value: str) -> None:
@@ -121,7 +121,7 @@ def _switch_task_and_back(page, t: dict) -> None:
     """Switching to images keeps the blocks, marks each sequence block with what to do, and Undo brings
     the language model back with its corpus and settings."""
     page.get_by_label(t["image_task"], exact=True).check()
-    _settle(page)
+    settle(page)
     assert page.locator("#editor").get_attribute("data-task") == "image_classification"
     assert page.locator('#palette .palette-item[data-new-type="TokenAndPosition"]').count() == 0
     wrong = page.locator('#column .issue-error[data-code="wrong_task"]')
@@ -129,7 +129,7 @@ def _switch_task_and_back(page, t: dict) -> None:
     assert "is for language models" in wrong.first.inner_text()
     assert "Undo" in page.locator("#save-state").inner_text()
     page.locator("#undo").click()
-    _settle(page)
+    settle(page)
     assert page.locator("#editor").get_attribute("data-task") == "language_model"
     expect(page.get_by_label(t["task"], exact=True)).to_be_checked()
     assert page.locator("#dataset").input_value() == "addition"
@@ -141,7 +141,7 @@ def _build_tiny_gpt(page, lang: str) -> None:
     t = TEXT[lang]
     page.locator("#new-language-model").click()
     page.wait_for_selector("#editor[data-ready=true]")
-    _settle(page)
+    settle(page)
     # A language model: its task is chosen, its blocks only, its corpus with its help, no preprocessing.
     expect(page.get_by_label(t["task"], exact=True)).to_be_checked()
     assert page.locator("#editor").get_attribute("data-task") == "language_model"
@@ -156,19 +156,19 @@ def _build_tiny_gpt(page, lang: str) -> None:
 
     _add(page, "TokenAndPosition")
     _set(page.locator("#column > .block").nth(0).locator('[data-param="n_embd"] input'), "32")
-    _settle(page)
+    settle(page)
     _add(page, "TransformerBlock")
     block = page.locator("#column > .block").nth(1)
     # 32 features in 3 heads: the error sits on the block, on n_head, with a one-click fix. (The block
     # also says the model needs a head yet: its other error, until the Linear is added.)
     _set(block.locator('[data-param="n_head"] input'), "3")
-    _settle(page)
+    settle(page)
     error = block.locator('.issue-error[data-code="heads_divide"]')
     expect(error).to_be_visible()
     assert "3" in error.inner_text() and "32" in error.inner_text()
     assert "invalid" in (block.locator('[data-param="n_head"]').get_attribute("class") or "")
     error.locator("button.fix").click()
-    _settle(page)
+    settle(page)
     expect(error).to_have_count(0)
     assert block.locator('[data-param="n_head"] input').input_value() == "4"
     # The default context of 64 tokens, 32 features each.
@@ -177,7 +177,7 @@ def _build_tiny_gpt(page, lang: str) -> None:
     # (a block dragged in after it, another added, the context shortened).
     _open_parts(block, t)
     _check_parts(block, t, "64×32")
-    _add_block(page, "LayerNorm")
+    add_block(page, "LayerNorm")
     _add(page, "Linear")
     # The head's default size is the corpus's vocabulary: 13 characters ("0123456789+=\n").
     head = page.locator("#column > .block").nth(3)
@@ -193,7 +193,7 @@ def _build_tiny_gpt(page, lang: str) -> None:
         ("warmup_steps", "5"),
     ):
         _set(_hyperparameter(page, name), value)
-    _settle(page)
+    settle(page)
     page.wait_for_selector("#summary.summary-ok")
     assert head.locator(".block-shape").inner_text() == "16×13"
     _check_parts(block, t, "16×32")
@@ -258,7 +258,7 @@ def test_a_new_user_builds_trains_and_writes_with_a_tiny_gpt(server, browser, tr
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    _sign_up(page, server, f"gpt-{lang}-{uuid.uuid4().hex[:8]}@example.com")
+    sign_up(page, server, f"gpt-{lang}-{uuid.uuid4().hex[:8]}@example.com")
     assert TEXT[lang]["new"] in page.locator("#new-language-model").inner_text()
     _build_tiny_gpt(page, lang)
     if lang == "ko":
@@ -277,10 +277,10 @@ def test_an_opened_language_model_starter_keeps_its_task_when_saved_in_the_edito
 ):
     context = browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
     page = context.new_page()
-    _sign_up(page, server, f"starter-{uuid.uuid4().hex[:8]}@example.com")
+    sign_up(page, server, f"starter-{uuid.uuid4().hex[:8]}@example.com")
     page.locator('button[data-starter="lm_tiny_gpt_addition"]').click()
     page.wait_for_selector("#editor[data-ready=true]")
-    _settle(page)
+    settle(page)
     page.wait_for_selector("#summary.summary-ok")
     assert page.locator("#editor").get_attribute("data-task") == "language_model"
     name = page.locator("#model-name")
