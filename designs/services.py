@@ -17,6 +17,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from designs import edits as spec_edits
+from designs.catalog import TASK_LM
 from designs.models import CodeArtifact, Design, DesignVersion
 from designs.signals import design_deleting
 from library import services as library_services
@@ -206,6 +207,26 @@ def bundle_zip(*, artifact: CodeArtifact) -> tuple[str, bytes]:
 
 
 # --- Starter designs -------------------------------------------------------------------------------
+
+
+def blank_spec(task: str) -> dict[str, Any]:
+    """A new design's spec before its first block: a digits CNN, or a language model of the addition corpus."""
+    if task == TASK_LM:
+        return {
+            "model_name": "MyGPT",
+            "task": TASK_LM,
+            "dataset": "addition",
+            "preprocessing": [],
+            "layers": [],
+            "hyperparameters": {},
+        }
+    return {
+        "model_name": "MyCNN",
+        "dataset": "digits",
+        "preprocessing": [],
+        "layers": [],
+        "hyperparameters": {},
+    }
 
 
 @functools.cache

@@ -1022,7 +1022,10 @@ class _Analysis:
                 message = _(
                     "%(name)s (%(type)s) is for images; a language model works on sequences of tokens."
                 )
-                hint = _("Use the Sequence blocks: TokenAndPosition, TransformerBlock, LayerNorm and Linear.")
+                hint = _(
+                    "Use the Sequence blocks (TokenAndPosition, TransformerBlock, LayerNorm and Linear), or "
+                    "switch the design's task."
+                )
             else:
                 message = _(
                     "%(name)s (%(type)s) is for language models; an image classifier works on images."

@@ -349,30 +349,10 @@ def design_editor(request: HttpRequest, pk: int) -> HttpResponse:
     return _render_editor(request, get_object_or_404(Design, pk=pk, owner=request.user))
 
 
-def blank_spec(task: str) -> dict[str, Any]:
-    """A new design's spec before its first block: a digits CNN, or a language model of the addition corpus."""
-    if task == TASK_LM:
-        return {
-            "model_name": "MyGPT",
-            "task": TASK_LM,
-            "dataset": "addition",
-            "preprocessing": [],
-            "layers": [],
-            "hyperparameters": {},
-        }
-    return {
-        "model_name": "MyCNN",
-        "dataset": "digits",
-        "preprocessing": [],
-        "layers": [],
-        "hyperparameters": {},
-    }
-
-
 def _render_editor(request: HttpRequest, design: Design, *, task: str = TASK_IMAGE) -> HttpResponse:
     """The editor on ``design``, or on a blank one of ``task`` not saved yet (no pk)."""
     latest = design.latest_version if design.pk else None
-    spec = latest.spec if latest else blank_spec(task)
+    spec = latest.spec if latest else services.blank_spec(task)
     # Plain dicts, not the rows' TypedDicts: each loses its suggestion and gains its label below.
     versions: list[dict[str, Any]] = (
         [

@@ -88,14 +88,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     if query.scope != "students":
         shown = [c for c in shown if c.key != "owner"]
     students = query.scope == "students"
-    choices = run_table.scope_runs(user=user, scope=query.scope).order_by()
-    # The designs of the runs through their versions' ids (a semi-join on one narrow column), not a
-    # DISTINCT over every run joined to its version and design.
-    versions = DesignVersion.objects.filter(pk__in=choices.values("design_version_id")).values("design_id")
-    designs = list(
-        Design.objects.filter(pk__in=versions).order_by("name", "pk").values_list("pk", "name")[:200]
-    )
-    datasets = list(choices.values_list("dataset", flat=True).distinct().order_by("dataset")[:200])
+    designs, datasets = run_table.filter_choices(user=user, scope=query.scope)
     filtered = [c for c in run_table.HYPERPARAMETER_COLUMNS if c.hyperparameter in query.ranges]
     filtered += [c for c in run_table.HYPERPARAMETER_COLUMNS if c.hyperparameter in query.choices]
     hp_filters = [

@@ -109,6 +109,8 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.WARNING(
                     f"{info.name}: these differ from the published mean {list(info.facts.mean)} and std "
-                    f"{list(info.facts.std)} that designs normalise with (sandbox/engine/dataset_facts.py)."
+                    f"{list(info.facts.std)} that designs normalise with (sandbox/engine/dataset_facts.py). "
+                    "The set is installed and trains; to normalise with these files' own figures, put the "
+                    "printed mean and std into that file's entry for it and restart the web and workers."
                 )
             )
