@@ -492,7 +492,7 @@ class RowsHtml:
     def cell(self, run: Run, column: Column) -> str:
         key = column.key
         if key == "id":
-            return f'<td data-column="id"><a href="/runs/{run.pk}/">#{run.pk}</a></td>'
+            return f'<td data-column="id"><a href="{reverse("run-detail", args=[run.pk])}">#{run.pk}</a></td>'
         if key == "status":
             return (
                 f'<td data-column="status"><span class="status status-{esc(run.status)}" data-status>'
