@@ -161,6 +161,40 @@ SEQUENCE_KINDS = frozenset(
         "Linear",
     }
 )
+# Layer types a compiled language model may generate with, reading one new token at a time
+# (sandbox.engine.buildx_runtime.CachedModel): the embeddings place the new positions, attention keeps its
+# keys and values, the others act on each position alone. A convolution or a recurrent layer does not.
+INCREMENTAL_KINDS = frozenset(
+    {
+        "TokenAndPosition",
+        "Embedding",
+        "PositionalEmbedding",
+        "CausalSelfAttention",
+        "MLP",
+        "TransformerBlock",
+        "LayerNorm",
+        "RMSNorm",
+        "Linear",
+        "Dropout",
+        "Identity",
+        "GELU",
+        "ReLU",
+        "SiLU",
+        "Tanh",
+        "Sigmoid",
+    }
+)
+
+
+def generates_incrementally(spec: dict) -> bool:
+    """Whether a (normalised) language-model spec compiles to a chain of incremental layers, each reading
+    the layer before it: its model may generate with a key-value cache."""
+    layers = spec.get("layers") or []
+    return bool(layers) and all(
+        layer.get("type") in INCREMENTAL_KINDS and "input" not in layer for layer in layers
+    )
+
+
 # The parts of a TransformerBlock, as its expanded view lists them: (attribute, type).
 BLOCK_PARTS = (("ln_1", "LayerNorm"), ("attn", "CausalSelfAttention"), ("ln_2", "LayerNorm"), ("mlp", "MLP"))
 

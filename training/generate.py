@@ -27,7 +27,7 @@ import torch
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from designs import compiler
+from designs import compiler, sequence
 from library import services as library_services
 from library import text_datasets
 from sandbox.engine import buildx_runtime as rt
@@ -50,6 +50,7 @@ class LoadedLM:
     vocab_size: int
     checkpoint: str
     epoch: int | None
+    kv_cache: bool  # a chain the runtime's CachedModel steps: generate reading one new token at a time
 
 
 def is_language_model(run: Run) -> bool:
@@ -102,6 +103,7 @@ def build(run: Run) -> LoadedLM:
         vocab_size=int(namespace["VOCAB_SIZE"]),
         checkpoint=predict.checkpoint_name(artifact),
         epoch=artifact.epoch,
+        kv_cache=sequence.generates_incrementally(run.design_version.spec) and rt.CachedModel.supports(model),
     )
 
 
@@ -163,6 +165,7 @@ def _run(loaded: LoadedLM, request: Request, out: queue.Queue, cancelled: thread
             temperature=request.temperature,
             top_k=request.top_k,
             generator=generator,
+            kv_cache=loaded.kv_cache,
         ):
             if cancelled.is_set():
                 break

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "CachedModel",
     "CenterCrop",
     "ColorJitter",
     "Compose",
@@ -1580,6 +1581,86 @@ def evaluate_lm(
     return total_loss.item() / batches, correct.item() / batches
 
 
+# Torch's layers that act on each position alone: a cached read passes the new positions through them.
+_POSITIONWISE = (
+    nn.Dropout, nn.Embedding, nn.GELU, nn.Identity, nn.LayerNorm, nn.Linear, nn.ReLU, nn.RMSNorm, nn.Sigmoid,
+    nn.SiLU, nn.Tanh,
+)  # fmt: skip
+# The script classes (designs/sequence.py writes them) a cached read knows how to step.
+_STEPPED = frozenset(
+    {"TokenAndPosition", "PositionalEmbedding", "CausalSelfAttention", "MLP", "TransformerBlock"}
+)
+
+
+class CachedModel:
+    """A compiled language model read one new token at a time, for generation in eval mode.
+
+    Without a cache every new token runs the whole window through the model again, although the keys and
+    values of the earlier positions do not change. This reader keeps each attention layer's keys and values
+    (a key-value cache) and runs only the new positions: the scores are those of the full forward pass,
+    for a fraction of the work. It steps the model's layers itself, in their order, so it is only for a
+    model whose forward applies its layers one after another and whose layers are the script classes and
+    torch's position-wise layers: `supports(model)` checks the layers; the caller vouches for the order
+    (the platform compiles such a model from a chain of layers). Positions stop at the model's context:
+    past it, generation goes back to reading the last window whole (see generate_tokens).
+
+    One reader per generation: the model itself is never changed, so threads may share it.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        if not self.supports(model):
+            raise ValueError("CachedModel needs a chain of script classes and position-wise layers.")
+        self.model = model
+        self.length = 0  # positions read so far
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(attention) -> keys, values
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        children = list(model.children())
+        return bool(children) and all(
+            type(child).__name__ in _STEPPED or type(child) in _POSITIONWISE for child in children
+        )
+
+    def scores(self, ids: torch.Tensor) -> torch.Tensor:
+        """Read the new token ids (1, T) after those read before: their scores (1, T, V)."""
+        x = ids
+        for child in self.model.children():
+            x = self._layer(child, x)
+        self.length += ids.shape[1]
+        return x
+
+    def _positions(self, T: int, device: torch.device) -> torch.Tensor:
+        return torch.arange(self.length, self.length + T, device=device)  # where the new tokens stand
+
+    def _layer(self, layer: Any, x: torch.Tensor) -> torch.Tensor:  # a script class: its parts by name
+        kind = type(layer).__name__
+        if kind == "TokenAndPosition":
+            return layer.token(x) + layer.position(self._positions(x.shape[1], x.device))
+        if kind == "PositionalEmbedding":
+            return x + layer.position(self._positions(x.shape[1], x.device))
+        if kind == "TransformerBlock":
+            x = x + self._attend(layer.attn, layer.ln_1(x))
+            return x + layer.mlp(layer.ln_2(x))
+        if kind == "CausalSelfAttention":
+            return self._attend(layer, x)
+        return layer(x)  # MLP and torch's layers: each position alone
+
+    def _attend(self, attention: Any, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        heads = int(attention.n_head)
+        q, k, v = attention.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, heads, C // heads).transpose(1, 2) for t in (q, k, v))  # (B, heads, T, hs)
+        earlier = self._cache.get(id(attention))
+        if earlier is not None:  # the keys and values of the positions read before, then the new ones
+            k = torch.cat([earlier[0], k], dim=2)
+            v = torch.cat([earlier[1], v], dim=2)
+        self._cache[id(attention)] = (k, v)
+        # Every new position may see every cached one; among several new ones (the prompt, read while the
+        # cache is still empty) the future is masked, as in the full pass.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1 and earlier is None)
+        return attention.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
 @torch.no_grad()
 def generate_tokens(
     model: nn.Module,
@@ -1591,18 +1672,26 @@ def generate_tokens(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
     stop_at: int | None = None,
+    kv_cache: bool = False,
 ) -> Iterator[int]:
     """Yield new token ids one at a time: the model reads the last context_length tokens and the next one
-    is drawn from its scores (temperature 0: the most likely one; top_k: only among the k best)."""
+    is drawn from its scores (temperature 0: the most likely one; top_k: only among the k best).
+
+    kv_cache: read only the new token at each step while the text fits the context (CachedModel), for a
+    model the caller knows to be a compiled chain; the tokens are the same."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     idx = torch.tensor([list(ids)], dtype=torch.long, device=device).reshape(1, -1)
     if idx.shape[1] == 0:
         idx = torch.zeros((1, 1), dtype=torch.long, device=device)
+    reader = CachedModel(model) if kv_cache and CachedModel.supports(model) else None
     try:
         for _ in range(max_new_tokens):
-            logits = model(idx[:, -context_length:])[:, -1, :].float()  # (1, V): scores of the next token
+            if reader is not None and idx.shape[1] <= context_length:
+                logits = reader.scores(idx[:, reader.length :])[:, -1, :].float()  # (1, V)
+            else:  # the whole window again (past the context its positions shift, so no cache holds)
+                logits = model(idx[:, -context_length:])[:, -1, :].float()  # (1, V): scores of the next token
             if temperature <= 0:
                 next_id = logits.argmax(-1, keepdim=True)
             else:

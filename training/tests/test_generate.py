@@ -80,6 +80,7 @@ def test_greedy_generation_through_the_api_equals_the_runtime_on_the_same_weight
     assert body["prompt"] + body["text"] == expected
     assert body["tokens"] == len(body["token_ids"]) == 20
     assert body["checkpoint"]["name"] and body["run"] == run.pk
+    assert generate.get_model(run).kv_cache  # a chain of layers: read one new token at a time, same text
 
 
 def test_a_streamed_generation_sends_each_token_then_done(alice_client, lm_run):
