@@ -1586,10 +1586,12 @@ _POSITIONWISE = (
     nn.Dropout, nn.Embedding, nn.GELU, nn.Identity, nn.LayerNorm, nn.Linear, nn.ReLU, nn.RMSNorm, nn.Sigmoid,
     nn.SiLU, nn.Tanh,
 )  # fmt: skip
-# The script classes (designs/sequence.py writes them) a cached read knows how to step.
+# The script classes (designs/sequence.py writes them) a cached read knows how to step, and those that mix
+# positions.
 _STEPPED = frozenset(
     {"TokenAndPosition", "PositionalEmbedding", "CausalSelfAttention", "MLP", "TransformerBlock"}
 )
+_MIXING = frozenset({"CausalSelfAttention", "TransformerBlock"})
 
 
 class CachedModel:
@@ -1621,31 +1623,39 @@ class CachedModel:
             type(child).__name__ in _STEPPED or type(child) in _POSITIONWISE for child in children
         )
 
-    def scores(self, ids: torch.Tensor) -> torch.Tensor:
-        """Read the new token ids (1, T) after those read before: their scores (1, T, V)."""
+    def scores(self, ids: torch.Tensor, *, last_only: bool = False) -> torch.Tensor:
+        """Read the new token ids (1, T) after those read before: their scores (1, T, V).
+
+        last_only: only the last position's scores (1, 1, V), all generation needs. After the last layer
+        that mixes positions, the other positions are dropped, and that layer asks only for the last
+        position's query: the same scores for less work (a whole block less, with the window read again)."""
         x = ids
-        for child in self.model.children():
-            x = self._layer(child, x)
+        children = list(self.model.children())
+        mixing = [i for i, child in enumerate(children) if type(child).__name__ in _MIXING]
+        last = mixing[-1] if last_only and mixing else None
+        for i, child in enumerate(children):
+            x = self._layer(child, x, last=i == last)
         self.length += ids.shape[1]
-        return x
+        return x[:, -1:] if last_only else x
 
     def _positions(self, T: int, device: torch.device) -> torch.Tensor:
         return torch.arange(self.length, self.length + T, device=device)  # where the new tokens stand
 
-    def _layer(self, layer: Any, x: torch.Tensor) -> torch.Tensor:  # a script class: its parts by name
+    def _layer(self, layer: Any, x: torch.Tensor, *, last: bool) -> torch.Tensor:  # a script class, by parts
         kind = type(layer).__name__
         if kind == "TokenAndPosition":
             return layer.token(x) + layer.position(self._positions(x.shape[1], x.device))
         if kind == "PositionalEmbedding":
             return x + layer.position(self._positions(x.shape[1], x.device))
         if kind == "TransformerBlock":
-            x = x + self._attend(layer.attn, layer.ln_1(x))
+            mixed = self._attend(layer.attn, layer.ln_1(x), last=last)
+            x = (x[:, -1:] if last else x) + mixed
             return x + layer.mlp(layer.ln_2(x))
         if kind == "CausalSelfAttention":
-            return self._attend(layer, x)
+            return self._attend(layer, x, last=last)
         return layer(x)  # MLP and torch's layers: each position alone
 
-    def _attend(self, attention: Any, x: torch.Tensor) -> torch.Tensor:
+    def _attend(self, attention: Any, x: torch.Tensor, *, last: bool) -> torch.Tensor:
         B, T, C = x.shape
         heads = int(attention.n_head)
         q, k, v = attention.c_attn(x).split(C, dim=2)
@@ -1655,6 +1665,8 @@ class CachedModel:
             k = torch.cat([earlier[0], k], dim=2)
             v = torch.cat([earlier[1], v], dim=2)
         self._cache[id(attention)] = (k, v)
+        if last:  # only the last position's query: it sees every key, so nothing is masked
+            q, T = q[:, :, -1:], 1
         # Every new position may see every cached one; among several new ones (the prompt, read while the
         # cache is still empty) the future is masked, as in the full pass.
         y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1 and earlier is None)
@@ -1677,8 +1689,9 @@ def generate_tokens(
     """Yield new token ids one at a time: the model reads the last context_length tokens and the next one
     is drawn from its scores (temperature 0: the most likely one; top_k: only among the k best).
 
-    kv_cache: read only the new token at each step while the text fits the context (CachedModel), for a
-    model the caller knows to be a compiled chain; the tokens are the same."""
+    kv_cache: read only the new token at each step while the text fits the context, and past it the window
+    with the last position's query only (CachedModel), for a model the caller knows to be a compiled chain;
+    the tokens are the same."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -1689,8 +1702,11 @@ def generate_tokens(
     try:
         for _ in range(max_new_tokens):
             if reader is not None and idx.shape[1] <= context_length:
-                logits = reader.scores(idx[:, reader.length :])[:, -1, :].float()  # (1, V)
-            else:  # the whole window again (past the context its positions shift, so no cache holds)
+                logits = reader.scores(idx[:, reader.length :], last_only=True)[:, -1, :].float()  # (1, V)
+            elif reader is not None:  # the whole window again (its positions shift, so no cache holds)
+                window = CachedModel(model).scores(idx[:, -context_length:], last_only=True)
+                logits = window[:, -1, :].float()
+            else:
                 logits = model(idx[:, -context_length:])[:, -1, :].float()  # (1, V): scores of the next token
             if temperature <= 0:
                 next_id = logits.argmax(-1, keepdim=True)
