@@ -77,3 +77,54 @@ def test_serve_runs_web_and_worker_and_stops_them_together(tmp_path):
         assert "Embedded mode: in-process worker" in output
         assert "worker (in-process)" in ready["embedded"]
         assert "Worker has been shut down." in output
+
+
+def processes_with(marker: str) -> list[int]:
+    """The live processes whose environment holds `marker` (everything serve started inherits it)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as environ:
+                    if marker.encode() in environ.read():
+                        found.append(int(entry))
+            except OSError:  # gone, or a zombie's
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_stop_while_the_worker_boots_stops_everything_serve_started(tmp_path):
+    """Ctrl+C right after the worker process started (it is still importing): serve stops cleanly and no
+    process it started runs on. Before, the worker outlived serve and kept its output open."""
+    port = free_port()
+    marker = str(tmp_path / "serve-boot.sqlite3")
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["SQLITE_PATH"] = marker
+    env["DEBUG"] = "1"
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        seen = []
+        for line in process.stdout:  # until the worker has started (or the embedded one)
+            seen.append(line)
+            if "Worker process started" in line or "Embedded mode" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=180)  # bounds a hang: the stop itself takes seconds
+        output = "".join(seen) + output
+        assert process.returncode == 0, output
+        assert processes_with(marker) == [], output
+    finally:
+        for pid in processes_with(marker):  # a failed run leaves nothing behind either
+            os.kill(pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()

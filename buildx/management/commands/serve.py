@@ -8,6 +8,8 @@ separate `manage.py rundramatiq` process, as in production.
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
 import subprocess
 import sys
 
@@ -49,26 +51,32 @@ class Command(BaseCommand):
         from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
         worker = child = None
-        if not no_worker:
-            if settings.EMBEDDED:
-                worker = start_embedded_worker()
-                self.stdout.write("Embedded mode: in-process worker, in-memory channel layer.")
-            else:
-                child = subprocess.Popen(
-                    [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "2"],
-                    cwd=settings.BASE_DIR,
-                )
-                self.stdout.write(f"Worker process started (pid {child.pid}).")
-
-        application = get_default_application()
-        # A server, DEBUG or not: the editor's first check must not wait for torch (designs/apps.py).
-        start_validation_warm_up(serving=True)
-        if settings.DEBUG:
-            # django-stubs types the wrapped app as Django's ASGIHandler; it wraps any ASGI app (daphne's
-            # runserver wraps Channels' router the same way).
-            application = ASGIStaticFilesHandler(application)  # type: ignore[arg-type,assignment]
-        self.stdout.write(f"BuildX is running at http://{host}:{port}/  (Ctrl+C stops it)")
+        # Until Daphne takes SIGINT and SIGTERM over, either one stops the start-up through the `finally`
+        # below (a Ctrl+C while the worker boots must not leave it running on its own).
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
+            if not no_worker:
+                if settings.EMBEDDED:
+                    worker = start_embedded_worker()
+                    self.stdout.write("Embedded mode: in-process worker, in-memory channel layer.")
+                else:
+                    # A process group of its own: the stop below reaches the worker processes rundramatiq
+                    # forks, not only rundramatiq (Ctrl+C reaches this process, which stops the group).
+                    child = subprocess.Popen(
+                        [sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads", "2"],
+                        cwd=settings.BASE_DIR,
+                        start_new_session=True,
+                    )
+                    self.stdout.write(f"Worker process started (pid {child.pid}).")
+
+            application = get_default_application()
+            # A server, DEBUG or not: the editor's first check must not wait for torch (designs/apps.py).
+            start_validation_warm_up(serving=True)
+            if settings.DEBUG:
+                # django-stubs types the wrapped app as Django's ASGIHandler; it wraps any ASGI app
+                # (daphne's runserver wraps Channels' router the same way).
+                application = ASGIStaticFilesHandler(application)  # type: ignore[arg-type,assignment]
+            self.stdout.write(f"BuildX is running at http://{host}:{port}/  (Ctrl+C stops it)")
             Server(
                 application=application,
                 endpoints=build_endpoint_description_strings(host=host, port=port),
@@ -78,12 +86,30 @@ class Command(BaseCommand):
                 websocket_handshake_timeout=20,
                 application_close_timeout=10,
             ).run()
+        except KeyboardInterrupt:  # stopped during the start-up: as a stop afterwards
+            self.stdout.write("Stopped during start-up.")
         finally:
             if worker is not None:
                 worker.stop(timeout=5000)
             if child is not None:
-                child.terminate()
-                try:
-                    child.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+                stop_worker_group(child)
+
+
+def stop_worker_group(child: subprocess.Popen, grace_s: float = 20) -> None:
+    """Stop the worker and every process it started: SIGTERM to its group (Dramatiq finishes what it can),
+    then SIGKILL to the group after `grace_s`. Killing only rundramatiq after the grace orphaned its worker
+    processes, which then ran on (and kept the server's output open) after `make run` ended."""
+    try:
+        os.killpg(child.pid, signal.SIGTERM)
+    except ProcessLookupError:  # the whole group is gone already
+        child.wait()
+        return
+    try:
+        child.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(child.pid, signal.SIGKILL)  # whatever is left of the group, rundramatiq's forks included
+    except ProcessLookupError:
+        pass
+    child.wait()
