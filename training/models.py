@@ -137,6 +137,19 @@ class Run(models.Model):
         db_persist=True,
     )
     STORED_HYPERPARAMETERS = ("learning_rate", "batch_size")  # a hp_<name> column each
+    # The test accuracy BuildX measured, as ``selectors.accuracy_value`` reads it (a number in ``metrics``
+    # when ``metrics_source`` is the platform's; NULL otherwise), stored by the database: the runs table's
+    # "test" column sorts on it without parsing every run's metrics (migration 0012 indexes it per owner
+    # on PostgreSQL, as best_val_acc).
+    measured_accuracy = models.GeneratedField(
+        expression=models.Case(
+            models.When(metrics_source="platform", then=JsonNumber("metrics", "accuracy")),
+            default=None,
+            output_field=models.FloatField(),
+        ),
+        output_field=models.FloatField(),
+        db_persist=True,
+    )
 
     class Meta:
         ordering = ["-created_at"]
