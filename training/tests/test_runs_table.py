@@ -72,6 +72,13 @@ def ids_of(response) -> list[int]:
     return [r["id"] for r in response.json()["results"]]
 
 
+def queries_of(client, url: str) -> int:
+    """The queries one GET of ``url`` costs (it must answer 200)."""
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    return len(queries)
+
+
 def page_ids(response) -> list[int]:
     assert response.status_code == 200
     return [int(i) for i in re.findall(r'<tr data-run="(\d+)"', response.content.decode())]
@@ -197,21 +204,16 @@ def test_a_page_holds_50_runs_and_the_next_link_gives_the_rest(alice, alice_clie
 
 
 def test_a_page_of_the_table_costs_the_same_queries_for_5_and_50_runs(alice, alice_client, design):
-    def count(url: str) -> int:
-        with CaptureQueriesContext(connection) as queries:
-            assert alice_client.get(url).status_code == 200
-        return len(queries)
-
     urls = [
         "/runs/?sort=-hp.learning_rate&tag=t&cols=id,design,hp.learning_rate,best,test,tags,note",
         "/api/v1/runs/?sort=-best&tag=t&hp.learning_rate.min=0",
     ]
     for i in range(5):
         add_run(alice, design, lr=0.001 * (i + 1), val_acc=(0.5, 0.6), tags=("t", f"x{i}"))
-    few = [count(url) for url in urls]
+    few = [queries_of(alice_client, url) for url in urls]
     for i in range(45):
         add_run(alice, design, lr=0.01 * (i + 1), val_acc=(0.5, 0.6), tags=("t", f"y{i}"))
-    many = [count(url) for url in urls]
+    many = [queries_of(alice_client, url) for url in urls]
     assert page_ids(alice_client.get(urls[0])).__len__() == 50
     assert few == many
 
@@ -518,14 +520,9 @@ def test_the_instructors_filtered_table_costs_the_same_queries_for_5_and_50_runs
         "/api/v1/runs/?scope=students&hp.batch_size.min=16&sort=-hp.momentum",
     ]
 
-    def count(url: str) -> int:
-        with CaptureQueriesContext(connection) as queries:
-            assert client.get(url).status_code == 200
-        return len(queries)
-
-    few = [count(url) for url in urls]
+    few = [queries_of(client, url) for url in urls]
     for i in range(45):
         add_run(alice, design, lr=0.001 * (i + 1), accuracy=i / 50, tags=(f"t{i}",))
-    many = [count(url) for url in urls]
+    many = [queries_of(client, url) for url in urls]
     assert len(page_ids(client.get(urls[0]))) == 50
     assert few == many
