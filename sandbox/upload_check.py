@@ -129,7 +129,7 @@ def check_upload(
         )
         check = UploadCheck(sandbox=result)
         if result.status != "succeeded" or not answer:
-            check.problems = [_failure(result)]
+            check.problems = [failure_answer(result)]
             return check
         check.problems = clean_answers(answer.get("problems"), PROBLEM_CODES, zip_limits.max_problems)
         raw_more = answer.get("more_problems")
@@ -175,7 +175,8 @@ def check_upload(
         Path(work_path).unlink(missing_ok=True)
 
 
-def _failure(result: SandboxResult) -> dict[str, Any]:
+def failure_answer(result: SandboxResult) -> dict[str, Any]:
+    """The refusal when a box gave no answer to use: out of memory, out of time, or failed."""
     if result.killed_for == "memory" or "ran out of memory" in result.cause:
         return {"entry": "", "code": "check_out_of_memory", "params": {}}
     if result.status == "timeout":
@@ -183,9 +184,11 @@ def _failure(result: SandboxResult) -> dict[str, Any]:
     return {"entry": "", "code": "check_failed", "params": {}}
 
 
-def clean_answers(raw: object, codes: frozenset[str] | set[str], limit: int) -> list[dict[str, Any]]:
+def clean_answers(
+    raw: object, codes: frozenset[str] | set[str], limit: int, *, keys: frozenset[str] = PARAM_KEYS
+) -> list[dict[str, Any]]:
     """The child's problems or warnings, at most `limit`: known codes (others become check_failed),
-    entry names cut to ENTRY_CHARS printable characters, parameters of known keys and plain types."""
+    entry names cut to ENTRY_CHARS printable characters, parameters of known `keys` and plain types."""
     if not isinstance(raw, list):
         return []
     out = []
@@ -200,9 +203,7 @@ def clean_answers(raw: object, codes: frozenset[str] | set[str], limit: int) -> 
             {
                 "entry": "".join(ch for ch in entry[:ENTRY_CHARS] if ch.isprintable()),
                 "code": code if code in codes else "check_failed",
-                "params": {
-                    k: _plain(v) for k, v in params.items() if k in PARAM_KEYS and _plain(v) is not None
-                },
+                "params": {k: _plain(v) for k, v in params.items() if k in keys and _plain(v) is not None},
             }
         )
     return out
