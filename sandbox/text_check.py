@@ -223,7 +223,9 @@ def read_tokens(
     if tokens.dim() != 1 or not 0 < tokens.numel() <= len(data):
         raise Forged(f"tokens of shape {tuple(tokens.shape)} for {len(data)} bytes")
     tokens = tokens.to(torch.int64)
-    built = rebuilt_tokenizer(metadata.get("tokenizer"), kind=tokenizer, vocab_size=vocab_size, text=text)
+    built = rebuilt_tokenizer(
+        metadata.get("tokenizer"), kind=tokenizer, vocab_size=vocab_size, text=text, limits=limits
+    )
     if int(tokens.min()) < 0 or int(tokens.max()) >= built.vocab_size:
         raise Forged("token ids outside the vocabulary")
     a, b = token_splits(metadata.get("splits"), n=tokens.numel())
@@ -243,7 +245,9 @@ def read_tokens(
     return text_upload.cache_from_tokens(name, tokens=tokens, splits=(a, b), tokenizer=built, chars=len(text))
 
 
-def rebuilt_tokenizer(raw: object, *, kind: str, vocab_size: int | None, text: str) -> rt.Tokenizer:
+def rebuilt_tokenizer(
+    raw: object, *, kind: str, vocab_size: int | None, text: str, limits: text_upload.TextLimits
+) -> rt.Tokenizer:
     """The tokenizer's JSON (the metadata's, already within the header's bound) as an rt.Tokenizer, or
     Forged when it is not one the check of this text makes."""
     try:
@@ -255,6 +259,8 @@ def rebuilt_tokenizer(raw: object, *, kind: str, vocab_size: int | None, text: s
     if kind == "char":
         if set(data) != {"kind", "alphabet"} or data["alphabet"] != "".join(sorted(set(text))):
             raise Forged("an alphabet that is not the text's characters")
+        if len(data["alphabet"]) > limits.max_char_vocab:
+            raise Forged("more characters than a character-level tokenizer takes")
         return rt.Tokenizer(kind="char", alphabet=data["alphabet"])
     pieces_hex, merges = data.get("pieces"), data.get("merges")
     if (
@@ -301,7 +307,7 @@ def decodes_to(ids: torch.Tensor, pieces: Sequence[bytes], data: bytes) -> bool:
     """Whether the pieces of `ids` (int64, within the vocabulary), joined, are exactly `data`; compared in
     chunks of tokens, so memory stays bounded whatever the text's size."""
     lengths = torch.tensor([len(p) for p in pieces], dtype=torch.int64)
-    if int(lengths[ids].sum()) != len(data):
+    if int(torch.bincount(ids, minlength=len(pieces)) @ lengths) != len(data):
         return False
     if not data:
         return True

@@ -93,7 +93,7 @@ ATTACKS = {
         "p, t = char(); forge(p, t, ids=sum(p, []) * 3)",
         "char",
     ),
-    "the text's tokens twice, within its bytes": (
+    "the training tokens twice": (
         "p, t = char(); forge([p[0] * 2, p[1], p[2]], t)",
         "char",
     ),
@@ -287,6 +287,14 @@ def test_a_bpe_of_the_boxs_own_making_passes_when_it_decodes_to_the_text(alice, 
 def test_a_box_that_says_ok_on_a_text_the_worker_refuses_is_forged(alice, data_dir, small_box):
     binary = bytes(range(256)) * 40  # NUL bytes: the worker's own reading refuses it
     dataset = run_attack(uploaded(alice, data=binary), "p, t = char(); forge(p, t)")
+    assert_rejected_and_nothing_kept(dataset, "check_forged", data_dir)
+
+
+def test_a_box_that_passes_a_character_tokenizer_over_its_limit_is_forged(alice, data_dir, small_box):
+    many = (
+        "".join(chr(0xAC00 + i) + ("\n" if i % 40 == 39 else "") for i in range(5000)) * 2
+    )  # 5,001 characters
+    dataset = run_attack(uploaded(alice, data=many.encode()), "p, t = char(); forge(p, t)")
     assert_rejected_and_nothing_kept(dataset, "check_forged", data_dir)
 
 
