@@ -123,14 +123,7 @@ def text_check(*, dataset_id: int, entry: list[str] | None = None, code: str = "
             entry=entry,
             code=code,
         )
-        if check.sandbox is not None and (check.sandbox.status != "succeeded" or not check.ok):
-            logger.warning(
-                "The check of text dataset %s ended %s, %s: %s",
-                dataset_id,
-                check.sandbox.status,
-                [p["code"] for p in check.problems[:1]],
-                check.sandbox.cause,
-            )
+        services.log_check_end(dataset_id, check)
         if not check.ok or check.cache is None or check.facts is None:
             return _reject(dataset, check.problems[0] if check.problems else {"code": "check_failed"})
         text_upload.write_cache(check.cache, cache_path)

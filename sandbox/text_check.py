@@ -45,10 +45,10 @@ import torch  # the worker's side only: the check's tokens are checked here
 from sandbox import files
 from sandbox.engine import buildx_runtime as rt
 from sandbox.engine import text_upload
-from sandbox.launcher import ENGINE_DIR, python_executable
-from sandbox.runner import open_box, run_script
+from sandbox.launcher import ENGINE_DIR
+from sandbox.runner import open_box
 from sandbox.supervisor import SandboxResult
-from sandbox.upload_check import Forged, check_limits, clean_answers, failure_answer
+from sandbox.upload_check import Forged, check_limits, clean_answers, failure_answer, run_child
 
 CHILD = ENGINE_DIR / "check_text.py"
 OUTPUT = "text.safetensors"
@@ -110,24 +110,20 @@ def check_text(
 
     try:
         config = {
-            "mode": "dataset_check",
             "limits": dataclasses.asdict(limits),
             "tokenizer": tokenizer,
             "vocab_size": vocab_size,
             "name": name,
         }
-        result = run_script(
-            code=code,
-            run_dir=box.run_dir,
-            config=config,
-            on_event=on_event,
-            should_stop=lambda: False,
-            wall_limit_s=wall_limit_s,
-            trusted_code=True,  # the program is the platform's; the text is what is hostile
-            check_code=False,
-            entry=list(entry or [python_executable(), "-s", str(CHILD), "--config", "config.json"]),
-            dataset=Path(text_path),
+        result = run_child(
             box=box,
+            child=CHILD,
+            config=config,
+            upload=Path(text_path),
+            on_event=on_event,
+            wall_limit_s=wall_limit_s,
+            entry=entry,
+            code=code,
         )
         check = TextCheck(sandbox=result)
         if result.status != "succeeded" or not answer:

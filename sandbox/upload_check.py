@@ -31,7 +31,7 @@ import torch  # the worker's side only: the check's tensors are checked here
 
 from sandbox import files
 from sandbox.engine import custom
-from sandbox.launcher import ENGINE_DIR, Limits, python_executable
+from sandbox.launcher import ENGINE_DIR, Box, Limits, python_executable
 from sandbox.runner import open_box, run_script
 from sandbox.supervisor import SandboxResult
 
@@ -108,24 +108,16 @@ def check_upload(
             answer.update(event)
 
     try:
-        config = {
-            "mode": "dataset_check",
-            "limits": dataclasses.asdict(zip_limits),
-            "side": side,
-            "max_side": max_side,
-        }
-        result = run_script(
-            code=code,
-            run_dir=box.run_dir,
-            config=config,
-            on_event=on_event,
-            should_stop=lambda: False,
-            wall_limit_s=wall_limit_s,
-            trusted_code=True,  # the program is the platform's; the zip is what is hostile
-            check_code=False,
-            entry=list(entry or [python_executable(), "-s", str(CHILD), "--config", "config.json"]),
-            dataset=Path(zip_path),
+        config = {"limits": dataclasses.asdict(zip_limits), "side": side, "max_side": max_side}
+        result = run_child(
             box=box,
+            child=CHILD,
+            config=config,
+            upload=Path(zip_path),
+            on_event=on_event,
+            wall_limit_s=wall_limit_s,
+            entry=entry,
+            code=code,
         )
         check = UploadCheck(sandbox=result)
         if result.status != "succeeded" or not answer:
@@ -173,6 +165,34 @@ def check_upload(
     finally:
         box.close()
         Path(work_path).unlink(missing_ok=True)
+
+
+def run_child(
+    *,
+    box: Box,
+    child: Path,
+    config: dict[str, Any],
+    upload: Path,
+    on_event: Callable[[dict], None],
+    wall_limit_s: float,
+    entry: Sequence[str] | None,
+    code: str,
+) -> SandboxResult:
+    """A check's child (engine/check_upload.py, engine/check_text.py) in `box`, the upload read-only at
+    /box-data/dataset.pt; `entry` and `code`: another program in its place (tests: an attacker's)."""
+    return run_script(
+        code=code,
+        run_dir=box.run_dir,
+        config={"mode": "dataset_check", **config},
+        on_event=on_event,
+        should_stop=lambda: False,
+        wall_limit_s=wall_limit_s,
+        trusted_code=True,  # the program is the platform's; the upload is what is hostile
+        check_code=False,
+        entry=list(entry or [python_executable(), "-s", str(child), "--config", "config.json"]),
+        dataset=upload,
+        box=box,
+    )
 
 
 def failure_answer(result: SandboxResult) -> dict[str, Any]:

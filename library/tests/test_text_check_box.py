@@ -21,6 +21,7 @@ from django.utils import translation
 
 from library import services, text_datasets
 from library.models import Dataset
+from library.tests.conftest import files_under
 from sandbox.engine import buildx_runtime as rt
 from sandbox.launcher import python_executable
 
@@ -204,19 +205,6 @@ def uploaded(owner, *, data: bytes = TEXT.encode(), tokenizer: str = "char") -> 
     return text_datasets.text_upload_whole(
         owner=owner, name="Sums", file=io.BytesIO(data), size=len(data), **fields
     )
-
-
-def files_under(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
-
-
-@pytest.fixture
-def small_box(settings):
-    settings.DATASET_CHECK_MEMORY_BYTES = 768 * 2**20  # torch is ~150 MB of it
-    # Seconds when idle; importing torch on a loaded 2-core machine can take tens. Only a program that never
-    # ends meets this limit ("sleeps past the wall clock" sets its own).
-    settings.DATASET_CHECK_WALL_S = 300
-    settings.BUILDX_SANDBOX_GRACE_SECONDS = 0.5
 
 
 def run_attack(dataset: Dataset, program: str) -> Dataset:
