@@ -137,7 +137,7 @@ def check_text(
             if answer.get("cache") != OUTPUT:
                 raise Forged("no problem, and no file")
             text = read_own_text(text_path, limits=limits)
-            check.cache = read_tokens(
+            cache = read_tokens(
                 box.run_dir,
                 work_path=work_path,
                 text=text,
@@ -146,16 +146,14 @@ def check_text(
                 limits=limits,
                 name=name,
             )
-            if answer.get("vocab_size") != check.cache["vocab_size"] or answer.get(
-                "tokens"
-            ) != text_upload.split_sizes(check.cache["splits"]):
+            counts = {"vocab_size": cache["vocab_size"], "tokens": text_upload.split_sizes(cache["splits"])}
+            if {key: answer.get(key) for key in counts} != counts:
                 raise Forged("the report's counts are not the file's")
         except (Forged, files.Refused, FileNotFoundError) as e:
-            check.cache = None
             check.problems = [{"entry": "", "code": "check_forged", "params": {}}]
             check.sandbox = dataclasses.replace(result, cause=str(e))
             return check
-        check.facts = text_upload.text_facts(text, cache=check.cache)
+        check.cache, check.facts = cache, text_upload.text_facts(text, cache=cache)
         return check
     finally:
         box.close()
