@@ -356,14 +356,7 @@ def dataset_check(*, dataset_id: int, entry: list[str] | None = None, code: str 
             entry=entry,
             code=code,
         )
-        if check.sandbox is not None and (check.sandbox.status != "succeeded" or not check.ok):
-            logger.warning(
-                "The check of dataset %s ended %s, %s: %s",
-                dataset_id,
-                check.sandbox.status,
-                [p["code"] for p in check.problems[:3]],
-                check.sandbox.cause,
-            )
+        log_check_end(dataset_id, check)
         if not check.ok or check.decoded is None:
             problems = [with_limit(p, limits) for p in check.problems]
             return _reject(dataset, problems=problems, more_problems=check.more_problems)
@@ -410,6 +403,19 @@ def dataset_check(*, dataset_id: int, entry: list[str] | None = None, code: str 
     dataset.refresh_from_db()
     publish(user_group(dataset.owner_id), status_message(dataset))
     return dataset
+
+
+def log_check_end(dataset_id: int, check: Any) -> None:
+    """A check's box that failed or refused, in the worker's log with the cause (a zip's or a text's check:
+    anything with `sandbox`, `ok` and `problems`); the user sees only the problem's message."""
+    if check.sandbox is not None and (check.sandbox.status != "succeeded" or not check.ok):
+        logger.warning(
+            "The check of dataset %s ended %s, %s: %s",
+            dataset_id,
+            check.sandbox.status,
+            [p["code"] for p in check.problems[:3]],
+            check.sandbox.cause,
+        )
 
 
 DEFAULT_MAX_SIDE = 64  # the images' side when the user does not choose one: the most common size, up to this

@@ -3,8 +3,10 @@
 Beside the image path in library/services.py, and through its public doors: the row, the quota, the
 chunked upload (``dataset_create`` and ``dataset_receive``), sharing, deleting and the files are the same;
 what differs is the kind (``Dataset.Kind.TEXT``), the size limit (``DATASET_TEXT_MAX_BYTES``), the tokenizer
-chosen at upload (character-level or byte-level BPE with a vocabulary size) and the check, which
-sandbox/engine/text_upload.py does (UTF-8 or refused, bounded, never decompressed). A language-model design
+chosen at upload (character-level or byte-level BPE with a vocabulary size) and the check: the text is
+read and tokenised in a box of its own (sandbox/text_check.py; UTF-8 or refused, bounded, never
+decompressed), and this process writes the cache from the box's answer only once it has checked it against
+the text. A refusal's message is written here from its code (``problem_message``). A language-model design
 names one as ``"dataset": "upload-<id>"``; ``lookup_corpus`` gives validation and the compiler the same
 ``CorpusFacts`` a built-in corpus has, with the tokenizer and vocabulary it was made with.
 """
@@ -15,7 +17,7 @@ import logging
 from typing import IO, Any
 
 from django.conf import settings
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts.models import User
@@ -87,11 +89,17 @@ def text_upload_whole(*, owner: User, name: str, file: IO[bytes], size: int, **f
 # --- The check (in a worker) -----------------------------------------------------------------------
 
 
-def text_check(*, dataset_id: int) -> Dataset | None:
-    """Check an uploaded text and tokenise it into its cache: ready, or rejected with the reason.
+def text_check(*, dataset_id: int, entry: list[str] | None = None, code: str = "") -> Dataset | None:
+    """Check an uploaded text in a box of its own and write its cache: ready, or rejected with the reason.
 
-    Any failure of the check itself rejects the dataset rather than leaving it "checking" for ever."""
-    from sandbox.engine import text_upload  # torch and tokenizers: only in the worker
+    The text is tokenised in the box (sandbox/text_check.py), never here: this process reads the text's
+    bytes again, checks the box's tokens and tokenizer against it, and writes the cache and the facts from
+    what it checked. Any failure of the check itself rejects the dataset rather than leaving it "checking"
+    for ever. ``entry`` and ``code``: another program in the box (tests: an attacker who took the check over).
+    """
+    # torch: only in the worker
+    from sandbox.engine import text_upload
+    from sandbox.text_check import check_text
 
     dataset = Dataset.objects.filter(
         pk=dataset_id, status=Dataset.Status.CHECKING, kind=Dataset.Kind.TEXT
@@ -101,24 +109,28 @@ def text_check(*, dataset_id: int) -> Dataset | None:
     dataset.progress = {"stage": "tokenising", "done": 0, "total": 1}
     Dataset.objects.filter(pk=dataset_id).update(progress=dataset.progress)
     publish(user_group(dataset.owner_id), services.status_message(dataset))
+    cache_path = services.cache_path(dataset)
     try:
-        made = text_upload.tokenise(
-            services.upload_path(dataset),
-            cache_path=services.cache_path(dataset),
+        check = check_text(
+            text_path=services.upload_path(dataset),
+            work_path=services.dataset_folder(dataset) / "check.safetensors",
             tokenizer=dataset.text_facts.get("tokenizer", "char"),
             vocab_size=dataset.text_facts.get("vocab_size"),
             limits=text_upload.TextLimits(max_bytes=settings.DATASET_TEXT_MAX_BYTES),
             name=dataset.spec_name,
+            wall_limit_s=settings.DATASET_CHECK_WALL_S,
+            memory_bytes=settings.DATASET_CHECK_MEMORY_BYTES,
+            entry=entry,
+            code=code,
         )
-    except text_upload.TextRejected as exc:
-        return _reject(dataset, exc.problem.as_dict())
+        services.log_check_end(dataset_id, check)
+        if not check.ok or check.cache is None or check.facts is None:
+            return _reject(dataset, check.problems[0] if check.problems else {"code": "check_failed"})
+        text_upload.write_cache(check.cache, cache_path)
+        made = check.facts
     except Exception as exc:  # noqa: BLE001 - whatever broke, the dataset ends rejected, with the reason
         logger.exception("The check of text dataset %s failed", dataset_id)
-        return _reject(
-            dataset,
-            {"entry": "", "code": "check_failed", "message": f"The check failed ({type(exc).__name__}).",
-             "params": {}},
-        )  # fmt: skip
+        return _reject(dataset, {"code": "check_failed", "params": {"error": type(exc).__name__}})
     Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.CHECKING).update(
         status=Dataset.Status.READY,
         text_facts={
@@ -132,7 +144,7 @@ def text_check(*, dataset_id: int) -> Dataset | None:
             "alphabet": made.alphabet,
         },
         content_hash=made.content_hash,
-        cache_bytes=made.cache_path.stat().st_size,
+        cache_bytes=cache_path.stat().st_size,
         problems=[],
         warnings=[],
         progress={"stage": "ready", "done": 1, "total": 1},
@@ -143,7 +155,11 @@ def text_check(*, dataset_id: int) -> Dataset | None:
     return dataset
 
 
-def _reject(dataset: Dataset, problem: dict[str, Any]) -> Dataset:
+def _reject(dataset: Dataset, answer: dict[str, Any]) -> Dataset:
+    """Rejected with one problem, its message written here from the code (in English, as stored)."""
+    problem = {"entry": "", "code": str(answer.get("code")), "params": dict(answer.get("params") or {})}
+    with translation.override("en"):
+        problem["message"] = problem_message(problem)
     Dataset.objects.filter(pk=dataset.pk).update(
         status=Dataset.Status.REJECTED,
         problems=[problem],
@@ -188,6 +204,21 @@ def problem_message(problem: dict[str, Any]) -> str:
                 "%(min)s. Add text or break long lines."
             )
             % {"val": p.get("val"), "test": p.get("test"), "min": p.get("min")}
+        ),
+        # The check itself ended without an answer to use (sandbox/text_check.py).
+        "check_out_of_memory": lambda: (
+            _(
+                "Checking this text needed more than %(mb)s MB of memory, so it was stopped. Send a smaller text."
+            )
+            % {"mb": settings.DATASET_CHECK_MEMORY_BYTES // 2**20}
+        ),
+        "check_timeout": lambda: (
+            _("Checking this text took longer than %(seconds)s seconds, so it was stopped.")
+            % {"seconds": settings.DATASET_CHECK_WALL_S}
+        ),
+        "check_failed": lambda: _("The check of this text failed. Try again, or upload the text again."),
+        "check_forged": lambda: _(
+            "The check of this text gave an answer that does not hold together, so the text was refused."
         ),
     }
     found = messages.get(str(problem.get("code")))

@@ -39,7 +39,8 @@ MAX_ERRORS = 2
 MAX_STOPPED = 1
 MAX_RESULTS = 1
 # The modes whose one `result` the caller uses: a trusted evaluation, a prediction, the check of an
-# uploaded zip (sandbox/upload_check.py: its report, checked field by field again there).
+# uploaded zip or text (sandbox/upload_check.py, sandbox/text_check.py: its report, checked field by field
+# again there).
 RESULT_MODES = ("evaluate", "predict", "dataset_check")
 
 

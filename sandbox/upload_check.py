@@ -31,7 +31,7 @@ import torch  # the worker's side only: the check's tensors are checked here
 
 from sandbox import files
 from sandbox.engine import custom
-from sandbox.launcher import ENGINE_DIR, Limits, python_executable
+from sandbox.launcher import ENGINE_DIR, Box, Limits, python_executable
 from sandbox.runner import open_box, run_script
 from sandbox.supervisor import SandboxResult
 
@@ -108,28 +108,20 @@ def check_upload(
             answer.update(event)
 
     try:
-        config = {
-            "mode": "dataset_check",
-            "limits": dataclasses.asdict(zip_limits),
-            "side": side,
-            "max_side": max_side,
-        }
-        result = run_script(
-            code=code,
-            run_dir=box.run_dir,
-            config=config,
-            on_event=on_event,
-            should_stop=lambda: False,
-            wall_limit_s=wall_limit_s,
-            trusted_code=True,  # the program is the platform's; the zip is what is hostile
-            check_code=False,
-            entry=list(entry or [python_executable(), "-s", str(CHILD), "--config", "config.json"]),
-            dataset=Path(zip_path),
+        config = {"limits": dataclasses.asdict(zip_limits), "side": side, "max_side": max_side}
+        result = run_child(
             box=box,
+            child=CHILD,
+            config=config,
+            upload=Path(zip_path),
+            on_event=on_event,
+            wall_limit_s=wall_limit_s,
+            entry=entry,
+            code=code,
         )
         check = UploadCheck(sandbox=result)
         if result.status != "succeeded" or not answer:
-            check.problems = [_failure(result)]
+            check.problems = [failure_answer(result)]
             return check
         check.problems = clean_answers(answer.get("problems"), PROBLEM_CODES, zip_limits.max_problems)
         raw_more = answer.get("more_problems")
@@ -175,7 +167,36 @@ def check_upload(
         Path(work_path).unlink(missing_ok=True)
 
 
-def _failure(result: SandboxResult) -> dict[str, Any]:
+def run_child(
+    *,
+    box: Box,
+    child: Path,
+    config: dict[str, Any],
+    upload: Path,
+    on_event: Callable[[dict], None],
+    wall_limit_s: float,
+    entry: Sequence[str] | None,
+    code: str,
+) -> SandboxResult:
+    """A check's child (engine/check_upload.py, engine/check_text.py) in `box`, the upload read-only at
+    /box-data/dataset.pt; `entry` and `code`: another program in its place (tests: an attacker's)."""
+    return run_script(
+        code=code,
+        run_dir=box.run_dir,
+        config={"mode": "dataset_check", **config},
+        on_event=on_event,
+        should_stop=lambda: False,
+        wall_limit_s=wall_limit_s,
+        trusted_code=True,  # the program is the platform's; the upload is what is hostile
+        check_code=False,
+        entry=list(entry or [python_executable(), "-s", str(child), "--config", "config.json"]),
+        dataset=upload,
+        box=box,
+    )
+
+
+def failure_answer(result: SandboxResult) -> dict[str, Any]:
+    """The refusal when a box gave no answer to use: out of memory, out of time, or failed."""
     if result.killed_for == "memory" or "ran out of memory" in result.cause:
         return {"entry": "", "code": "check_out_of_memory", "params": {}}
     if result.status == "timeout":
@@ -183,9 +204,11 @@ def _failure(result: SandboxResult) -> dict[str, Any]:
     return {"entry": "", "code": "check_failed", "params": {}}
 
 
-def clean_answers(raw: object, codes: frozenset[str] | set[str], limit: int) -> list[dict[str, Any]]:
+def clean_answers(
+    raw: object, codes: frozenset[str] | set[str], limit: int, *, keys: frozenset[str] = PARAM_KEYS
+) -> list[dict[str, Any]]:
     """The child's problems or warnings, at most `limit`: known codes (others become check_failed),
-    entry names cut to ENTRY_CHARS printable characters, parameters of known keys and plain types."""
+    entry names cut to ENTRY_CHARS printable characters, parameters of known `keys` and plain types."""
     if not isinstance(raw, list):
         return []
     out = []
@@ -200,9 +223,7 @@ def clean_answers(raw: object, codes: frozenset[str] | set[str], limit: int) -> 
             {
                 "entry": "".join(ch for ch in entry[:ENTRY_CHARS] if ch.isprintable()),
                 "code": code if code in codes else "check_failed",
-                "params": {
-                    k: _plain(v) for k, v in params.items() if k in PARAM_KEYS and _plain(v) is not None
-                },
+                "params": {k: _plain(v) for k, v in params.items() if k in keys and _plain(v) is not None},
             }
         )
     return out

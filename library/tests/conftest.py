@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,6 +39,20 @@ def three_classes(per_class: int = 24, size: int = 12) -> dict[str, bytes]:
         for k, (name, colour) in enumerate(COLOURS.items())
         for i in range(per_class)
     }
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.fixture
+def small_box(settings):
+    """The limits of a check's box in the attacker tests (test_check_box.py, test_text_check_box.py)."""
+    settings.DATASET_CHECK_MEMORY_BYTES = 768 * 2**20  # torch is ~150 MB of it
+    # Seconds when idle; importing torch on a loaded 2-core machine can take tens. Only a program that never
+    # ends meets this limit (the tests of one that never ends set their own).
+    settings.DATASET_CHECK_WALL_S = 300
+    settings.BUILDX_SANDBOX_GRACE_SECONDS = 0.5
 
 
 @pytest.fixture(autouse=True)

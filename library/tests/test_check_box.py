@@ -20,7 +20,7 @@ import pytest
 
 from library import services
 from library.models import Dataset
-from library.tests.conftest import three_classes, zip_of
+from library.tests.conftest import files_under, three_classes, zip_of
 from sandbox import upload_check
 from sandbox.engine import custom
 from sandbox.launcher import python_executable
@@ -128,19 +128,6 @@ def attack(program: str) -> str:
 def uploaded(owner, *, per_class: int = 4) -> Dataset:
     data = zip_of(three_classes(per_class=per_class))
     return services.dataset_upload_whole(owner=owner, name="Colours", file=io.BytesIO(data), size=len(data))
-
-
-def files_under(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
-
-
-@pytest.fixture
-def small_box(settings):
-    settings.DATASET_CHECK_MEMORY_BYTES = 768 * 2**20  # torch is ~150 MB of it
-    # Seconds when idle; importing torch on a loaded 2-core machine can take tens. Only a program that never
-    # ends meets this limit ("never answers" sets its own).
-    settings.DATASET_CHECK_WALL_S = 300
-    settings.BUILDX_SANDBOX_GRACE_SECONDS = 0.5
 
 
 def run_attack(dataset: Dataset, program: str) -> Dataset:

@@ -5,7 +5,7 @@
 Decoding a stranger's PNGs and JPEGs, and inflating their zip, is where a parser bug would hand an
 attacker code execution; so it happens here, as an unprivileged uid with a memory and a wall limit of
 its own, never in the worker. Like the harness it imports torch, waits for one line on stdin, then reads
-config.json (and deletes it). It answers with:
+config.json (and deletes it): engine/box_check.py, which check_text.py shares. It answers with:
 
 - `progress` events: `epoch` 1 while entries are checked, 2 while images are decoded (of `epochs` 2),
   `batch` / `batches` the images done and in all (the schema a run's progress has);
@@ -18,13 +18,9 @@ config.json (and deletes it). It answers with:
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
-import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +28,13 @@ from typing import Any
 # project's folder on the path, `sandbox` is then a namespace package holding just the engine.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from sandbox.engine import box_check, custom  # noqa: E402
 from sandbox.engine import buildx_runtime as rt  # noqa: E402
-from sandbox.engine import custom  # noqa: E402
 
 OUTPUT = "upload.safetensors"
 STAGES = {"checking": 1, "decoding": 2}
 PROGRESS_EVERY_S = 0.5  # well inside the events' rate limit, however fast the images go
 ENTRY_CHARS = 300  # a zip's entry names can be 64 KB long; the answer shows their start
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def problem_dict(p: custom.ZipProblem) -> dict[str, Any]:
@@ -85,34 +80,5 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Check an uploaded zip inside the sandbox.")
-    parser.add_argument("--config", required=True, type=Path)
-    args = parser.parse_args(argv)
-    if sys.stdin.readline().strip() != "go":
-        return EXIT_OK  # the box was discarded before it was used
-    config = json.loads(args.config.read_text())
-    with contextlib.suppress(OSError):
-        args.config.unlink()
-    fd = os.environ.get("BUILDX_EVENTS_FD")
-    rt.configure(events_fd=int(fd) if fd else None, device="cpu")
-    try:
-        rt.emit("result", **check(config))
-    except MemoryError:
-        rt.emit("error", cause="out_of_memory", message="MemoryError", traceback="")
-        return EXIT_FAILED
-    except Exception as e:  # noqa: BLE001 - the worker rejects the upload with this cause
-        rt.emit(
-            "error", cause="exception", message=type(e).__name__, traceback=traceback.format_exc()[-8000:]
-        )
-        return EXIT_FAILED
-    return EXIT_OK
-
-
 if __name__ == "__main__":
-    code = main()
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-        if rt.state.events is not None:
-            rt.state.events.flush()
-    os._exit(code)  # no interpreter teardown with torch loaded (seconds on a busy machine)
+    box_check.finish(box_check.main(check, description="Check an uploaded zip inside the sandbox."))

@@ -6,8 +6,14 @@ the same `torch.save` of plain data as `corpora.build` makes (tokens, split by p
 and the tokenizer), so a run, the trusted evaluation and generation read an upload exactly as they read
 a built-in corpus.
 
-A problem is an answer, not an exception: `check_text` gives the codes, English messages and their
-parameters (the library app translates them by code), `tokenise` raises `TextRejected` with them.
+Two sides use it. The check's box (engine/check_text.py) reads the text and tokenises it (`read_text`,
+`tokenise`: the tokenizers library trains a BPE on the hostile text there, never in the worker). The worker
+(sandbox/text_check.py) reads the text again with `read_text` (bounded bytes, CPython's strict UTF-8
+decoder: no third-party parser), checks the box's tokens against it, and builds and writes the cache
+itself (`cache_from_tokens`, `text_facts`, `write_cache`).
+
+A problem is an answer, not an exception: `read_text` and `tokenise` raise `TextRejected` with the code,
+an English message and its parameters (the library app writes the messages it shows from the code).
 """
 
 from __future__ import annotations
@@ -58,9 +64,8 @@ class TextRejected(Exception):
 
 @dataclass(frozen=True)
 class TextDataset:
-    """What the check made: the cache file and the facts the dataset page and validation show."""
+    """What the dataset page and validation show of a checked text."""
 
-    cache_path: Path
     tokenizer: str
     vocab_size: int
     chars: int
@@ -123,10 +128,10 @@ def read_text(path: Path, *, limits: TextLimits) -> str:
 
 
 def tokenise(
-    path: Path, *, cache_path: Path, tokenizer: str, vocab_size: int | None, limits: TextLimits, name: str
-) -> TextDataset:
-    """Check the file and write its text cache (atomically); TextRejected with the reason otherwise."""
-    text = read_text(path, limits=limits)
+    text: str, *, tokenizer: str, vocab_size: int | None, limits: TextLimits, name: str
+) -> dict[str, Any]:
+    """The text cache of a checked text (the check's box does this: the BPE is trained on hostile text);
+    TextRejected with the reason when the text cannot make one."""
     if tokenizer == "char":
         alphabet = "".join(sorted(set(text)))
         if len(alphabet) > limits.max_char_vocab:
@@ -140,11 +145,20 @@ def tokenise(
             )
         cache = rt.text_cache(name, text, rt.Tokenizer(kind="char", alphabet=alphabet))
     else:
-        alphabet = ""
         val_at, _test_at = rt.split_points(text)
         ours, library = corpora.train_bpe(text[:val_at], vocab_size=int(vocab_size or 512))
         cache = rt.text_cache(name, text, ours, encode=lambda part: library.encode(part).ids)
-    tokens = {part: end - start for part, (start, end) in cache["splits"].items()}
+    check_split(split_sizes(cache["splits"]), limits=limits)
+    return cache
+
+
+def split_sizes(splits: dict[str, list[int]]) -> dict[str, int]:
+    """Tokens in each part of a cache's `splits` (train, val, test)."""
+    return {part: end - start for part, (start, end) in splits.items()}
+
+
+def check_split(tokens: dict[str, int], *, limits: TextLimits) -> None:
+    """TextRejected when the validation or the test part is under a window of tokens."""
     if min(tokens["val"], tokens["test"]) < limits.min_split_tokens:
         # The split is by position at line starts: one enormous line leaves nothing to validate on.
         raise TextRejected(
@@ -156,22 +170,49 @@ def tokenise(
                 {"val": tokens["val"], "test": tokens["test"], "min": limits.min_split_tokens},
             )
         )
+
+
+def cache_from_tokens(
+    name: str, *, tokens: torch.Tensor, splits: tuple[int, int], tokenizer: rt.Tokenizer, chars: int
+) -> dict[str, Any]:
+    """The text cache `rt.text_cache` makes, from a token stream (int64, (N,)) and the token positions
+    where validation and test start: what the worker writes from a check's tokens once it has checked them."""
+    a, b = splits
+    dtype = torch.uint16 if tokenizer.vocab_size <= 65536 else torch.int32
+    return {
+        "kind": "text",
+        "name": name,
+        "version": rt.TEXT_CACHE_VERSION,
+        "tokens": tokens.to(dtype),
+        "splits": {"train": [0, a], "val": [a, b], "test": [b, tokens.numel()]},
+        "tokenizer": tokenizer.as_json(),
+        "vocab_size": tokenizer.vocab_size,
+        "chars": chars,
+    }
+
+
+def text_facts(text: str, *, cache: dict[str, Any]) -> TextDataset:
+    """What the dataset page and validation show, from the text itself and its cache's tokenizer."""
+    tokenizer = cache["tokenizer"]
     digest = hashlib.sha256(text.encode("utf-8"))
-    digest.update(json.dumps(cache["tokenizer"], sort_keys=True).encode())
+    digest.update(json.dumps(tokenizer, sort_keys=True).encode())
+    first_line = next((line for line in text.split("\n") if line.strip()), text)
+    return TextDataset(
+        tokenizer=str(tokenizer["kind"]),
+        vocab_size=int(cache["vocab_size"]),
+        chars=len(text),
+        lines=text.count("\n") + (0 if text.endswith("\n") else 1),
+        tokens=split_sizes(cache["splits"]),
+        sample=text[:SAMPLE_CHARS],
+        prompt=first_line[:PROMPT_CHARS],
+        alphabet=str(tokenizer.get("alphabet", "")),
+        content_hash=digest.hexdigest(),
+    )
+
+
+def write_cache(cache: dict[str, Any], cache_path: Path) -> None:
+    """The cache as `torch.save` of plain data (read with weights_only=True), replaced atomically."""
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
     torch.save(cache, tmp)
     os.replace(tmp, cache_path)
-    first_line = next((line for line in text.split("\n") if line.strip()), text)
-    return TextDataset(
-        cache_path=cache_path,
-        tokenizer=tokenizer,
-        vocab_size=int(cache["vocab_size"]),
-        chars=len(text),
-        lines=text.count("\n") + (0 if text.endswith("\n") else 1),
-        tokens=tokens,
-        sample=text[:SAMPLE_CHARS],
-        prompt=first_line[:PROMPT_CHARS],
-        alphabet=alphabet,
-        content_hash=digest.hexdigest(),
-    )
