@@ -1613,6 +1613,9 @@ class CachedModel:
         if not self.supports(model):
             raise ValueError("CachedModel needs a chain of script classes and position-wise layers.")
         self.model = model
+        self.layers = list(model.children())
+        mixing = [i for i, layer in enumerate(self.layers) if type(layer).__name__ in _MIXING]
+        self.last_mixing = mixing[-1] if mixing else None  # after it, each position is on its own
         self.length = 0  # positions read so far
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(attention) -> keys, values
 
@@ -1630,11 +1633,9 @@ class CachedModel:
         that mixes positions, the other positions are dropped, and that layer asks only for the last
         position's query: the same scores for less work (a whole block less, with the window read again)."""
         x = ids
-        children = list(self.model.children())
-        mixing = [i for i, child in enumerate(children) if type(child).__name__ in _MIXING]
-        last = mixing[-1] if last_only and mixing else None
-        for i, child in enumerate(children):
-            x = self._layer(child, x, last=i == last)
+        last = self.last_mixing if last_only else None
+        for i, layer in enumerate(self.layers):
+            x = self._layer(layer, x, last=i == last)
         self.length += ids.shape[1]
         return x[:, -1:] if last_only else x
 
@@ -1673,7 +1674,7 @@ class CachedModel:
         return attention.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_tokens(
     model: nn.Module,
     ids: Sequence[int],
