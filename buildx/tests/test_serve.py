@@ -34,15 +34,9 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> bytes:
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
-@pytest.mark.slow
-def test_serve_runs_web_and_worker_and_stops_them_together(tmp_path):
-    """Embedded (no REDIS_URL): a worker inside the process. With REDIS_URL: a separate worker process."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["SQLITE_PATH"] = str(tmp_path / "serve.sqlite3")  # the page and checks below need no tables
-    env["DEBUG"] = "1"  # as `make run`
-    env.pop("BUILDX_VALIDATION_WARMUP", None)
-    process = subprocess.Popen(
+def start_serve(port: int, env: dict[str, str]) -> subprocess.Popen:
+    """`manage.py serve` on the port, its output (text) on a pipe, in a session of its own."""
+    return subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", str(port)],
         cwd=settings.BASE_DIR,
         env=env,
@@ -51,6 +45,17 @@ def test_serve_runs_web_and_worker_and_stops_them_together(tmp_path):
         text=True,
         start_new_session=True,
     )
+
+
+@pytest.mark.slow
+def test_serve_runs_web_and_worker_and_stops_them_together(tmp_path):
+    """Embedded (no REDIS_URL): a worker inside the process. With REDIS_URL: a separate worker process."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["SQLITE_PATH"] = str(tmp_path / "serve.sqlite3")  # the page and checks below need no tables
+    env["DEBUG"] = "1"  # as `make run`
+    env.pop("BUILDX_VALIDATION_WARMUP", None)
+    process = start_serve(port, env)
     try:
         assert json.loads(wait_for(f"http://127.0.0.1:{port}/healthz", process)) == {"status": "ok"}
         ready = json.loads(wait_for(f"http://127.0.0.1:{port}/readyz", process))
@@ -102,15 +107,7 @@ def test_a_stop_while_the_worker_boots_stops_everything_serve_started(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["SQLITE_PATH"] = marker
     env["DEBUG"] = "1"
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port)],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    process = start_serve(port, env)
     try:
         assert process.stdout is not None
         seen = []
