@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -47,6 +48,32 @@ def start_serve(port: int, env: dict[str, str]) -> subprocess.Popen:
     )
 
 
+def stopped_output(process: subprocess.Popen, *, marker: str) -> str:
+    """Serve's output to its end, once it has stopped. The 180 s only bound a hang (the stop takes seconds);
+    a hang fails with what is still running: serve itself, or a process it started that holds its output
+    (every one carries `marker` in its environment)."""
+    try:
+        return process.communicate(timeout=180)[0]
+    except subprocess.TimeoutExpired as expired:
+        alive = []
+        for pid in processes_with(marker):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+                alive.append(f"pid {pid} (group {os.getpgid(pid)}): {command}")
+            except OSError:
+                continue
+        state = "has exited" if process.poll() is not None else "is still running"
+        for pid in [process.pid, *processes_with(marker)]:  # nothing of a failed run lingers on
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.communicate(timeout=10)
+        raise AssertionError(
+            f"serve {state} 180 s after SIGINT; still running: {alive}; output: {expired.output!r}"
+        ) from None
+
+
 @pytest.mark.slow
 def test_serve_runs_web_and_worker_and_stops_them_together(tmp_path):
     """Embedded (no REDIS_URL): a worker inside the process. With REDIS_URL: a separate worker process."""
@@ -67,7 +94,7 @@ def test_serve_runs_web_and_worker_and_stops_them_together(tmp_path):
     finally:
         process.send_signal(signal.SIGINT)
         # The stop waits for the validation warm-up (importing torch): room for a busy machine.
-        output, _ = process.communicate(timeout=180)
+        output = stopped_output(process, marker=env["SQLITE_PATH"])
     assert process.returncode == 0, output
     # The editor's first check does not wait for torch under `make run` either: the server warmed the
     # validation up in the background (a stop during the warm-up waits for it: the line is always there).
@@ -116,8 +143,7 @@ def test_a_stop_while_the_worker_boots_stops_everything_serve_started(tmp_path):
             if "Worker process started" in line or "Embedded mode" in line:
                 break
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=180)  # bounds a hang: the stop itself takes seconds
-        output = "".join(seen) + output
+        output = "".join(seen) + stopped_output(process, marker=marker)
         assert process.returncode == 0, output
         assert processes_with(marker) == [], output
     finally:
