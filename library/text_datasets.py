@@ -213,12 +213,17 @@ def problem_message(problem: dict[str, Any]) -> str:
             % {"mb": settings.DATASET_CHECK_MEMORY_BYTES // 2**20}
         ),
         "check_timeout": lambda: (
-            _("Checking this text took longer than %(seconds)s seconds, so it was stopped.")
+            _(
+                "Checking this text took longer than %(seconds)s seconds, so it was stopped. "
+                "Send a smaller text, or split it into parts."
+            )
             % {"seconds": settings.DATASET_CHECK_WALL_S}
         ),
         "check_failed": lambda: _("The check of this text failed. Try again, or upload the text again."),
         "check_forged": lambda: _(
-            "The check of this text gave an answer that does not hold together, so the text was refused."
+            "The check of this text gave an answer that does not hold together, so the text was refused. "
+            "Check that the file is plain UTF-8 text and upload it again; if it happens again, tell your "
+            "instructor."
         ),
     }
     found = messages.get(str(problem.get("code")))
