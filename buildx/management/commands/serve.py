@@ -52,7 +52,11 @@ class Command(BaseCommand):
 
         worker = child = None
         # Until Daphne takes SIGINT and SIGTERM over, either one stops the start-up through the `finally`
-        # below (a Ctrl+C while the worker boots must not leave it running on its own).
+        # below (a Ctrl+C while the worker boots must not leave it running on its own). SIGINT is set too,
+        # not inherited: a command started in the background by a script (`make run &`, a CI job) inherits
+        # SIGINT ignored, so Python installs no KeyboardInterrupt, Twisted then leaves SIGINT alone, and
+        # Ctrl+C or `kill -INT` did nothing at all: serve and its worker ran on.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             if not no_worker:
