@@ -50,7 +50,6 @@ from sandbox.tests.hostile_runs import (
     Expect,
     Outcome,
     check_config,
-    descendants,
     hostile_inputs,
     hostile_line,
     run_cold,
@@ -192,18 +191,34 @@ def assert_expected(outcome: Outcome, expect: Expect) -> None:
 
 
 def processes_in(directory: Path, *, besides: Iterable[int] = ()) -> list[int]:
-    """Pids whose working directory is inside `directory` (a straggler), except `besides`' trees."""
-    spared = {pid for parent in besides for pid in descendants(parent)}
+    """Pids whose working directory is inside `directory` (a straggler), except `besides` and the processes
+    descended from them. Ancestry is read for each process found, when it is found: a box started ahead
+    of time still forks its harness after the test lists what it spares, and a list of descendants taken
+    first missed that child (a straggler reported that was the waiting box's own harness)."""
+    spared = set(besides)
     found = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) not in spared:
+        if entry.isdigit():
             try:
                 cwd = os.readlink(f"/proc/{entry}/cwd")
-            except OSError:
+            except OSError:  # gone meanwhile: nothing left behind
                 continue
-            if cwd.startswith(str(directory)):
+            if cwd.startswith(str(directory)) and not spared.intersection(ancestry(int(entry))):
                 found.append(int(entry))
     return found
+
+
+def ancestry(pid: int) -> list[int]:
+    """`pid` and its parents up to init (/proc/<pid>/stat: the parent's pid follows the command's ")")."""
+    chain = [pid]
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:  # an ancestor gone meanwhile: the chain ends there
+            break
+        chain.append(pid)
+    return chain
 
 
 def files_outside(root: Path, run_dir: Path) -> list[str]:
