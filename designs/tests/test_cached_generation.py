@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from designs.compiler import compile_spec, load_compiled
-from designs.sequence import generates_incrementally
+from designs.sequence import INCREMENTAL_KINDS, generates_incrementally
 from designs.validation import validate
 from sandbox.engine import buildx_runtime as rt
 
@@ -46,6 +46,12 @@ PARTS = lm(
         {"type": "MLP", "name": "mlp"},
         {"type": "GELU", "name": "gelu"},
         {"type": "Dropout", "name": "drop", "p": 0.2},
+        {"type": "Linear", "name": "up", "out_features": 24},
+        {"type": "ReLU", "name": "relu"},
+        {"type": "SiLU", "name": "silu"},
+        {"type": "Tanh", "name": "tanh"},
+        {"type": "Sigmoid", "name": "sigmoid"},
+        {"type": "Identity", "name": "same"},
         {"type": "Linear", "name": "head", "out_features": VOCAB},
     ]
 )
@@ -76,6 +82,13 @@ def build(spec: dict, seed: int = 0, std: float = 0.5) -> tuple[dict, nn.Module]
         for param in model.parameters():
             param.normal_(0.0, std)
     return spec, model.eval()
+
+
+def test_every_kind_the_spec_check_lets_through_is_read_step_by_step_in_these_tests():
+    """designs.sequence.INCREMENTAL_KINDS decides which models generate with the cache; the tests below
+    prove the reader equals the full pass for the models here, so every kind it admits is in one of them."""
+    tested = {layer["type"] for spec in (TINY_GPT, PARTS) for layer in spec["layers"]}
+    assert INCREMENTAL_KINDS <= tested, sorted(INCREMENTAL_KINDS - tested)
 
 
 @pytest.mark.parametrize("spec", [TINY_GPT, PARTS], ids=["tiny-gpt", "parts"])
