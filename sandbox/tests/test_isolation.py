@@ -17,6 +17,7 @@ from sandbox.launcher import host, python_executable
 from sandbox.runner import run_script
 
 DIGITS_SCRIPT = Path(__file__).parent / "scripts" / "digits_cnn.py"
+HANG_S = 1200  # a wall limit that only ends a hang: nothing here is expected to take it
 
 THREAD_HOG = """
 import threading, time
@@ -25,7 +26,7 @@ threads = [threading.Thread(target=stop.wait) for _ in range(300)]
 for t in threads:
     t.start()
 print("holding", threading.active_count(), "threads", flush=True)
-time.sleep(60)  # until the test stops it, once the ordinary run is over
+time.sleep(3600)  # until the test stops it, once the ordinary run is over
 """
 
 MEMORY_HOG = """
@@ -75,11 +76,13 @@ def test_a_thread_hog_and_a_memory_hog_beside_it_do_not_stop_an_ordinary_run(lim
 
     # The thread hog holds its threads until the ordinary run is over. The memory hog is never asked
     # to stop: it ends when its group's limit kills it, however long filling 4 GiB takes on a busy
-    # machine (before, the ordinary run could finish first and cancel it just under the limit).
-    threads = threading.Thread(target=hog, args=("threads", THREAD_HOG, 40, finished.is_set))
+    # machine (before, the ordinary run could finish first and cancel it just under the limit). The wall
+    # limits only bound a hang: the hog's 40 s ran out before a 10-epoch run beside it ended at load 8,
+    # and the hog then ended by timeout instead of being stopped with the others done.
+    threads = threading.Thread(target=hog, args=("threads", THREAD_HOG, HANG_S, finished.is_set))
     threads.start()
-    assert holding.wait(30), events["threads"]
-    memory = threading.Thread(target=hog, args=("memory", MEMORY_HOG, 60, lambda: False))
+    assert holding.wait(HANG_S), events["threads"]
+    memory = threading.Thread(target=hog, args=("memory", MEMORY_HOG, HANG_S, lambda: False))
     memory.start()
     config = {
         "resume": False,
@@ -93,7 +96,7 @@ def test_a_thread_hog_and_a_memory_hog_beside_it_do_not_stop_an_ordinary_run(lim
     }
     ordinary = run_script(code=DIGITS_SCRIPT.read_text(), run_dir=tmp_path / "ordinary", config=config,
                           dataset=ds.training_cache(cache), on_event=events["ordinary"].append,
-                          should_stop=lambda: False, wall_limit_s=120)  # fmt: skip
+                          should_stop=lambda: False, wall_limit_s=HANG_S)  # fmt: skip
     finished.set()
     memory.join()
     threads.join()
