@@ -315,7 +315,7 @@ def test_the_digits_starter_stops_and_resumes_through_the_harness_in_the_sandbox
         return bool(asked_at)
 
     result = run_script(code=DIGITS_SCRIPT.read_text(), run_dir=run_dir, config=harness_config(digits_cache),
-                        on_event=events.append, should_stop=should_stop, wall_limit_s=120)  # fmt: skip
+                        on_event=events.append, should_stop=should_stop, wall_limit_s=1200)  # fmt: skip
     stopped_in = time.monotonic() - asked_at[0]
 
     assert result.status == "cancelled"
@@ -325,7 +325,7 @@ def test_the_digits_starter_stops_and_resumes_through_the_harness_in_the_sandbox
     completed = json.loads((run_dir / "checkpoints" / "last.json").read_text())["epoch"]
     assert completed == stopped[0]["epoch"]
 
-    resumed, resumed_events = run(DIGITS_SCRIPT.read_text(), run_dir, entry=None, check_code=True, wall=120,
+    resumed, resumed_events = run(DIGITS_SCRIPT.read_text(), run_dir, entry=None, check_code=True, wall=1200,
                                   config=harness_config(digits_cache, resume=True))  # fmt: skip
     assert resumed.status == "succeeded", resumed.cause
     status = next(e for e in resumed_events if e["kind"] == "status")
