@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 import pytest
 from django.conf import settings
@@ -28,3 +29,5 @@ def test_it_trains_a_design_file_and_streams_the_log_to_the_end(workers, tmp_pat
     assert f"Run #{run.pk} queued" in text
     assert "Epoch 2/2" in text and "epoch 2/2" in text  # the log line and the progress bar
     assert "Run succeeded" in text and "Test accuracy" in text
+    # Embedded mode trains in a thread of the command: it is done with the run when the command returns.
+    assert [t.name for t in threading.enumerate() if t.name == f"train-run-{run.pk}"] == []

@@ -67,16 +67,23 @@ class Command(BaseCommand):
         except services.RunRefused as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(f"Run #{run.pk} queued: /runs/{run.pk}/")
+        worker: threading.Thread | None = None
         if settings.EMBEDDED:
             # No worker process exists to take it: train here, in a thread, and follow from the database.
             from training.actors import train_run
 
-            worker = threading.Thread(target=train_run.fn, args=(run.pk,), daemon=True)
+            worker = threading.Thread(
+                target=train_run.fn, args=(run.pk,), name=f"train-run-{run.pk}", daemon=True
+            )
             worker.start()
             follow = True
         if not follow:
             return
         status = self.follow(run)
+        if worker is not None:
+            # The run's end is in the log before the thread has finished with it (its box closed, the
+            # run announced): leaving then killed that work with the process, a box's folder left behind.
+            worker.join(timeout=120)
         if status != Run.Status.SUCCEEDED:
             sys.exit(1)
 
