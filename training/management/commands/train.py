@@ -84,6 +84,11 @@ class Command(BaseCommand):
             # The run's end is in the log before the thread has finished with it (its box closed, the
             # run announced): leaving then killed that work with the process, a box's folder left behind.
             worker.join(timeout=120)
+            if worker.is_alive():
+                self.stdout.write(
+                    "The run has ended but its clean-up is still going; leaving now may leave its sandbox "
+                    "folder behind, which the next training start removes."
+                )
         if status != Run.Status.SUCCEEDED:
             sys.exit(1)
 
