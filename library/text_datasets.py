@@ -222,8 +222,8 @@ def problem_message(problem: dict[str, Any]) -> str:
         "check_failed": lambda: _("The check of this text failed. Try again, or upload the text again."),
         "check_forged": lambda: _(
             "The check of this text gave an answer that does not hold together, so the text was refused. "
-            "Check that the file is plain UTF-8 text and upload it again; if it happens again, tell your "
-            "instructor."
+            "Check that the file is plain UTF-8 text and upload it again; if it happens again, tell whoever "
+            "runs this site (your instructor or its administrator): the cause is in its log."
         ),
     }
     found = messages.get(str(problem.get("code")))
