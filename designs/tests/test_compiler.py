@@ -31,8 +31,15 @@ def harness():
 
 
 def load(code: str) -> types.ModuleType:
+    """The script's module, importing buildx_runtime from sandbox/engine as the child does: on its own, not
+    through the harness fixture, which a test worker may not have set up yet (pytest-xdist shares a
+    module's tests between workers; these tests once failed with no buildx_runtime to import)."""
     module = types.ModuleType("compiled_design")
-    exec(compile(code, "script.py", "exec"), module.__dict__)
+    sys.path.insert(0, str(ENGINE))
+    try:
+        exec(compile(code, "script.py", "exec"), module.__dict__)
+    finally:
+        sys.path.remove(str(ENGINE))
     return module
 
 
