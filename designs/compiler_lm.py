@@ -176,7 +176,7 @@ def _train_function(hp: dict, *, incremental: bool) -> list[str]:
         "            rt.clip_gradients(model, GRAD_CLIP)",
         "            optimizer.step()",
         "            total_loss += loss.detach()  # stays on the device: no sync per step",
-        "            correct += (logits.argmax(-1) == y).float().mean()",
+        "            correct += rt.next_token_accuracy(logits, y)  # share of positions whose next token scored highest",
         "        val_loss, val_acc = rt.evaluate_lm(model, data.val, batch_size=BATCH_SIZE,",
         "                                           context_length=CONTEXT_LENGTH, batches=EVAL_BATCHES)",
         "        rt.report_epoch(epoch=epoch, epochs=EPOCHS,",

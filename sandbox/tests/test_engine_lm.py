@@ -57,6 +57,30 @@ def test_random_windows_are_gathered_on_the_device_with_targets_one_token_later(
     assert test is not None and len(test) > 0
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_next_token_accuracy_is_the_share_of_positions_whose_next_token_scored_highest(seed):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(4, 16, 13, generator=generator, requires_grad=True)
+    targets = torch.randint(0, 13, (4, 16), generator=generator)
+    targets[0, :8] = logits.detach()[0, :8].argmax(-1)  # some right, so that the share is not near 1/13
+
+    accuracy = rt.next_token_accuracy(logits, targets)
+
+    assert accuracy.shape == () and not accuracy.requires_grad  # a figure, not part of the graph
+    assert accuracy.item() == pytest.approx((logits.argmax(-1) == targets).float().mean().item())
+    assert accuracy.item() >= 8 / 64
+
+
+def test_next_token_accuracy_counts_a_tie_at_the_top_for_the_target_and_a_diverged_row_as_wrong():
+    logits = torch.tensor([[[1.0, 3.0, 3.0], [5.0, 0.0, 0.0], [float("nan"), 1.0, 0.0]]])
+
+    hits = [
+        rt.next_token_accuracy(logits[:, i : i + 1], torch.tensor([[t]])).item() for i, t in [(0, 2), (1, 1)]
+    ]
+    assert hits == [1.0, 0.0]  # token 2 ties token 1 for the top score; token 1 is not the top
+    assert rt.next_token_accuracy(logits[:, 2:], torch.tensor([[0]])).item() == 0.0
+
+
 def test_byte_level_bpe_trains_to_the_vocabulary_and_the_runtime_decodes_and_encodes_it():
     text = rt.grammar_text(3000)
     ours, library = corpora.train_bpe(text, vocab_size=300)
