@@ -123,7 +123,7 @@ def compile_lm(spec: dict, report: dict, *, design_name: str, version_number: in
         classes=classes,
         init=[*align_comments(init), *tie_lines],
         forward=["        # x: (B, T) token ids", *align_comments(_forward_lines(spec, rows))],
-        train=_train_function(hp, incremental=sequence.generates_incrementally(spec)),
+        train=_train_function(hp),
         main_call="rt.main(build_model, train, dataset=DATASET, task=TASK, context_length=CONTEXT_LENGTH, seed=SEED)",
     )
     return "\n".join(out)
@@ -140,9 +140,7 @@ def _wrap(text: str, width: int = 100) -> list[str]:
     return [*lines, line]
 
 
-def _train_function(hp: dict, *, incremental: bool) -> list[str]:
-    """The learning-rate schedule and the loop; incremental: the model is a chain that generates its samples
-    with the runtime's key-value cache (sequence.generates_incrementally)."""
+def _train_function(hp: dict) -> list[str]:
     optimizer = OPTIMIZER_CALLS[hp["optimizer"]]
     return [
         "def learning_rate(step: int) -> float:",
@@ -185,16 +183,7 @@ def _train_function(hp: dict, *, incremental: bool) -> list[str]:
         "                        val_loss=val_loss, val_acc=val_acc,",
         '                        lr=optimizer.param_groups[0]["lr"])',
         "        sample = rt.generate_text(model, data.tokenizer, SAMPLE_PROMPT, max_new_tokens=SAMPLE_TOKENS,",
-        *(
-            [
-                "                                  context_length=CONTEXT_LENGTH, temperature=0.8, top_k=20,",
-                "                                  kv_cache=True)  # reads one new token at a time: the same text, sooner",
-            ]
-            if incremental
-            else [
-                "                                  context_length=CONTEXT_LENGTH, temperature=0.8, top_k=20)"
-            ]
-        ),
+        "                                  context_length=CONTEXT_LENGTH, temperature=0.8, top_k=20)",
         "        rt.report_sample(epoch=epoch, prompt=SAMPLE_PROMPT, text=sample)",
         "        rt.save_checkpoint(model=model, optimizer=optimizer, epoch=epoch, metric=val_acc)",
     ]

@@ -11,7 +11,6 @@ from designs.compiler import compile_spec, load_compiled
 from designs.sequence import INCREMENTAL_KINDS, generates_incrementally
 from designs.validation import validate
 from sandbox.engine import buildx_runtime as rt
-from sandbox.engine import corpus_facts
 
 VOCAB = 13  # the addition corpus
 CONTEXT = 12
@@ -176,19 +175,12 @@ def test_a_branched_model_is_not_a_chain_although_the_runtime_knows_its_layers()
         assert not torch.allclose(rt.CachedModel(model).scores(ids), model(ids), atol=1e-3)
 
 
-@pytest.mark.parametrize(
-    ("spec", "cached"), [(TINY_GPT, True), (PARTS, True), (BRANCHED, False), (RECURRENT, False)],
-    ids=["tiny-gpt", "parts", "branched", "recurrent"],
-)  # fmt: skip
-def test_the_training_scripts_sample_reads_with_the_cache_only_for_a_chain(spec, cached):
-    """The sample written after every epoch asks for the cache exactly where generation may use it (the
-    branched model would otherwise write another model's text), and it is the text of the full passes."""
-    spec, report = validate(spec)
+@pytest.mark.parametrize("spec", [TINY_GPT, PARTS], ids=["tiny-gpt", "parts"])
+def test_the_training_scripts_sample_reads_without_the_cache(spec):
+    """The reader steps the platform's own block classes by their parts, and an assistant-written script
+    follows the compiled script's shape with classes of its own: a sample asking for the cache there could
+    write another model's text or stop the run. Only the platform's generation (training/generate.py), which
+    knows the model is compiled, uses it."""
+    spec, _report = validate(spec)
     code = compile_spec(spec, design_name="Test", version_number=1)
-    assert ("kv_cache=True" in code) is cached
-    _spec, model = build(spec, seed=5, std=1.0)
-    tokenizer = rt.Tokenizer(kind="char", alphabet=corpus_facts.ADDITION.alphabet)
-    kwargs = {"max_new_tokens": 3 * CONTEXT, "context_length": CONTEXT, "temperature": 4.0, "seed": 7}
-    text = rt.generate_text(model, tokenizer, "12+3", kv_cache=cached, **kwargs)
-    assert text == rt.generate_text(model, tokenizer, "12+3", kv_cache=False, **kwargs)
-    assert len(text) == 4 + 3 * CONTEXT
+    assert "rt.generate_text(" in code and "kv_cache" not in code

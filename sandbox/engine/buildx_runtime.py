@@ -1748,10 +1748,8 @@ def generate_text(
     temperature: float = 1.0,
     top_k: int | None = None,
     seed: int = 0,
-    kv_cache: bool = False,
 ) -> str:
-    """The prompt and what the model writes after it (a fixed seed: the same model writes the same).
-    kv_cache: as generate_tokens's, for a compiled chain of layers (the same text, for less work)."""
+    """The prompt and what the model writes after it (a fixed seed: the same model writes the same)."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     new = list(
@@ -1763,7 +1761,6 @@ def generate_text(
             temperature=temperature,
             top_k=top_k,
             generator=generator,
-            kv_cache=kv_cache,
         )
     )
     return prompt + tokenizer.decode(new)
