@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,16 +20,23 @@ from designs.validation import validate
 ENGINE = Path(__file__).resolve().parents[2] / "sandbox" / "engine"
 
 
+@contextlib.contextmanager
+def engine_on_path() -> Iterator[None]:
+    """Imports find buildx_runtime and the harness in sandbox/engine, as the sandboxed child's do."""
+    sys.path.insert(0, str(ENGINE))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(ENGINE))
+
+
 @pytest.fixture(scope="module")
 def harness():
     """The real buildx_runtime and harness (sandbox/engine), as the sandboxed child imports them."""
-    sys.path.insert(0, str(ENGINE))
-    try:
+    with engine_on_path():
         import harness
 
         yield harness
-    finally:
-        sys.path.remove(str(ENGINE))
 
 
 def load(code: str) -> types.ModuleType:
@@ -35,11 +44,8 @@ def load(code: str) -> types.ModuleType:
     through the harness fixture, which a test worker may not have set up yet (pytest-xdist shares a
     module's tests between workers; these tests once failed with no buildx_runtime to import)."""
     module = types.ModuleType("compiled_design")
-    sys.path.insert(0, str(ENGINE))
-    try:
+    with engine_on_path():
         exec(compile(code, "script.py", "exec"), module.__dict__)
-    finally:
-        sys.path.remove(str(ENGINE))
     return module
 
 
